@@ -1,0 +1,300 @@
+"""The edge schema: one record type per event of SPEC section 6 (import format).
+
+Each record is a frozen msgspec Struct in a union tagged on ``type``; unknown
+fields are refused (SPEC section 1: no identifier slips in).  One C pass decodes
+a JSON line, checks types, enumerations, formats and ranges, and the same
+struct is what the ledger stores (MessagePack) inside its domain events.
+
+Rules that tie several fields of one record together live in ``__post_init__``
+and name the field they blame, so that every message reads ``at $.field: ...``.
+Rules that need the protocol (site codes, vital ranges) or the participant's
+history live in :mod:`ledger.rules`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal, Union
+
+import msgspec
+from msgspec import Meta
+
+Text = Annotated[str, Meta(min_length=1, max_length=500)]
+ParticipantCode = Annotated[
+    str,
+    Meta(pattern=r"^[A-Z][A-Z0-9]{0,9}-[0-9]{3,9}$", description="<SITE>-<NNN>"),
+]
+SiteCode = Annotated[str, Meta(pattern=r"^[A-Z][A-Z0-9]{0,9}$")]
+UserName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")]
+# An event id: the client's ``id`` or the ledger's own (``NFH-001#3``; ``#`` is
+# reserved for the ledger, see :func:`ledger.application.check_client_id`).
+EventId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/#-]{0,99}$")]
+AeId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")]
+Instant = Annotated[dt.datetime, Meta(tz=True)]
+Grade = Annotated[int, Meta(ge=1, le=5)]
+
+Sex = Literal["M", "F", "U"]
+RefractoryCmv = Literal["infection", "disease"]
+ConsentBy = Literal["participant", "representative"]
+Specimen = Literal["plasma", "whole_blood"]
+CmvResult = Literal["not_detected", "below_lloq", "quantified", "above_uloq"]
+DiseaseStatus = Literal["active", "resolved"]
+Category = Literal[
+    "gvhd_acute",
+    "gvhd_chronic",
+    "underlying_disease_relapse",
+    "cardiac_toxicity",
+    "hepatic_toxicity",
+    "renal_toxicity",
+    "secondary_malignancy",
+    "infusion_reaction",
+    "infection",
+    "other",
+]
+CATEGORIES: tuple[str, ...] = Category.__args__  # type: ignore[attr-defined]
+Criterion = Literal[
+    "death",
+    "life_threatening",
+    "hospitalisation",
+    "disability",
+    "congenital_anomaly",
+    "important_medical_event",
+]
+Causality = Literal["certain", "probable", "possible", "unlikely", "conditional", "unassessable"]
+Outcome = Literal["recovered", "recovering", "not_recovered", "recovered_with_sequelae", "fatal"]
+
+
+class InvalidRecord(ValueError):
+    """A record breaks a rule of the schema; ``field`` names the culprit."""
+
+
+def _fail(field: str, problem: str) -> None:
+    raise ValueError(f"{problem} - at `$.{field}`")
+
+
+def check_seriousness(grade: int | None, serious: bool | None, criteria: list[str] | None) -> None:
+    """SPEC section 2: serious needs a criterion, grade 5 needs death and serious."""
+    if serious and not criteria:
+        _fail("criteria", "a serious adverse event needs at least one seriousness criterion")
+    if serious is False and criteria:
+        _fail("criteria", "must be empty when the adverse event is not serious")
+    if criteria is not None and len(set(criteria)) != len(criteria):
+        _fail("criteria", "lists a criterion twice")
+    if grade == 5 and not (serious and criteria and "death" in criteria):
+        _fail("grade", "grade 5 requires serious = true with the criterion 'death'")
+
+
+class Record(
+    msgspec.Struct,
+    tag_field="type",
+    forbid_unknown_fields=True,
+    frozen=True,
+    kw_only=True,
+    omit_defaults=True,
+):
+    """Fields every line may carry (SPEC section 6, import format)."""
+
+    id: EventId | None = None
+    user: UserName | None = None
+    site: SiteCode | None = None
+    entered_at: Instant | None = None
+
+    @property
+    def type(self) -> str:
+        return type(self).__struct_config__.tag  # type: ignore[return-value]
+
+
+class ClinicalRecord(Record, kw_only=True):
+    """A record about one participant, dated by its clinical ``effective`` date."""
+
+    participant: ParticipantCode
+    effective: dt.date
+
+
+class ParticipantScreened(ClinicalRecord, tag="ParticipantScreened", kw_only=True):
+    site: SiteCode
+    age_years: Annotated[int, Meta(ge=0, le=130)]
+    sex: Sex
+    refractory_cmv: RefractoryCmv | None
+    consent_date: dt.date
+    consent_by: ConsentBy
+    hr: Annotated[int, Meta(ge=1, le=350)]
+    rr: Annotated[int, Meta(ge=1, le=120)]
+    sbp: Annotated[int, Meta(ge=1, le=350)]
+    dbp: Annotated[int, Meta(ge=1, le=250)]
+    investigator_excluded: bool = False
+
+    def __post_init__(self) -> None:
+        if self.participant.split("-")[0] != self.site:
+            _fail("participant", f"code must start with its site code '{self.site}-'")
+
+
+class ParticipantEnrolled(ClinicalRecord, tag="ParticipantEnrolled", kw_only=True):
+    weight_kg: Annotated[float, Meta(gt=0, le=400)]
+    deviation: Text | None = None
+
+
+class MSCInfused(ClinicalRecord, tag="MSCInfused", kw_only=True):
+    course: Annotated[int, Meta(ge=1, le=99)]
+    cells_per_kg: Annotated[float, Meta(gt=0, le=1e9)]
+    lot: Text | None = None
+
+
+class CMVLoadMeasured(ClinicalRecord, tag="CMVLoadMeasured", kw_only=True):
+    specimen: Specimen
+    assay: Text
+    lloq_iu_ml: Annotated[float, Meta(gt=0, le=1e6)]
+    result: CmvResult
+    value_iu_ml: Annotated[float, Meta(gt=0, le=1e12)] | None = None
+
+    def __post_init__(self) -> None:
+        if self.result == "quantified" and self.value_iu_ml is None:
+            _fail("value_iu_ml", "is required when result is 'quantified'")
+        if self.result != "quantified" and self.value_iu_ml is not None:
+            _fail("value_iu_ml", "is only allowed when result is 'quantified'")
+
+
+class CMVDiseaseAssessed(ClinicalRecord, tag="CMVDiseaseAssessed", kw_only=True):
+    status: DiseaseStatus
+    organ: Text | None = None
+
+
+class AdverseEventReported(ClinicalRecord, tag="AdverseEventReported", kw_only=True):
+    ae_id: AeId
+    term: Text
+    category: Category
+    grade: Grade
+    serious: bool
+    criteria: list[Criterion]
+    causality: Causality
+    aware_at: Instant
+
+    def __post_init__(self) -> None:
+        check_seriousness(self.grade, self.serious, self.criteria)
+
+
+class AdverseEventUpdated(ClinicalRecord, tag="AdverseEventUpdated", kw_only=True):
+    ae_id: AeId
+    grade: Grade | None = None
+    serious: bool | None = None
+    criteria: list[Criterion] | None = None
+    outcome: Outcome | None = None
+    resolved_date: dt.date | None = None
+
+
+class ParticipantWithdrew(ClinicalRecord, tag="ParticipantWithdrew", kw_only=True):
+    reason: Text
+
+
+class ParticipantDied(ClinicalRecord, tag="ParticipantDied", kw_only=True):
+    cause: Text | None = None
+
+
+class EventCorrected(Record, tag="EventCorrected", kw_only=True):
+    target: EventId
+    changes: dict[str, Any]
+    reason: Text
+
+    def __post_init__(self) -> None:
+        if not self.changes:
+            _fail("changes", "must change at least one field")
+        for name in ("type", "id", "participant"):
+            if name in self.changes:
+                _fail(f"changes.{name}", "cannot be corrected")
+
+
+class EventVoided(Record, tag="EventVoided", kw_only=True):
+    target: EventId
+    reason: Text
+
+
+Line = Union[  # noqa: UP007 - a runtime union msgspec tags
+    ParticipantScreened,
+    ParticipantEnrolled,
+    MSCInfused,
+    CMVLoadMeasured,
+    CMVDiseaseAssessed,
+    AdverseEventReported,
+    AdverseEventUpdated,
+    ParticipantWithdrew,
+    ParticipantDied,
+    EventCorrected,
+    EventVoided,
+]
+
+
+class EnrollmentRefused(ClinicalRecord, tag="EnrollmentRefused", kw_only=True):
+    """The record of a refused enrollment: the screen failure (SPEC section 2).
+
+    The ledger writes it itself when ``enroll`` fails eligibility; it is not an
+    import type.
+    """
+
+    weight_kg: Annotated[float, Meta(gt=0, le=400)]
+    criteria: list[Text]
+
+
+# Everything a participant's stream may hold: the import types and the ledger's own.
+Stored = Union[Line, EnrollmentRefused]  # noqa: UP007
+
+RECORD_TYPES: dict[str, type[Record]] = {
+    cls.__struct_config__.tag: cls  # type: ignore[misc]
+    for cls in Line.__args__  # type: ignore[attr-defined]
+}
+
+_json_decoder = msgspec.json.Decoder(Line)
+
+
+def decode_line(line: bytes | str) -> Line:
+    """Decode and validate one JSON line; raises :class:`InvalidRecord`."""
+    try:
+        return _json_decoder.decode(line)
+    except msgspec.ValidationError as exc:
+        raise InvalidRecord(_readable(str(exc))) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidRecord(f"not a JSON object: {exc}") from None
+
+
+def convert(fields: dict[str, Any], record_type: type[Record]) -> Record:
+    """Build a record of ``record_type`` from Python values, with the same checks.
+
+    Used for records built from command-line options and for corrected records,
+    which must still be valid (SPEC section 6).
+    """
+    try:
+        return msgspec.convert(fields, record_type, strict=False)
+    except msgspec.ValidationError as exc:
+        raise InvalidRecord(_readable(str(exc))) from None
+
+
+def to_fields(record: Record) -> dict[str, Any]:
+    """The record as JSON-compatible builtins, ``type`` first."""
+    return msgspec.to_builtins(record)  # type: ignore[no-any-return]
+
+
+def _readable(message: str) -> str:
+    """msgspec says ``Expected `int`, got `str` - at `$.grade```: name the field first."""
+    if " - at `$." in message:
+        problem, _, where = message.rpartition(" - at `$.")
+        field = where.rstrip("`")
+        return f"{field}: {problem[0].lower() + problem[1:]}"
+    if message.startswith("Object missing required field"):
+        field = message.split("`")[1]
+        return f"{field}: required field is missing"
+    if message.startswith("Object contains unknown field"):
+        field = message.split("`")[1]
+        return f"{field}: unknown field (not in the schema of this event type)"
+    if ("Invalid value" in message and "type" in message) or "tag" in message.lower():
+        return f"type: {message[0].lower() + message[1:]}"
+    return message
+
+
+def apply_changes(record: Record, changes: dict[str, Any]) -> Record:
+    """The record as a correction leaves it: ``changes`` over its fields, re-validated.
+
+    SPEC section 6: a corrected event must still be valid; raises
+    :class:`InvalidRecord` naming the field otherwise.
+    """
+    fields = to_fields(record)
+    fields.update(changes)
+    return convert(fields, type(record))
