@@ -137,7 +137,10 @@ class TrialLedger(Application[str]):
         receipt = Receipt()
         at = self.clock()
         filled = self._fill(lines, user, site, problems)
-        known = self.lookup([ln.record.id for ln in filled if ln.record.id])
+        known = self.lookup(
+            [ln.record.id for ln in filled if ln.record.id]
+            + [ln.record.target for ln in filled if isinstance(ln.record, EventCorrected | EventVoided)]
+        )
         batch_ids: dict[str, bytes] = {}
         owners: dict[str, str] = {eid: participant for eid, (participant, _) in known.items()}
         todo: list[Line] = []
@@ -196,9 +199,7 @@ class TrialLedger(Application[str]):
         self.save(*aggregates)
         return receipt
 
-    def _fill(
-        self, lines: list[Line], user: str | None, site: str | None, problems: list[str]
-    ) -> list[Line]:
+    def _fill(self, lines: list[Line], user: str | None, site: str | None, problems: list[str]) -> list[Line]:
         """Each record with its ``user`` and ``site`` (SPEC section 6: per line or by options)."""
         filled = []
         for ln in lines:

@@ -23,6 +23,7 @@ from ledger.events import (
     ClinicalRecord,
     CMVDiseaseAssessed,
     CMVLoadMeasured,
+    EnrollmentRefused,
     EventCorrected,
     EventVoided,
     InvalidRecord,
@@ -77,6 +78,9 @@ class Participant(BaseAggregate[str]):
     class AdverseEventUpdated(Event):
         pass
 
+    class EnrollmentRefused(Event):
+        pass
+
     class Withdrew(Event):
         pass
 
@@ -100,9 +104,7 @@ class Participant(BaseAggregate[str]):
     # -- use cases -----------------------------------------------------------------
 
     @classmethod
-    def screen(
-        cls, record: ParticipantScreened, protocol: Protocol, at: dt.datetime
-    ) -> "Participant":
+    def screen(cls, record: ParticipantScreened, protocol: Protocol, at: dt.datetime) -> "Participant":
         """Screen a new participant (the stream's first event)."""
         rules.check_clinical(rules.Chart(), record, protocol, at.date())
         record = _with_id(record, record.participant, cls.INITIAL_VERSION)
@@ -151,9 +153,7 @@ class Participant(BaseAggregate[str]):
                 f"{self.id}: {field}: {target} is not a correctable event of this participant"
             ) from None
 
-    def _check_correction(
-        self, correction: EventCorrected, protocol: Protocol, today: dt.date
-    ) -> None:
+    def _check_correction(self, correction: EventCorrected, protocol: Protocol, today: dt.date) -> None:
         """A corrected event must still be valid, and so must the chart it leaves."""
         original = self._amendable(correction.target, "target")
         try:
@@ -163,8 +163,7 @@ class Participant(BaseAggregate[str]):
         if isinstance(corrected, ClinicalRecord) and corrected.participant != self.id:
             raise InvalidInput(f"{self.id}: changes.participant: cannot be corrected")
         records = [
-            corrected if key == correction.target else value
-            for key, value in self.chart.records.items()
+            corrected if key == correction.target else value for key, value in self.chart.records.items()
         ]
         rules.replay(records, protocol, today)
 
@@ -184,6 +183,7 @@ EVENT_CLASS: dict[type[Record], type[Participant.Event]] = {
     CMVDiseaseAssessed: Participant.CMVDiseaseAssessed,
     AdverseEventReported: Participant.AdverseEventReported,
     AdverseEventUpdated: Participant.AdverseEventUpdated,
+    EnrollmentRefused: Participant.EnrollmentRefused,
     ParticipantWithdrew: Participant.Withdrew,
     ParticipantDied: Participant.Died,
     EventCorrected: Participant.Corrected,

@@ -24,9 +24,7 @@ def failed_criteria(
     # screening stands for the age on the consent date.
     age = screening.age_years
     if not rules.age_min <= age <= rules.age_max:
-        failures.append(
-            f"age: {age} years on the consent date, outside {rules.age_min}-{rules.age_max}"
-        )
+        failures.append(f"age: {age} years on the consent date, outside {rules.age_min}-{rules.age_max}")
     if screening.refractory_cmv not in ("infection", "disease"):
         failures.append("refractory_cmv: refractory CMV infection or disease not documented")
     if screening.consent_date > enrollment_date:

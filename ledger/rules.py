@@ -47,9 +47,7 @@ def _invalid(participant: str, fld: str, problem: str) -> InvalidInput:
     return InvalidInput(f"{participant}: {fld}: {problem}")
 
 
-def check_clinical(
-    chart: Chart, record: ClinicalRecord, protocol: Protocol, today: dt.date
-) -> None:
+def check_clinical(chart: Chart, record: ClinicalRecord, protocol: Protocol, today: dt.date) -> None:
     """Check one new clinical record against the participant's chart.
 
     Raises on the first broken rule; :class:`Ineligible` for a failed
@@ -58,9 +56,7 @@ def check_clinical(
     who = record.participant
     site = who.split("-")[0]
     if site not in protocol.sites:
-        raise _invalid(
-            who, "participant", f"unknown site code '{site}' ({', '.join(protocol.sites)})"
-        )
+        raise _invalid(who, "participant", f"unknown site code '{site}' ({', '.join(protocol.sites)})")
     if record.site is not None and record.site not in protocol.sites:
         raise _invalid(who, "site", f"unknown site code '{record.site}'")
     if record.effective > today:
@@ -68,9 +64,7 @@ def check_clinical(
     screening = chart.first(ParticipantScreened)
     if isinstance(record, ParticipantScreened):
         if screening is not None:
-            raise _invalid(
-                who, "type", f"already screened on {screening.effective} ({screening.id})"
-            )
+            raise _invalid(who, "type", f"already screened on {screening.effective} ({screening.id})")
         if record.consent_date > today:
             raise _invalid(who, "consent_date", f"{record.consent_date} is in the future")
         return
@@ -78,18 +72,14 @@ def check_clinical(
         raise _invalid(who, "participant", "not screened: record ParticipantScreened first")
     death = chart.first(ParticipantDied)
     if death is not None and record.effective > death.effective:
-        raise _invalid(
-            who, "effective", f"{record.effective} is after the death on {death.effective}"
-        )
+        raise _invalid(who, "effective", f"{record.effective} is after the death on {death.effective}")
     enrollment = chart.first(ParticipantEnrolled)
     match record:
         case ParticipantEnrolled():
             if enrollment is not None:
                 raise _invalid(who, "type", f"already enrolled on {enrollment.effective}")
             if record.effective < screening.effective:
-                raise _invalid(
-                    who, "effective", f"enrollment before screening ({screening.effective})"
-                )
+                raise _invalid(who, "effective", f"enrollment before screening ({screening.effective})")
             failures = enrollment_failures(screening, record, protocol)
             if failures and record.deviation is None:
                 raise Ineligible(who, failures)
@@ -97,14 +87,10 @@ def check_clinical(
             if enrollment is None:
                 raise _invalid(who, "type", "no infusion before enrollment: not enrolled")
             if record.effective < enrollment.effective:
-                raise _invalid(
-                    who, "effective", f"infusion before enrollment ({enrollment.effective})"
-                )
+                raise _invalid(who, "effective", f"infusion before enrollment ({enrollment.effective})")
             for given in chart.of_type(MSCInfused):
                 if given.course == record.course:
-                    raise _invalid(
-                        who, "course", f"course {record.course} already recorded ({given.id})"
-                    )
+                    raise _invalid(who, "course", f"course {record.course} already recorded ({given.id})")
         case ParticipantDied():
             if death is not None:
                 raise _invalid(who, "type", f"death already recorded on {death.effective}")

@@ -86,9 +86,7 @@ class Seal:
             )
             chain = chain_hash(chain, leaf)
             frontier.append(leaf)
-            rows.append(
-                (position, record.id, str(stored.originator_id), content_hash(record), leaf, chain)
-            )
+            rows.append((position, record.id, str(stored.originator_id), content_hash(record), leaf, chain))
         cursor.executemany(self.insert_entry, rows)
         cursor.executemany(self.upsert_meta, [("frontier", frontier.to_bytes()), ("chain", chain)])
 

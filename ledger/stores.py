@@ -13,7 +13,6 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 from eventsourcing.persistence import StoredEvent
-from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
 from eventsourcing.sqlite import (
     SQLiteApplicationRecorder,
     SQLiteConnection,
@@ -21,7 +20,6 @@ from eventsourcing.sqlite import (
     SQLiteFactory,
     SQLiteTransaction,
 )
-from psycopg.sql import SQL
 
 from ledger.seal import Seal
 
@@ -63,27 +61,6 @@ class LedgerSQLiteFactory(SQLiteFactory):
     application_recorder_class = LedgerSQLiteRecorder
 
 
-class LedgerPostgresRecorder(PostgresApplicationRecorder):
-    def __init__(self, datastore: Any, **kwargs: Any) -> None:
-        super().__init__(datastore, **kwargs)
-        self.seal = Seal(prefix=f'"{self.datastore.schema}".', placeholder="%s", blob="BYTEA")
-        self.sql_create_statements.extend(SQL(s) for s in self.seal.create_statements)  # type: ignore[arg-type]
-
-    def _fetch_ids_after_insert_events(
-        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
-    ) -> Sequence[int] | None:
-        positions = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
-        assert positions is not None
-        # The table lock taken before the insert serialises writers, so the
-        # frontier read here is the latest one.
-        self.seal.seal(curs, positions, stored_events)
-        return positions
-
-
-class LedgerPostgresFactory(PostgresFactory):
-    application_recorder_class = LedgerPostgresRecorder
-
-
 def store_url(store: str | None) -> str:
     """The store to use: the option, else ``TRIAL_LEDGER_STORE``, else ``trial-ledger.db``."""
     return store or os.environ.get("TRIAL_LEDGER_STORE") or DEFAULT_STORE
@@ -110,7 +87,7 @@ def store_env(url: str) -> dict[str, str]:
         query = parse_qs(parts.query)
         return {
             **common,
-            "PERSISTENCE_MODULE": "ledger.stores:LedgerPostgresFactory",
+            "PERSISTENCE_MODULE": "ledger.postgres:LedgerPostgresFactory",
             "POSTGRES_DBNAME": unquote(parts.path.lstrip("/")) or "postgres",
             "POSTGRES_HOST": parts.hostname or "127.0.0.1",
             "POSTGRES_PORT": str(parts.port or 5432),

@@ -1,0 +1,317 @@
+"""``trial-ledger``: the command line of SPEC section 6.
+
+Thin: it parses options into records, calls the application and prints.  The
+write commands are made from the record types themselves (one option per field,
+``_`` spelt ``-``), so the command line and the import format cannot drift apart.
+Heavy modules are imported inside the commands that need them: an append pays
+only for what it uses.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from ledger.application import Receipt, TrialLedger
+
+
+class Settings:
+    """The global options (SPEC section 6), settable before or after the command name."""
+
+    def __init__(self) -> None:
+        self.store: str | None = None
+        self.user: str | None = None
+        self.json = False
+        self.protocol: str | None = None
+
+
+def _remember(name: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    def callback(ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
+        settings = ctx.ensure_object(Settings)
+        if value not in (None, False):
+            setattr(settings, name, value)
+        return value
+
+    return callback
+
+
+GLOBAL_OPTIONS = [
+    click.option(
+        "--store",
+        envvar="TRIAL_LEDGER_STORE",
+        expose_value=False,
+        callback=_remember("store"),
+        help="SQLite file (default trial-ledger.db) or postgresql://... [env TRIAL_LEDGER_STORE]",
+    ),
+    click.option(
+        "--user",
+        envvar="TRIAL_LEDGER_USER",
+        expose_value=False,
+        callback=_remember("user"),
+        help="Who is acting [env TRIAL_LEDGER_USER].",
+    ),
+    click.option(
+        "--json",
+        "json_",
+        is_flag=True,
+        expose_value=False,
+        callback=_remember("json"),
+        help="Machine-readable output on stdout.",
+    ),
+    click.option(
+        "--protocol",
+        envvar="TRIAL_LEDGER_PROTOCOL",
+        expose_value=False,
+        callback=_remember("protocol"),
+        type=click.Path(exists=True, dir_okay=False),
+        help="Protocol definition file (default: NFH-MSC-CMV-2014) [env TRIAL_LEDGER_PROTOCOL].",
+    ),
+]
+
+
+def global_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(GLOBAL_OPTIONS):
+        command = option(command)
+    return command
+
+
+def settings() -> Settings:
+    return click.get_current_context().ensure_object(Settings)
+
+
+def open_ledger() -> TrialLedger:
+    from ledger.application import TrialLedger
+    from ledger.protocol import load_protocol
+
+    s = settings()
+    protocol = load_protocol(s.protocol) if s.protocol else None
+    return TrialLedger(s.store, protocol=protocol)
+
+
+def emit(data: Any, text: str | Callable[[], None]) -> None:
+    """Print ``data`` as JSON with ``--json``, else the human text (or call the renderer)."""
+    if settings().json:
+        click.echo(json.dumps(data, indent=2, default=str))
+    elif callable(text):
+        text()
+    else:
+        click.echo(text)
+
+
+def refusals(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the ledger's refusals into the SPEC's exit codes and messages."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from ledger.errors import LedgerError
+
+        try:
+            return command(*args, **kwargs)
+        except LedgerError as exc:
+            if settings().json:
+                click.echo(json.dumps({"error": str(exc), "problems": exc.problems}, indent=2))
+            for problem in exc.problems:
+                click.echo(f"error: {problem}", err=True)
+            sys.exit(exc.exit_code)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@global_options
+def main() -> None:
+    """Event-sourced, tamper-evident ledger of the trial NFH-MSC-CMV-2014 (NCT02083731)."""
+
+
+# -- writing -------------------------------------------------------------------------------
+
+WRITE_COMMANDS = {
+    "screen": "ParticipantScreened",
+    "enroll": "ParticipantEnrolled",
+    "infuse": "MSCInfused",
+    "cmv": "CMVLoadMeasured",
+    "disease": "CMVDiseaseAssessed",
+    "ae": "AdverseEventReported",
+    "ae-update": "AdverseEventUpdated",
+    "withdraw": "ParticipantWithdrew",
+    "death": "ParticipantDied",
+    "correct": "EventCorrected",
+    "void": "EventVoided",
+}
+# Options of every write command that are not fields of the record (SPEC section 6).
+_NOT_FIELDS = {"site"}
+
+
+def _receipt(receipt: Receipt) -> None:
+    emit(
+        {"stored": receipt.stored, "skipped": receipt.skipped},
+        "\n".join(
+            [f"stored {i}" for i in receipt.stored]
+            + [f"skipped {i} (already stored)" for i in receipt.skipped]
+        )
+        or "nothing to store",
+    )
+
+
+def _field_options(type_name: str) -> list[tuple[str, str, bool, bool]]:
+    """(field, help, required, is_list) for each field of a record type, read from the schema."""
+    import msgspec
+
+    from ledger.events import RECORD_TYPES
+
+    options = []
+    for f in msgspec.structs.fields(RECORD_TYPES[type_name]):
+        if f.name in ("user",):
+            continue
+        info = msgspec.inspect.type_info(f.type)
+        options.append((f.name, _describe(info), f.required, _is_list(info)))
+    return options
+
+
+def _describe(info: Any) -> str:
+    import msgspec.inspect as mi
+
+    if isinstance(info, mi.Metadata):
+        return _describe(info.type)
+    if isinstance(info, mi.UnionType):
+        kinds = [_describe(t) for t in info.types if not isinstance(t, mi.NoneType)]
+        return " or ".join(kinds) + (", optional" if len(kinds) < len(info.types) else "")
+    if isinstance(info, mi.LiteralType):
+        return "one of " + ", ".join(map(str, info.values))
+    if isinstance(info, mi.ListType):
+        return "list of " + _describe(info.item_type) + " (repeat the option or separate with commas)"
+    return {
+        mi.DateType: "date YYYY-MM-DD",
+        mi.DateTimeType: "date-time ISO 8601 with offset",
+        mi.BoolType: "true or false",
+        mi.IntType: "integer",
+        mi.FloatType: "number",
+        mi.DictType: "JSON object",
+        mi.StrType: "text",
+    }.get(type(info), "value")
+
+
+def _is_list(info: Any) -> bool:
+    import msgspec.inspect as mi
+
+    if isinstance(info, mi.UnionType):
+        return any(isinstance(t, mi.ListType) for t in info.types)
+    return isinstance(info, mi.ListType)
+
+
+class WriteCommand(click.Command):
+    """A write command whose options are built from its record type on first use."""
+
+    def __init__(self, name: str, type_name: str) -> None:
+        self.type_name = type_name
+        self._built = False
+        super().__init__(
+            name,
+            callback=self._run,
+            help=f"Append a {type_name} event (SPEC section 6; options are its fields).",
+            short_help=f"Append {type_name}.",
+        )
+        for option in GLOBAL_OPTIONS:
+            option(self)  # type: ignore[arg-type]
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        if not self._built:
+            self._built = True
+            for name, help_text, required, is_list in _field_options(self.type_name):
+                if name in _NOT_FIELDS:
+                    continue
+                self.params.append(
+                    click.Option(
+                        [f"--{name.replace('_', '-')}", name],
+                        multiple=is_list,
+                        help=help_text + (" [required]" if required else ""),
+                    )
+                )
+            self.params.append(
+                click.Option(["--site"], help="Site entering the event (default: the participant's).")
+            )
+        return super().get_params(ctx)
+
+    def _run(self, **values: Any) -> None:
+        refusals(self._append)(**values)
+
+    def _append(self, site: str | None = None, **values: Any) -> None:
+        from ledger.errors import InvalidInput
+        from ledger.events import RECORD_TYPES, InvalidRecord, convert
+
+        fields: dict[str, Any] = {"type": self.type_name}
+        for name, value in values.items():
+            if value is None or value == ():
+                continue
+            if isinstance(value, tuple):
+                value = [item.strip() for part in value for item in part.split(",") if item.strip()]
+            elif name == "changes":
+                try:
+                    value = json.loads(value)
+                except json.JSONDecodeError as exc:
+                    raise InvalidInput(f"changes: not a JSON object: {exc}") from None
+            fields[name] = value
+        if site is not None:
+            fields["site"] = site
+        try:
+            record = convert(fields, RECORD_TYPES[self.type_name])
+        except InvalidRecord as exc:
+            raise InvalidInput(str(exc)) from None
+        ledger = open_ledger()
+        receipt = ledger.record(
+            [record], user=settings().user, record_refusal=self.type_name == "ParticipantEnrolled"
+        )
+        _receipt(receipt)
+
+
+for _command, _type_name in WRITE_COMMANDS.items():
+    main.add_command(WriteCommand(_command, _type_name))
+
+
+@main.command()
+@global_options
+@refusals
+def init() -> None:
+    """Create the store (tables, indexes) if it does not exist yet."""
+    ledger = open_ledger()
+    emit(
+        {"store": _safe_url(ledger.store), "protocol": ledger.protocol.study},
+        f"ready: {_safe_url(ledger.store)}",
+    )
+
+
+@main.command(name="import")
+@click.argument("source", type=click.File("rb"))
+@click.option("--site", help="Site for lines that do not name one (default: the participant's).")
+@global_options
+@refusals
+def import_(source: Any, site: str | None) -> None:
+    """Import events from a JSON Lines FILE (or - for stdin), all or nothing (SPEC section 6)."""
+    from ledger.importer import import_lines
+
+    receipt = import_lines(
+        open_ledger(), source, user=settings().user, site=site, progress=not settings().json
+    )
+    _receipt(receipt) if settings().json else click.echo(
+        f"imported {len(receipt.stored)} events, skipped {len(receipt.skipped)} already stored"
+    )
+
+
+def _safe_url(url: str) -> str:
+    """The store URL without a password."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        credentials, host = rest.rsplit("@", 1)
+        return f"{scheme}://{credentials.split(':')[0]}@{host}"
+    return os.path.abspath(url)
+
+
+if __name__ == "__main__":
+    main()

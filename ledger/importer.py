@@ -1,0 +1,57 @@
+"""Import of a JSON Lines file: every line checked, then all stored or nothing (SPEC section 6)."""
+
+from __future__ import annotations
+
+from typing import BinaryIO
+
+from ledger.application import Line, Receipt, TrialLedger
+from ledger.errors import InvalidInput
+from ledger.events import InvalidRecord, decode_line
+
+MAX_REPORTED = 50
+
+
+def read_lines(source: BinaryIO) -> list[Line]:
+    """Decode and validate every line; raise :class:`InvalidInput` naming each bad one."""
+    lines: list[Line] = []
+    problems: list[str] = []
+    for number, raw in enumerate(source, start=1):
+        if not raw.strip():
+            continue
+        try:
+            lines.append(Line(number, decode_line(raw)))
+        except InvalidRecord as exc:
+            problems.append(f"line {number}: {exc}")
+    if problems:
+        raise InvalidInput(_summary(problems), problems=_capped(problems))
+    return lines
+
+
+def import_lines(
+    ledger: TrialLedger,
+    source: BinaryIO,
+    *,
+    user: str | None = None,
+    site: str | None = None,
+    progress: bool = False,
+) -> Receipt:
+    """Import ``source`` into ``ledger``: all lines or none."""
+    if progress:
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        with console.status("checking lines..."):
+            lines = read_lines(source)
+        with console.status(f"checking {len(lines)} events against the protocol and storing..."):
+            return ledger.record(lines, user=user, site=site)
+    return ledger.record(read_lines(source), user=user, site=site)
+
+
+def _summary(problems: list[str]) -> str:
+    return f"{len(problems)} invalid line(s); nothing stored. First: {problems[0]}"
+
+
+def _capped(problems: list[str]) -> list[str]:
+    if len(problems) <= MAX_REPORTED:
+        return problems
+    return [*problems[:MAX_REPORTED], f"... and {len(problems) - MAX_REPORTED} more invalid lines"]
