@@ -9,6 +9,7 @@ only for what it uses.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import json
 import os
@@ -302,6 +303,130 @@ def import_(source: Any, site: str | None) -> None:
     _receipt(receipt) if settings().json else click.echo(
         f"imported {len(receipt.stored)} events, skipped {len(receipt.skipped)} already stored"
     )
+
+
+# -- reading -------------------------------------------------------------------------------
+
+
+class KnownAt(click.ParamType):
+    """``--known-at``: an ISO 8601 date-time with an offset, or a date meaning the end of that day (UTC)."""
+
+    name = "DATETIME"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, dt.datetime):
+            return value
+        text = str(value).strip().replace("Z", "+00:00")
+        try:
+            if len(text) == 10:
+                day = dt.date.fromisoformat(text)
+                return dt.datetime.combine(day, dt.time.max, tzinfo=dt.UTC)
+            moment = dt.datetime.fromisoformat(text)
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO 8601 date-time (e.g. 2015-03-01T12:00:00+08:00)", param, ctx)
+        if moment.tzinfo is None:
+            self.fail(f"{value!r} needs an offset (e.g. +08:00 or Z)", param, ctx)
+        return moment.astimezone(dt.UTC)
+
+
+class AsOf(click.ParamType):
+    """``--as-of``: a clinical date, ISO 8601 ``YYYY-MM-DD``."""
+
+    name = "DATE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, dt.date):
+            return value
+        try:
+            return dt.date.fromisoformat(str(value).strip())
+        except ValueError:
+            self.fail(f"{value!r} is not a date YYYY-MM-DD", param, ctx)
+
+
+def time_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--as-of`` and ``--known-at`` (SPEC section 4); defaults: today and now."""
+    command = click.option(
+        "--known-at",
+        type=KnownAt(),
+        default=None,
+        help="Only what the ledger had recorded by then (date-time with offset; a date = end of day UTC).",
+    )(command)
+    return click.option(
+        "--as-of",
+        type=AsOf(),
+        default=lambda: dt.date.today(),
+        show_default="today",
+        help="Clinical date: only events effective on or before it count.",
+    )(command)
+
+
+def render(renderable: Any) -> None:
+    from rich.console import Console
+
+    Console().print(renderable)
+
+
+@main.command()
+@click.argument("participant", required=False)
+@time_options
+@global_options
+@refusals
+def status(participant: str | None, as_of: dt.date, known_at: dt.datetime | None) -> None:
+    """Participants' status, courses, day 1, CR date and flags (SPEC sections 2 and 6)."""
+    from projections.queries import Monitor
+
+    data = Monitor(open_ledger()).status(as_of, known_at, participant)
+    if participant is not None and not data["participants"]:
+        from ledger.errors import InvalidInput
+
+        raise InvalidInput(f"participant: {participant} was not screened on or before {as_of}")
+
+    def show() -> None:
+        from projections.render import status_view
+
+        render(status_view(data))
+
+    emit(data, show)
+
+
+@main.command()
+@time_options
+@global_options
+@refusals
+def endpoints(as_of: dt.date, known_at: dt.datetime | None) -> None:
+    """Primary (mITT and ITT, exact 95% CI) and secondary endpoints (SPEC section 3)."""
+    from projections.queries import Monitor
+
+    data = Monitor(open_ledger()).endpoints(as_of, known_at)
+
+    def show() -> None:
+        from projections.render import endpoints_view
+
+        render(endpoints_view(data))
+
+    emit(data, show)
+
+
+@main.command()
+@global_options
+@refusals
+def rebuild() -> None:
+    """Recompute the read models from the first event, with a progress bar (SPEC section 4)."""
+    from projections.timeline import open_view
+    from projections.timeline import rebuild as replay
+
+    ledger = open_ledger()
+    total = ledger.recorder.max_notification_id() or 0
+    view = open_view(ledger)
+    if settings().json:
+        emit({"events": replay(ledger, view)}, "")
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=False) as bar:
+        task = bar.add_task("rebuilding participant timelines", total=total)
+        count = replay(ledger, view, lambda n: bar.advance(task, n))
+    click.echo(f"rebuilt from {count} events")
 
 
 def _safe_url(url: str) -> str:

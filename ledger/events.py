@@ -14,7 +14,7 @@ history live in :mod:`ledger.rules`.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import msgspec
 from msgspec import Meta
@@ -272,11 +272,27 @@ def to_fields(record: Record) -> dict[str, Any]:
     return msgspec.to_builtins(record)  # type: ignore[no-any-return]
 
 
+def _choices() -> dict[str, tuple[str, ...]]:
+    """The allowed values of every enumerated field, for error messages."""
+    found: dict[str, tuple[str, ...]] = {}
+    for record_type in RECORD_TYPES.values():
+        hints = get_type_hints(record_type)
+        for name in record_type.__struct_fields__:
+            for part in (hints[name], *get_args(hints[name])):
+                for inner in (part, *get_args(part)):
+                    if get_origin(inner) is Literal:
+                        found[name] = get_args(inner)
+    return found
+
+
 def _readable(message: str) -> str:
     """msgspec says ``Expected `int`, got `str` - at `$.grade```: name the field first."""
     if " - at `$." in message:
         problem, _, where = message.rpartition(" - at `$.")
         field = where.rstrip("`")
+        base = field.split("[")[0].split(".")[0]
+        if problem.startswith("Invalid enum value") and base in CHOICES:
+            problem += f" (expected one of {', '.join(CHOICES[base])})"
         return f"{field}: {problem[0].lower() + problem[1:]}"
     if message.startswith("Object missing required field"):
         field = message.split("`")[1]
@@ -298,3 +314,6 @@ def apply_changes(record: Record, changes: dict[str, Any]) -> Record:
     fields = to_fields(record)
     fields.update(changes)
     return convert(fields, type(record))
+
+
+CHOICES = _choices()

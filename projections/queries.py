@@ -1,0 +1,73 @@
+"""Monitors' questions, answered from the timelines read model (SPEC sections 3, 4 and 6).
+
+``as_of`` is a clinical date (only events effective on or before it count);
+``known_at`` a moment (only events the ledger had recorded by then count,
+corrections included).  Both combine: the trial as of 31 December 2014 as the
+ledger knew it on 1 March 2015.  The JSON shapes are the SPEC's, exactly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterator
+from itertools import groupby
+from typing import Any
+
+from ledger.application import TrialLedger
+from ledger.entry import Entry
+from ledger.transcoder import decode_state
+from projections.endpoints import endpoints
+from projections.history import ParticipantHistory, fold
+from projections.participant import summarise
+from projections.timeline import TimelineView, catch_up, open_view
+
+
+def histories(
+    view: TimelineView, known_at: dt.datetime | None, participant: str | None = None
+) -> Iterator[ParticipantHistory]:
+    """Each participant's current events as known at ``known_at`` (all if None)."""
+    for code, rows in groupby(view.rows(participant), key=lambda row: row[0]):
+        entries = []
+        for _, position, state in rows:
+            stored = decode_state(state)
+            if known_at is None or stored.timestamp <= known_at:
+                entries.append(Entry(position, stored.timestamp, code, stored.record))
+        folded = fold(entries)
+        if code in folded:
+            yield folded[code]
+
+
+def _code_order(participant: str) -> tuple[str, int, str]:
+    site, _, number = participant.partition("-")
+    return (site, int(number) if re.fullmatch(r"\d+", number) else 0, number)
+
+
+class Monitor:
+    """Read side of one ledger: brings the read model up to date, then answers."""
+
+    def __init__(self, ledger: TrialLedger) -> None:
+        self.ledger = ledger
+        self.view = open_view(ledger)
+        catch_up(ledger, self.view)
+
+    def status(
+        self, as_of: dt.date, known_at: dt.datetime | None, participant: str | None = None
+    ) -> dict[str, Any]:
+        """``status`` of SPEC section 6: every participant screened on or before ``as_of``."""
+        rows = []
+        for history in histories(self.view, known_at, participant):
+            summary = summarise(history, as_of, self.ledger.protocol)
+            if summary is not None:
+                rows.append(summary.to_json())
+        rows.sort(key=lambda row: _code_order(row["participant"]))
+        return {"as_of": as_of.isoformat(), "known_at": _instant(known_at), "participants": rows}
+
+    def endpoints(self, as_of: dt.date, known_at: dt.datetime | None) -> dict[str, Any]:
+        """``endpoints`` of SPEC section 6."""
+        result = endpoints(histories(self.view, known_at), as_of, self.ledger.protocol)
+        return {"as_of": as_of.isoformat(), "known_at": _instant(known_at), **result}
+
+
+def _instant(moment: dt.datetime | None) -> str:
+    return (moment or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,88 @@
+"""Tables a person would rather read than JSON: ``status`` and ``endpoints`` (SPEC section 6)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from rich.console import Group
+from rich.table import Table
+
+STATUS_STYLE = {
+    "complete_remission": "green",
+    "completed": "green",
+    "recurrence": "yellow",
+    "second_course_due": "yellow",
+    "screen_failed": "dim",
+    "withdrawn": "magenta",
+    "died": "red",
+}
+
+
+def status_view(data: dict[str, Any]) -> Group:
+    """One row per participant, then a count per status."""
+    title = f"Participants as of {data['as_of']} (known at {data['known_at']})"
+    table = Table(title=title, title_justify="left")
+    for column in ("participant", "site", "status", "courses", "day 1", "CR date", "flags"):
+        table.add_column(column, justify="right" if column == "courses" else "left")
+    for row in data["participants"]:
+        style = STATUS_STYLE.get(row["status"], "")
+        table.add_row(
+            row["participant"],
+            row["site"],
+            f"[{style}]{row['status']}[/]" if style else row["status"],
+            str(row["courses"]),
+            row["first_infusion"] or "",
+            row["cr_date"] or "",
+            ", ".join(row["flags"]),
+        )
+    counts = Counter(row["status"] for row in data["participants"])
+    summary = Table(title="By status", title_justify="left")
+    summary.add_column("status")
+    summary.add_column("participants", justify="right")
+    for status, count in counts.most_common():
+        summary.add_row(status, str(count))
+    summary.add_row("[bold]total[/]", f"[bold]{sum(counts.values())}[/]")
+    return Group(table, summary)
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}%"
+
+
+def endpoints_view(data: dict[str, Any]) -> Group:
+    """The primary endpoint in both populations, then the AE counts by category."""
+    primary = Table(
+        title=f"Primary endpoint: complete remission as of {data['as_of']} (known at {data['known_at']})",
+        title_justify="left",
+    )
+    for column in ("population", "responders n", "N", "percent", "exact 95% CI", "ongoing"):
+        primary.add_column(column, justify="left" if column == "population" else "right")
+    for key in ("primary", "primary_itt"):
+        block = data[key]
+        low, high = block["ci95"]
+        ci = "n/a" if low is None else f"{low:.2f} - {high:.2f}"
+        primary.add_row(
+            block["population"],
+            str(block["n"]),
+            str(block["N"]),
+            _percent(block["percent"]),
+            ci,
+            str(block["ongoing"]),
+        )
+    secondary = data["secondary"]
+    safety = Table(
+        title=(
+            "Secondary endpoint: adverse events, days 1-365 of infused participants "
+            f"(participants with serious AE: {secondary['participants_with_serious_ae']}, "
+            f"with non-serious AE: {secondary['participants_with_nonserious_ae']})"
+        ),
+        title_justify="left",
+    )
+    for column in ("category", "participants", "events", "serious events"):
+        safety.add_column(column, justify="left" if column == "category" else "right")
+    for category, counts in secondary["by_category"].items():
+        safety.add_row(
+            category, str(counts["participants"]), str(counts["events"]), str(counts["serious_events"])
+        )
+    return Group(primary, safety)

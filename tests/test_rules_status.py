@@ -1,0 +1,400 @@
+"""Participant status, precedence and flags (SPEC sections 2 and 6, ``status``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from builders import D0, Ledger, day
+
+from ledger.events import EnrollmentRefused
+from ledger.protocol import load_protocol
+from projections.history import adverse_events, fold
+from projections.participant import ParticipantStatus, summarise
+
+PROTOCOL = load_protocol()
+
+
+def status_of(ledger: Ledger, as_of: dt.date, participant: str = "NFH-001") -> ParticipantStatus:
+    result = summarise(fold(ledger.entries)[participant], as_of, PROTOCOL)
+    assert result is not None
+    return result
+
+
+def treated(**screening: Any) -> Ledger:
+    ledger = Ledger()
+    ledger.treated(**screening)
+    return ledger
+
+
+# -- the ladder of statuses ---------------------------------------------------------
+
+
+def test_screened_enrolled_treated_as_of_dates() -> None:
+    ledger = Ledger()
+    ledger.screen(effective=day(-10))
+    ledger.enroll(effective=day(-3))
+    ledger.infuse(on=D0)
+    history = fold(ledger.entries)["NFH-001"]
+    assert summarise(history, day(-11), PROTOCOL) is None
+    assert status_of(ledger, day(-10)).status == "screened"
+    assert status_of(ledger, day(-3)).status == "enrolled"
+    row = status_of(ledger, D0)
+    assert (row.status, row.courses, row.first_infusion) == ("treated", 1, D0)
+    assert row.to_json() == {
+        "participant": "NFH-001",
+        "site": "NFH",
+        "status": "treated",
+        "courses": 1,
+        "first_infusion": D0.isoformat(),
+        "cr_date": None,
+        "flags": [],
+    }
+
+
+def test_second_course_due_from_day_15() -> None:
+    ledger = treated()
+    assert status_of(ledger, day(14)).status == "treated"
+    assert status_of(ledger, day(15)).status == "second_course_due"
+    ledger.infuse(on=day(16), course=2)
+    assert status_of(ledger, day(15)).status == "second_course_due"
+    row = status_of(ledger, day(16))
+    assert (row.status, row.courses, row.flags) == ("treated", 2, ())
+
+
+def test_cr_by_day_14_means_no_second_course() -> None:
+    ledger = treated()
+    ledger.cmv(on=day(9))
+    ledger.cmv(on=day(14))
+    assert status_of(ledger, day(15)).status == "complete_remission"
+    assert status_of(ledger, day(15)).cr_date == day(14)
+
+
+def test_cr_after_day_14_ends_second_course_due() -> None:
+    ledger = treated()
+    ledger.cmv(on=day(10))
+    ledger.cmv(on=day(15))
+    assert status_of(ledger, day(14)).status == "treated"
+    assert status_of(ledger, day(15)).status == "complete_remission"
+    ledger2 = treated()
+    ledger2.cmv(on=day(11))
+    ledger2.cmv(on=day(16))
+    assert status_of(ledger2, day(15)).status == "second_course_due"
+    assert status_of(ledger2, day(16)).status == "complete_remission"
+
+
+def test_recurrence_and_completed_window() -> None:
+    ledger = treated()
+    ledger.cmv(on=day(3))
+    ledger.cmv(on=day(8))
+    ledger.cmv(on=day(100), result="quantified")
+    assert status_of(ledger, day(99)).status == "complete_remission"
+    assert status_of(ledger, day(100)).status == "recurrence"
+    assert status_of(ledger, day(100)).cr_date == day(8)  # CR still achieved
+    assert status_of(ledger, day(365)).status == "recurrence"
+    assert status_of(ledger, day(366)).status == "completed"
+
+
+def test_completed_from_day_366_without_cr() -> None:
+    ledger = treated()
+    ledger.infuse(on=day(15), course=2)
+    assert status_of(ledger, day(365)).status == "treated"
+    assert status_of(ledger, day(366)).status == "completed"
+
+
+@pytest.mark.parametrize("event", ["death", "withdraw"])
+def test_death_and_withdrawal_outrank_everything(event: str) -> None:
+    ledger = treated()
+    ledger.cmv(on=day(3))
+    ledger.cmv(on=day(8))
+    getattr(ledger, event)(on=day(30))
+    expected = "died" if event == "death" else "withdrawn"
+    assert status_of(ledger, day(29)).status == "complete_remission"
+    assert status_of(ledger, day(30)).status == expected
+    assert status_of(ledger, day(400)).status == expected  # also beyond the window
+
+
+def test_died_outranks_withdrawn() -> None:
+    ledger = treated()
+    ledger.withdraw(on=day(20))
+    ledger.death(on=day(40))
+    row = status_of(ledger, day(40))
+    assert (row.status, row.withdrawn, row.died) == ("died", day(20), day(40))
+    assert status_of(ledger, day(39)).status == "withdrawn"
+
+
+def test_withdrawal_before_infusion() -> None:
+    ledger = Ledger()
+    ledger.screen()
+    ledger.enroll()
+    ledger.withdraw(on=day(-1))
+    assert status_of(ledger, day(10)).status == "withdrawn"
+
+
+def test_voided_death_counts_nowhere() -> None:
+    ledger = treated()
+    death = ledger.death(on=day(20))
+    ledger.void(death)
+    assert status_of(ledger, day(30)).status == "second_course_due"
+    assert status_of(ledger, day(30)).died is None
+
+
+# -- screen failures -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "screening",
+    [
+        {"age_years": 13},
+        {"age_years": 66},
+        {"refractory_cmv": None},
+        {"hr": 59},
+        {"hr": 101},
+        {"rr": 11},
+        {"rr": 21},
+        {"sbp": 89},
+        {"sbp": 141},
+        {"dbp": 59},
+        {"dbp": 91},
+        {"investigator_excluded": True},
+    ],
+)
+def test_each_failed_criterion_gives_screen_failed(screening: dict[str, Any]) -> None:
+    ledger = Ledger()
+    ledger.screen(**screening)
+    row = status_of(ledger, D0)
+    assert row.status == "screen_failed"
+    assert len(row.screen_failures) == 1
+    assert row.screen_failures[0].split(":")[0] == next(iter(screening)).replace("_years", "")
+
+
+@pytest.mark.parametrize(
+    "screening",
+    [{"age_years": 14}, {"age_years": 65}, {"hr": 60}, {"hr": 100}, {"dbp": 90}, {"sbp": 90}],
+)
+def test_boundaries_are_eligible(screening: dict[str, Any]) -> None:
+    ledger = Ledger()
+    ledger.screen(**screening)
+    assert status_of(ledger, D0).status == "screened"
+
+
+def test_recorded_enrollment_refusal_is_a_screen_failure() -> None:
+    ledger = Ledger()
+    ledger.screen(consent_date=day(5))
+    ledger.add(
+        EnrollmentRefused,
+        "NFH-001",
+        effective=day(1),
+        weight_kg=60.0,
+        criteria=["consent_date: consent signed after the enrollment date"],
+    )
+    assert status_of(ledger, day(0)).status == "screened"
+    row = status_of(ledger, day(1))
+    assert row.status == "screen_failed"
+    assert row.screen_failures == ("consent_date: consent signed after the enrollment date",)
+
+
+def test_correction_of_screening_makes_a_screen_failure() -> None:
+    ledger = Ledger()
+    screening = ledger.screen()
+    assert status_of(ledger, D0).status == "screened"
+    ledger.correct(screening, age_years=70)
+    assert status_of(ledger, D0).status == "screen_failed"
+
+
+# -- flags ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cells", "flagged"),
+    [(0.89e6, True), (0.9e6, False), (1.0e6, False), (1.1e6, False), (1.11e6, True)],
+)
+def test_dose_deviation(cells: float, flagged: bool) -> None:
+    ledger = Ledger()
+    ledger.screen()
+    ledger.enroll()
+    ledger.infuse(cells_per_kg=cells)
+    assert ("dose_deviation" in status_of(ledger, D0).flags) is flagged
+
+
+def test_dose_deviation_on_a_later_course_and_corrected_away() -> None:
+    ledger = treated()
+    second = ledger.infuse(on=day(15), course=2, cells_per_kg=1.2e6)
+    assert status_of(ledger, day(14)).flags == ()
+    assert status_of(ledger, day(15)).flags == ("dose_deviation",)
+    ledger.correct(second, cells_per_kg=1.05e6)
+    assert status_of(ledger, day(15)).flags == ()
+
+
+@pytest.mark.parametrize(("second_day", "flagged"), [(14, True), (15, False), (20, False)])
+def test_second_course_before_day_15(second_day: int, flagged: bool) -> None:
+    ledger = treated()
+    ledger.infuse(on=day(second_day), course=2)
+    assert ("course_deviation" in status_of(ledger, day(30)).flags) is flagged
+
+
+def test_second_course_after_cr_date() -> None:
+    ledger = treated()
+    ledger.cmv(on=day(12))
+    ledger.cmv(on=day(17))
+    ledger.infuse(on=day(17), course=2)  # on the CR date: allowed
+    assert status_of(ledger, day(30)).flags == ()
+    other = treated()
+    other.cmv(on=day(12))
+    other.cmv(on=day(17))
+    other.infuse(on=day(18), course=2)
+    assert status_of(other, day(30)).flags == ("course_deviation",)
+    # As of day 17, before the second course, nothing to flag.
+    assert status_of(other, day(17)).flags == ()
+
+
+def test_third_course_is_a_deviation() -> None:
+    ledger = treated()
+    ledger.infuse(on=day(15), course=2)
+    ledger.infuse(on=day(30), course=3)
+    assert status_of(ledger, day(29)).flags == ()
+    row = status_of(ledger, day(30))
+    assert (row.courses, row.flags) == (3, ("course_deviation",))
+
+
+def test_courses_counted_in_infusion_date_order() -> None:
+    # Course 1 entered late: the infusion on day 1 is day 1 whatever its recording order.
+    ledger = Ledger()
+    ledger.screen()
+    ledger.enroll()
+    ledger.infuse(on=day(15), course=2)
+    ledger.infuse(on=D0, course=1)
+    row = status_of(ledger, day(20))
+    assert (row.first_infusion, row.course_dates, row.flags) == (D0, (D0, day(15)), ())
+
+
+@pytest.mark.parametrize(("hours", "flagged"), [(24, False), (25, True)])
+def test_late_sae_report(hours: int, flagged: bool) -> None:
+    ledger = treated()
+    aware = ledger.clock
+    ledger.ae(
+        on=day(2),
+        serious=True,
+        aware_at=aware,
+        recorded_at=aware + dt.timedelta(hours=hours),
+    )
+    assert ("late_sae_report" in status_of(ledger, day(2)).flags) is flagged
+
+
+def test_non_serious_ae_is_never_late() -> None:
+    ledger = treated()
+    aware = ledger.clock
+    ledger.ae(on=day(2), aware_at=aware, recorded_at=aware + dt.timedelta(days=30))
+    assert status_of(ledger, day(40)).flags == ()
+
+
+@pytest.mark.parametrize(("hours", "flagged"), [(23, False), (25, True)])
+def test_late_sae_uses_entered_at(hours: int, flagged: bool) -> None:
+    # Migrated data: stored by the ledger months later, first entered at the source in time.
+    ledger = treated()
+    aware = dt.datetime(2015, 3, 3, 9, 0, tzinfo=dt.UTC)
+    ledger.ae(
+        on=day(2),
+        serious=True,
+        aware_at=aware,
+        entered_at=aware + dt.timedelta(hours=hours),
+        recorded_at=aware + dt.timedelta(days=90),
+    )
+    assert ("late_sae_report" in status_of(ledger, day(2)).flags) is flagged
+
+
+def test_late_sae_when_a_correction_makes_it_serious() -> None:
+    ledger = treated()
+    aware = ledger.clock
+    report = ledger.ae(on=day(2), aware_at=aware, recorded_at=aware + dt.timedelta(hours=1))
+    ledger.correct(
+        report,
+        serious=True,
+        criteria=["hospitalisation"],
+        recorded_at=aware + dt.timedelta(hours=30),
+    )
+    assert "late_sae_report" in status_of(ledger, day(2)).flags
+
+
+def test_timely_correction_of_another_field_keeps_the_original_time() -> None:
+    ledger = treated()
+    aware = ledger.clock
+    report = ledger.ae(
+        on=day(2), serious=True, aware_at=aware, recorded_at=aware + dt.timedelta(hours=2)
+    )
+    ledger.correct(report, grade=3, recorded_at=aware + dt.timedelta(days=10))
+    assert status_of(ledger, day(2)).flags == ()
+
+
+def test_late_sae_when_an_update_makes_it_serious() -> None:
+    ledger = treated()
+    aware = dt.datetime(2015, 3, 3, 9, 0, tzinfo=dt.UTC)
+    ledger.ae(on=day(2), aware_at=aware, recorded_at=aware + dt.timedelta(hours=1))
+    # Became serious on day 10; the deadline runs from the end of day 10 (UTC).
+    end_of_day_10 = dt.datetime.combine(day(11), dt.time(), tzinfo=dt.UTC)
+    ledger.ae_update(
+        on=day(10),
+        serious=True,
+        criteria=["hospitalisation"],
+        grade=3,
+        recorded_at=end_of_day_10 + dt.timedelta(hours=23),
+    )
+    assert status_of(ledger, day(10)).flags == ()
+    ledger.ae_update(
+        ae_id="AE1", on=day(20), serious=False, recorded_at=end_of_day_10 + dt.timedelta(days=11)
+    )
+    ledger.ae_update(
+        on=day(30),
+        serious=True,
+        criteria=["life_threatening"],
+        recorded_at=dt.datetime.combine(day(31), dt.time(), tzinfo=dt.UTC) + dt.timedelta(hours=25),
+    )
+    assert status_of(ledger, day(29)).flags == ()
+    assert status_of(ledger, day(30)).flags == ("late_sae_report",)
+    ae = adverse_events(fold(ledger.entries)["NFH-001"], day(30))[0]
+    assert (ae.serious, ae.criteria, ae.grade) == (True, ("life_threatening",), 3)
+
+
+def test_eligibility_deviation() -> None:
+    ledger = Ledger()
+    ledger.screen(age_years=70)
+    ledger.enroll(deviation="enrolled in 2014 before the age limit was checked")
+    ledger.infuse()
+    row = status_of(ledger, D0)
+    assert (row.status, row.flags) == ("treated", ("eligibility_deviation",))
+    # Enrolled on day -2 (D0 - 3 days): enrolled outranks screen_failed.
+    assert status_of(ledger, day(-2)).status == "enrolled"
+    assert status_of(ledger, day(-3)).status == "screen_failed"
+
+
+def test_enrollment_with_deviation_but_eligible_is_not_flagged() -> None:
+    ledger = Ledger()
+    ledger.screen()
+    ledger.enroll(deviation="late data entry")
+    assert status_of(ledger, D0).flags == ()
+
+
+def test_consent_after_enrollment_is_an_eligibility_deviation() -> None:
+    ledger = Ledger()
+    ledger.screen(consent_date=day(-1))
+    ledger.enroll(effective=day(-3), deviation="consent form found later")
+    row = status_of(ledger, D0)
+    assert row.flags == ("eligibility_deviation",)
+    assert row.status == "enrolled"
+
+
+def test_flags_are_listed_in_a_fixed_order() -> None:
+    ledger = Ledger()
+    ledger.screen(hr=120)
+    ledger.enroll(deviation="historical")
+    ledger.infuse(cells_per_kg=2.0e6)
+    ledger.infuse(on=day(3), course=2)
+    aware = ledger.clock
+    ledger.ae(on=day(4), serious=True, aware_at=aware, recorded_at=aware + dt.timedelta(days=3))
+    assert status_of(ledger, day(5)).flags == (
+        "dose_deviation",
+        "course_deviation",
+        "late_sae_report",
+        "eligibility_deviation",
+    )
