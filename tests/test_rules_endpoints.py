@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from builders import D0, Ledger, day
+from tests.builders import D0, Ledger, day
 
 from ledger.events import CATEGORIES
 from ledger.protocol import load_protocol

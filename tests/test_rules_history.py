@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from builders import D0, Ledger, day
+from tests.builders import D0, Ledger, day
 
 from ledger.events import CMVLoadMeasured
 from projections.history import adverse_events, fold

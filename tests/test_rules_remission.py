@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from builders import D0, Ledger, day
+from tests.builders import D0, Ledger, day
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from builders import D0, Ledger, day
+from tests.builders import D0, Ledger, day
 
 from ledger.events import EnrollmentRefused
 from ledger.protocol import load_protocol
