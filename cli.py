@@ -429,6 +429,65 @@ def rebuild() -> None:
     click.echo(f"rebuilt from {count} events")
 
 
+# -- the main job --------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--participants", default=120, show_default=True, help="Participants to enroll.")
+@click.option("--seed", default=2014, show_default=True, help="Random seed of the simulation.")
+@click.option("--jsonl", type=click.Path(dir_okay=False), help="Also write the events in the import format.")
+@global_options
+@refusals
+def demo(participants: int, seed: int, jsonl: str | None) -> None:
+    """Simulate NFH-MSC-CMV-2014 from January 2014 and import it like site data, then report.
+
+    The events go through the same validated, all-or-nothing import as any
+    file; running the same demo twice stores nothing the second time.
+    """
+    import io
+
+    from rich.progress import Progress
+
+    from ledger.demo import generate_trial, write_jsonl
+    from ledger.importer import import_lines
+    from projections.queries import Monitor
+
+    ledger = open_ledger()
+    with Progress(transient=True, disable=settings().json) as bar:
+        task = bar.add_task("simulating the trial", total=3)
+        lines = generate_trial(participants, seed, ledger.protocol)
+        if jsonl:
+            write_jsonl(lines, jsonl)
+        text = io.StringIO()
+        write_jsonl(lines, text)
+        bar.update(task, advance=1, description=f"importing {len(lines)} events")
+        receipt = import_lines(ledger, io.BytesIO(text.getvalue().encode()), user=settings().user)
+        bar.update(task, advance=1, description="projecting status and endpoints")
+        monitor = Monitor(ledger)
+        today = dt.date.today()
+        status_data = monitor.status(today, None)
+        endpoints_data = monitor.endpoints(today, None)
+        bar.update(task, advance=1)
+
+    def show() -> None:
+        from projections.render import endpoints_view, status_summary
+
+        click.echo(
+            f"{_safe_url(ledger.store)}: stored {len(receipt.stored)} events"
+            f" ({len(receipt.skipped)} already there)"
+            + (f", also written to {jsonl}" if jsonl else "")
+        )
+        render(status_summary(status_data))
+        render(endpoints_view(endpoints_data))
+        click.echo("Next: trial-ledger status | audit NFH-001 | verify | report --out report")
+
+    emit(
+        {"stored": len(receipt.stored), "skipped": len(receipt.skipped), "status": status_data,
+         "endpoints": endpoints_data},
+        show,
+    )
+
+
 def _safe_url(url: str) -> str:
     """The store URL without a password."""
     if "@" in url and "://" in url:

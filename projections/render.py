@@ -21,6 +21,10 @@ STATUS_STYLE = {
 
 def status_view(data: dict[str, Any]) -> Group:
     """One row per participant, then a count per status."""
+    return Group(status_table(data), status_summary(data))
+
+
+def status_table(data: dict[str, Any]) -> Table:
     title = f"Participants as of {data['as_of']} (known at {data['known_at']})"
     table = Table(title=title, title_justify="left")
     for column in ("participant", "site", "status", "courses", "day 1", "CR date", "flags"):
@@ -36,14 +40,23 @@ def status_view(data: dict[str, Any]) -> Group:
             row["cr_date"] or "",
             ", ".join(row["flags"]),
         )
+    return table
+
+
+def status_summary(data: dict[str, Any]) -> Table:
+    """Participants per status, and per flag."""
     counts = Counter(row["status"] for row in data["participants"])
-    summary = Table(title="By status", title_justify="left")
+    flags = Counter(flag for row in data["participants"] for flag in row["flags"])
+    summary = Table(title=f"Trial status as of {data['as_of']}", title_justify="left")
     summary.add_column("status")
     summary.add_column("participants", justify="right")
     for status, count in counts.most_common():
-        summary.add_row(status, str(count))
-    summary.add_row("[bold]total[/]", f"[bold]{sum(counts.values())}[/]")
-    return Group(table, summary)
+        style = STATUS_STYLE.get(status, "")
+        summary.add_row(f"[{style}]{status}[/]" if style else status, str(count))
+    summary.add_row("[bold]total screened[/]", f"[bold]{sum(counts.values())}[/]")
+    for flag, count in flags.most_common():
+        summary.add_row(f"[italic]flag {flag}[/]", str(count))
+    return summary
 
 
 def _percent(value: float | None) -> str:

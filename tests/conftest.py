@@ -14,6 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Machines here are small and noisy: no per-example deadline; CI prints the
+# failing example's reproduction blob.
+settings.register_profile("ledger", deadline=None, print_blob=True)
+settings.load_profile("ledger")
 
 PG_ADMIN_URL = os.environ.get("TRIAL_LEDGER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
