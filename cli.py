@@ -282,10 +282,8 @@ for _command, _type_name in WRITE_COMMANDS.items():
 def init() -> None:
     """Create the store (tables, indexes) if it does not exist yet."""
     ledger = open_ledger()
-    emit(
-        {"store": _safe_url(ledger.store), "protocol": ledger.protocol.study},
-        f"ready: {_safe_url(ledger.store)}",
-    )
+    where = _safe_url(ledger.store)
+    emit({"store": where, "protocol": ledger.protocol.study}, f"ready: {where} ({ledger.protocol.study})")
 
 
 @main.command(name="import")

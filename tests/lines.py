@@ -120,7 +120,13 @@ def death(participant: str = "NFH-001", **fields: Any) -> dict[str, Any]:
 
 
 def correction(target: str, changes: dict[str, Any], **fields: Any) -> dict[str, Any]:
-    return {"type": "EventCorrected", "target": target, "changes": changes, "reason": "source check", **fields}
+    return {
+        "type": "EventCorrected",
+        "target": target,
+        "changes": changes,
+        "reason": "source check",
+        **fields,
+    }
 
 
 def void(target: str, **fields: Any) -> dict[str, Any]:

@@ -84,7 +84,11 @@ def test_valid_lines_decode_to_their_type(line: dict[str, Any]) -> None:
         (L.ae_update(outcome="dead"), "outcome", "expected"),
         (L.withdrawal(reason=""), "reason", "length >= 1"),
         (L.correction("NFH-001-enr", {}), "changes", "at least one field"),
-        (L.correction("NFH-001-enr", {"participant": "NFH-002"}), "changes.participant", "cannot be corrected"),
+        (
+            L.correction("NFH-001-enr", {"participant": "NFH-002"}),
+            "changes.participant",
+            "cannot be corrected",
+        ),
         (L.correction("NFH-001-enr", {"type": "MSCInfused"}), "changes.type", "cannot be corrected"),
         ({k: v for k, v in L.correction("x", {"a": 1}).items() if k != "reason"}, "reason", "required"),
         ({**L.cmv(), "entered_at": "yesterday"}, "entered_at", "invalid"),
@@ -98,7 +102,9 @@ def test_bad_line_names_the_field_and_the_problem(line: dict[str, Any], field: s
     assert words in message, message
 
 
-@pytest.mark.parametrize("raw", ["", "not json", "[1, 2]", '{"type": 3}', '{"participant": "NFH-001"}', "\xff"])
+@pytest.mark.parametrize(
+    "raw", ["", "not json", "[1, 2]", '{"type": 3}', '{"participant": "NFH-001"}', "\xff"]
+)
 def test_garbage_is_an_error_not_a_crash(raw: str) -> None:
     assert problem(raw)
 
@@ -108,7 +114,7 @@ def test_correction_result_must_still_be_valid() -> None:
     assert apply_changes(record, {"result": "quantified", "value_iu_ml": 300}).value_iu_ml == 300
     with pytest.raises(InvalidRecord, match="value_iu_ml: is required"):
         apply_changes(record, {"result": "quantified"})
-    with pytest.raises(InvalidRecord, match="^specimen:"):
+    with pytest.raises(InvalidRecord, match=r"^specimen:"):
         apply_changes(record, {"specimen": "saliva"})
 
 

@@ -5,6 +5,7 @@ SPEC sections 2, 5 and 6.  Every test here runs on SQLite and on PostgreSQL.
 
 from __future__ import annotations
 
+import datetime as dt
 import random
 from typing import Any
 
@@ -37,7 +38,10 @@ def test_a_treated_participant_is_stored_with_user_site_and_recorded_at(ledger: 
     assert [e.record.type for e in entries] == ["ParticipantScreened", "ParticipantEnrolled", "MSCInfused"]
     assert {e.record.user for e in entries} == {"nfh.chen"}
     assert {e.record.site for e in entries} == {"NFH"}
-    assert all(e.recorded_at.utcoffset() is not None and e.recorded_at.utcoffset().total_seconds() == 0 for e in entries)
+    assert all(
+        e.recorded_at.utcoffset() is not None and e.recorded_at.utcoffset().total_seconds() == 0
+        for e in entries
+    )
     assert [e.position for e in entries] == [1, 2, 3]
 
 
@@ -154,7 +158,7 @@ def test_a_shuffled_file_imports_to_the_same_trial(store_url: str, tmp_path: Any
     other = TrialLedger(str(tmp_path / "shuffled.db"))
     store(other, shuffled)
     assert store(other, trial) == []
-    as_of = __import__("datetime").date(2014, 12, 31)
+    as_of = dt.date(2014, 12, 31)
     first = Monitor(ordered).status(as_of, None)["participants"]
     second = Monitor(other).status(as_of, None)["participants"]
     assert first == second
