@@ -82,6 +82,8 @@ class TrialLedger(Application[str]):
     """The ledger of one trial, on one store (SPEC section 6, ``--store``)."""
 
     name = "TrialLedger"
+    # Read models pull the notification log in sections this large (SPEC section 4).
+    log_section_size = 20_000
 
     def __init__(
         self,
@@ -261,7 +263,7 @@ class TrialLedger(Application[str]):
         """
         start = after + 1
         while True:
-            notifications = self.recorder.select_notifications(start=start, limit=batch)
+            notifications = self.notification_log.select(start=start, limit=batch)
             for n in notifications:
                 state = decode_state(n.state)
                 if known_at is None or state.timestamp <= known_at:

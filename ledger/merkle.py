@@ -67,7 +67,7 @@ _HEX_RE = re.compile(r"[0-9a-fA-F]{64}")
 
 def leaf_hash(entry: bytes) -> bytes:
     """Hash one leaf: ``SHA-256(0x00 || entry)`` (RFC 6962 section 2.1; SPEC section 5)."""
-    return _sha256(_LEAF_PREFIX + bytes(entry)).digest()
+    return _sha256(_LEAF_PREFIX + entry).digest()
 
 
 def node_hash(left: bytes, right: bytes) -> bytes:
@@ -117,7 +117,10 @@ def _next_level(level: list[bytes]) -> list[bytes]:
     return nxt
 
 
-def _collect(leaves: list[bytes], wanted: Iterable[tuple[int, int]]) -> tuple[bytes, dict]:
+def _collect(
+    leaves: list[bytes],
+    wanted: Iterable[tuple[int, int]] = (),
+) -> tuple[bytes, dict[tuple[int, int], bytes]]:
     """Hash the tree over ``leaves`` level by level, keeping the ``wanted`` nodes.
 
     ``wanted`` holds ``(level, index)`` pairs. Returns ``(root, {(level, index): hash})``.
@@ -204,13 +207,7 @@ def root(leaf_hashes: Sequence[bytes]) -> bytes:
     ``root([]) == EMPTY_ROOT``. Iterative, level by level: n - 1 node hashes and
     O(n) memory, about a second for a million leaves.
     """
-    leaves = _leaves(leaf_hashes, None)
-    if not leaves:
-        return EMPTY_ROOT
-    level = leaves
-    while len(level) > 1:
-        level = _next_level(level)
-    return level[0]
+    return _collect(_leaves(leaf_hashes, None))[0]
 
 
 # --------------------------------------------------------------------------- frontier
@@ -329,7 +326,11 @@ def _inclusion_path_and_root(
     return [found[node] for node in nodes], tree_root, leaves[index], n
 
 
-def inclusion_proof(leaf_hashes: Sequence[bytes], index: int, size: int | None = None) -> list[bytes]:
+def inclusion_proof(
+    leaf_hashes: Sequence[bytes],
+    index: int,
+    size: int | None = None,
+) -> list[bytes]:
     """Inclusion proof (audit path) of leaf ``index`` in the tree of the first ``size`` leaves.
 
     RFC 9162 section 2.1.3.1 (RFC 6962 section 2.1.1 PATH(m, D[n])), sibling hashes
@@ -339,7 +340,12 @@ def inclusion_proof(leaf_hashes: Sequence[bytes], index: int, size: int | None =
     return _inclusion_path_and_root(leaf_hashes, index, size)[0]
 
 
-def _root_from_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes]) -> bytes | None:
+def _root_from_inclusion(
+    leaf: bytes,
+    index: int,
+    size: int,
+    proof: Sequence[bytes],
+) -> bytes | None:
     """Steps 1-4 of RFC 9162 section 2.1.3.2; None when the proof has the wrong shape."""
     if not (_is_int(index) and _is_int(size)) or not 0 <= index < size:
         return None
@@ -361,7 +367,13 @@ def _root_from_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[byt
     return r if sn == 0 else None  # sn != 0: proof too short
 
 
-def verify_inclusion(leaf_hash: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes) -> bool:
+def verify_inclusion(
+    leaf_hash: bytes,
+    index: int,
+    size: int,
+    proof: Sequence[bytes],
+    root: bytes,
+) -> bool:
     """Check an inclusion proof (RFC 9162 section 2.1.3.2; SPEC section 5).
 
     True iff ``proof`` shows that ``leaf_hash`` is leaf ``index`` (0-based) of a tree
@@ -640,9 +652,8 @@ def _check_consistency(doc: Mapping[str, Any]) -> tuple[bool, str, list[_Head]]:
         expected = len(_consistency_nodes(old_size, size))
         roots = _roots_from_consistency(old_size, size, old_root, path)
         if len(path) != expected or roots is None:
-            reason = (
-                f"sizes {old_size} -> {size} need a path of {expected} hashes, the document has {len(path)}"
-            )
+            sizes = f"{old_size} -> {size}"
+            reason = f"sizes {sizes} need a path of {expected} hashes, the document has {len(path)}"
         elif roots[0] != old_root:
             reason = f"the path gives old root {roots[0].hex()}, not the claimed {old_root.hex()}"
         else:
@@ -659,9 +670,8 @@ def _verify_document(doc: object, digest: object | None) -> tuple[bool, str]:
     elif kind == "consistency":
         ok, message, heads = _check_consistency(doc)
     else:
-        return False, (
-            f"malformed input: proof document 'kind' must be 'inclusion' or 'consistency', got {_show(kind)}"
-        )
+        kinds = "'inclusion' or 'consistency'"
+        return False, f"malformed input: proof document 'kind' must be {kinds}, got {_show(kind)}"
     message = f"{kind} proof {'valid' if ok else 'invalid'}: {message}"
     if not ok or digest is None:
         return ok, message
@@ -679,7 +689,10 @@ def _verify_document(doc: object, digest: object | None) -> tuple[bool, str]:
     )
 
 
-def verify_proof_document(doc: dict[str, Any], digest: dict[str, Any] | None = None) -> tuple[bool, str]:
+def verify_proof_document(
+    doc: dict[str, Any],
+    digest: dict[str, Any] | None = None,
+) -> tuple[bool, str]:
     """Check a proof document made by ``*_proof_document`` (``verify-proof``; SPEC section 5).
 
     Checks the document on its own: its hashes recompute to its ``root``

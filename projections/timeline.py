@@ -134,7 +134,7 @@ def catch_up(
     applied = 0
     while True:
         position = view.max_tracking_id(ledger.name) or 0  # type: ignore[attr-defined]
-        notifications = ledger.recorder.select_notifications(start=position + 1, limit=batch)
+        notifications = ledger.notification_log.select(start=position + 1, limit=batch)
         if not notifications:
             return applied
         rows = [(str(n.originator_id), n.id, n.state) for n in notifications]

@@ -448,13 +448,27 @@ def test_inclusion_proofs_verify_and_detect_tampering(
     # the index (leaves are distinct, so no other position holds this leaf)
     other = data.draw(st.integers(-3, n + 3).filter(lambda j: j != index), label="other index")
     assert not verify_inclusion(leaf, other, n, proof, tree_root)
-    # the size: the root binds the size only through the path's shape, so the proof
-    # verifies for another size exactly when RFC 6962's PATH has the same shape there
-    # (e.g. leaf 0 of 5 and of 6); a published digest pins the size (SPEC section 5).
-    for other_size in {n - 1, n + 1, 2 * n, n // 2, data.draw(st.integers(0, 300))} - {n}:
-        shape = naive_shape(index, n)
-        same_shape = 0 <= index < other_size and naive_shape(index, other_size) == shape
-        assert verify_inclusion(leaf, index, other_size, proof, tree_root) == same_shape
+    # the size, or index and size together: the root binds them only through the
+    # path's shape, so the proof verifies elsewhere exactly when RFC 6962's PATH has
+    # the same shape there (e.g. leaf 0 of 5 and of 6, leaf 4 of 5 and leaf 2 of 3);
+    # a published digest pins the size (SPEC section 5).
+    shape = naive_shape(index, n)
+    random_pair = (data.draw(st.integers(-1, 300)), data.draw(st.integers(-1, 300)))
+    pairs = {
+        (index, n - 1),
+        (index, n + 1),
+        (index, 2 * n),
+        (index, n // 2),
+        (index // 2, n // 2),
+        (index - 1, n - 1),
+        (0, 1),
+        (index - (n + 1) // 2, n // 2),
+        random_pair,
+    } - {(index, n)}
+    for other_index, other_size in pairs:
+        same = 0 <= other_index < other_size and naive_shape(other_index, other_size) == shape
+        verified = verify_inclusion(leaf, other_index, other_size, proof, tree_root)
+        assert verified == same, (index, n, other_index, other_size)
 
 
 def test_inclusion_size_shape_example() -> None:
@@ -464,6 +478,15 @@ def test_inclusion_size_shape_example() -> None:
     assert verify_inclusion(hashes[0], 0, 6, proof, root(hashes[:5]))
     assert not verify_inclusion(hashes[0], 0, 6, proof, root(hashes[:6]))
     assert not verify_inclusion(hashes[0], 0, 9, proof, root(hashes[:5]))
+
+
+def test_inclusion_rejects_a_path_longer_than_the_tree() -> None:
+    """RFC 9162 2.1.3.2 step 4a: leaf 1 of a 2-leaf tree is not the only leaf of a 1-leaf one."""
+    l0, l1 = hashed(entries(2))
+    two = node_hash(l0, l1)
+    assert verify_inclusion(l1, 1, 2, [l0], two)
+    assert not verify_inclusion(l1, 0, 1, [l0], two)
+    assert not verify_inclusion(l1, 0, 1, [], two)
 
 
 def test_verify_inclusion_never_raises_on_bad_arguments() -> None:
@@ -624,7 +647,7 @@ def test_documents_detect_tampering_and_digest_mismatch() -> None:
     def flip_hex(h: str) -> str:
         return ("1" if h[0] == "0" else "0") + h[1:]
 
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         (altered(inc, "leaf_hash", flip_hex(inc["leaf_hash"])), "gives root"),
         (altered(inc, "root", flip_hex(inc["root"])), "gives root"),
         (altered(inc, "index", 7), "gives root"),
@@ -642,6 +665,12 @@ def test_documents_detect_tampering_and_digest_mismatch() -> None:
         assert not ok, doc
         assert "invalid" in message
         assert expected in message, message
+        # a digest matching the document's tree head does not rescue a bad proof
+        head = {"size": doc["size"], "root": doc["root"]}
+        assert verify_proof_document(doc, head) == (False, message)
+        if doc["kind"] == "consistency":
+            old_head = {"size": doc["old_size"], "root": doc["old_root"]}
+            assert verify_proof_document(doc, old_head) == (False, message)
 
     # valid proofs, but of another tree head than the published digest
     other = {"size": 20, "root": root(hashes[:20]).hex()}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,7 @@ def record_batches(path: Path, batches: list[list[dict[str, Any]]]) -> TrialLedg
 def test_known_at_equals_a_store_holding_only_what_was_recorded_by_then(
     tmp_path: Path, batches: list[list[dict[str, Any]]], cut: int, as_of_day: int
 ) -> None:
-    run = tmp_path / f"run-{len(list(tmp_path.iterdir()))}"
+    run = tmp_path / uuid.uuid4().hex
     run.mkdir()
     cut = min(cut, len(batches) - 1)
     known_at = T0 + dt.timedelta(hours=cut, minutes=30)
@@ -153,7 +154,12 @@ def test_status_and_endpoints_json_follow_the_spec(tmp_path: Path) -> None:
     result = json.loads(endpoints.output)
     assert set(result) == {"as_of", "known_at", "primary", "primary_itt", "secondary"}
     assert result["primary"] == {
-        "population": "mITT", "n": 1, "N": 1, "percent": 100.0, "ci95": [2.5, 100.0], "ongoing": 0,
+        "population": "mITT",
+        "n": 1,
+        "N": 1,
+        "percent": 100.0,
+        "ci95": [2.5, 100.0],
+        "ongoing": 0,
     }
     assert result["primary_itt"]["population"] == "ITT"
     assert len(result["secondary"]["by_category"]) == 10
@@ -161,3 +167,37 @@ def test_status_and_endpoints_json_follow_the_spec(tmp_path: Path) -> None:
     assert json.loads(before.output)["participants"] == []
     naive = runner.invoke(main, ["--store", store, "status", "--known-at", "2015-01-01T00:00:00"])
     assert naive.exit_code == 2 and "offset" in naive.output
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches=histories(), catch_ups=st.sets(st.integers(0, 9)))
+def test_catching_up_at_any_points_equals_a_rebuild(
+    tmp_path: Path, batches: list[list[dict[str, Any]]], catch_ups: set[int]
+) -> None:
+    ledger = TrialLedger(str(tmp_path / f"{uuid.uuid4().hex}.db"))
+    view = open_view(ledger)
+    for number, batch in enumerate(batches):
+        ledger.record(L.as_lines(batch), user="u")
+        if number in catch_ups:
+            catch_up(ledger, view)
+    catch_up(ledger, view)
+    incremental = list(view.rows())
+    rebuild(ledger, view)
+    assert list(view.rows()) == incremental
+    assert len(incremental) == sum(len(batch) for batch in batches)
+
+
+def test_a_study_protocol_file_changes_the_rules(tmp_path: Path) -> None:
+    from ledger.protocol import DEFAULT_PROTOCOL
+
+    custom = tmp_path / "paediatric.toml"
+    custom.write_text(DEFAULT_PROTOCOL.read_text().replace("age_min = 14", "age_min = 10"))
+    store = str(tmp_path / "p.db")
+    young = L.jsonl([L.screening(age_years=12), L.enrollment()])
+    runner = CliRunner()
+    refused = runner.invoke(main, ["--store", store, "--user", "u", "import", "-"], input=young)
+    assert refused.exit_code == 3 and "age: 12 years" in refused.stderr
+    accepted = runner.invoke(
+        main, ["--store", store, "--user", "u", "--protocol", str(custom), "import", "-"], input=young
+    )
+    assert accepted.exit_code == 0, accepted.output
