@@ -228,11 +228,14 @@ class WriteCommand(click.Command):
             for name, help_text, required, is_list in _field_options(self.type_name):
                 if name in _NOT_FIELDS:
                     continue
+                # A required list given no value is the empty list (e.g. the
+                # criteria of a non-serious AE); an optional one stays unset.
                 self.params.append(
                     click.Option(
                         [f"--{name.replace('_', '-')}", name],
                         multiple=is_list,
-                        help=help_text + (" [required]" if required else ""),
+                        default=(("",) if is_list and required else None),
+                        help=help_text + (" [required]" if required and not is_list else ""),
                     )
                 )
             self.params.append(
