@@ -489,6 +489,34 @@ def demo(participants: int, seed: int, jsonl: str | None) -> None:
     )
 
 
+# -- reports -------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, writable=True),
+    help="Folder for index.html and the PNG figures (created if missing; files overwritten).",
+)
+@time_options
+@global_options
+@refusals
+def report(out: str, as_of: dt.date, known_at: dt.datetime | None) -> None:
+    """Figures and one self-contained HTML page: status, endpoints, follow-up, remission, safety.
+
+    Built from the same projections as the status and endpoints commands (SPEC
+    sections 3 and 6).  Needs matplotlib: pip install 'trial-ledger[report]'.
+    """
+    from pathlib import Path
+
+    from projections.report import write_report
+
+    ledger = open_ledger()
+    files = [str(path) for path in write_report(ledger, Path(out), as_of, known_at, _safe_url(ledger.store))]
+    emit({"out": out, "files": files}, "\n".join(f"wrote {path}" for path in files))
+
+
 def _safe_url(url: str) -> str:
     """The store URL without a password."""
     if "@" in url and "://" in url:
@@ -496,6 +524,175 @@ def _safe_url(url: str) -> str:
         credentials, host = rest.rsplit("@", 1)
         return f"{scheme}://{credentials.split(':')[0]}@{host}"
     return os.path.abspath(url)
+
+
+# -- audit and tamper evidence -------------------------------------------------------------
+
+
+class Since(KnownAt):
+    """``--since``: like ``--known-at``, but a date means the start of that day (UTC)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        text = str(value).strip()
+        if len(text) == 10:
+            try:
+                return dt.datetime.combine(dt.date.fromisoformat(text), dt.time.min, tzinfo=dt.UTC)
+            except ValueError:
+                self.fail(f"{value!r} is not a date YYYY-MM-DD", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+def _entered_by_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``audit --user NAME`` filters by who entered the rows (a read has no acting user).
+
+    Replaces the global ``--user`` of this one command, and takes no value from
+    ``TRIAL_LEDGER_USER``: the acting user's environment must not filter an audit.
+    """
+    params = getattr(command, "__click_params__", [])
+    command.__click_params__ = [p for p in params if not (p.name == "user" and not p.expose_value)]  # type: ignore[attr-defined]
+    entered_by = click.option("--user", "--entered-by", "entered_by", help="Only rows entered by this user.")
+    return entered_by(command)
+
+
+@main.command()
+@click.argument("participant", required=False)
+@click.option("--site", help="Only rows of this site's participants or entered by this site.")
+@click.option("--since", type=Since(), help="Only rows recorded at or after (a date = start of day UTC).")
+@click.option("--until", type=KnownAt(), help="Only rows recorded at or before (a date = end of day UTC).")
+@click.option(
+    "--known-at",
+    type=KnownAt(),
+    help="The trail as the ledger knew it then (date-time with offset; a date = end of day UTC).",
+)
+@_entered_by_option
+@global_options
+@refusals
+def audit(
+    participant: str | None,
+    site: str | None,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+    known_at: dt.datetime | None,
+    entered_by: str | None,
+) -> None:
+    """Every event and correction in recorded order, with old and new values (SPEC section 5)."""
+    from ledger import audit as trail
+
+    filters = trail.Filters(participant, site, entered_by, since, until, known_at)
+    rows = trail.ledger_trail(open_ledger(), filters)
+    emit(trail.to_json(rows, filters), lambda: render(trail.table(rows, filters)))
+
+
+@main.command()
+@click.option("--out", type=click.Path(dir_okay=False), help="Also save the digest to FILE (JSON).")
+@global_options
+@refusals
+def digest(out: str | None) -> None:
+    """The ledger's size and Merkle root, to publish (SPEC section 5; JSON: {"size", "root"})."""
+    from ledger.verification import current_digest
+
+    head = current_digest(open_ledger())
+    if out:
+        head.save(out)
+    emit(head.to_json(), f"size {head.size}\nroot {head.root.hex()}" + (f"\nsaved to {out}" if out else ""))
+
+
+@main.command()
+@click.option(
+    "--digest",
+    "digest_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="A digest published earlier: it must be a prefix of today's ledger.",
+)
+@global_options
+@refusals
+def verify(digest_file: str | None) -> None:
+    """Recompute chain and Merkle tree from the stored events; exit 1 naming the first mismatch."""
+    from ledger.verification import Digest
+    from ledger.verification import verify as check
+
+    published = Digest.load(digest_file) if digest_file else None
+    ledger = open_ledger()
+    if settings().json:
+        verdict = check(ledger, published)
+    else:
+        from rich.console import Console
+
+        with Console(stderr=True).status("recomputing the hash chain and the Merkle tree..."):
+            verdict = check(ledger, published)
+    data = verdict.to_json()
+    if verdict.ok:
+        root = verdict.root.hex() if verdict.root else ""
+        text = f"ok: {verdict.size} events match their seal; root {root}"
+        if published is not None:
+            text += f"\nthe published digest of {published.size} events is a prefix of today's ledger"
+    else:
+        bad = verdict.first_bad
+        assert bad is not None
+        where = f"position {bad.position}" if bad.position is not None else "the ledger's seal"
+        text = f"TAMPERED at {where}" + (f" (event {bad.event_id})" if bad.event_id else "")
+        text += f": {bad.problem}"
+    emit(data, text)
+    if not verdict.ok:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("event_id", required=False)
+@click.option("--from-size", type=click.IntRange(min=0), help="Consistency proof from the tree of N events.")
+@click.option("--size", type=click.IntRange(min=0), help="Prove in the tree of N events (default: all).")
+@click.option("--out", type=click.Path(dir_okay=False), help="Also save the proof to FILE.")
+@global_options
+@refusals
+def prove(event_id: str | None, from_size: int | None, size: int | None, out: str | None) -> None:
+    """Print an inclusion proof of EVENT_ID, or a consistency proof --from-size N (JSON)."""
+    from ledger.errors import InvalidInput
+    from ledger.proofs import consistency, inclusion
+
+    if (event_id is None) == (from_size is None):
+        raise InvalidInput("give EVENT_ID (inclusion proof) or --from-size N (consistency proof), not both")
+    ledger = open_ledger()
+    doc = inclusion(ledger, event_id, size) if event_id is not None else consistency(ledger, from_size, size)  # type: ignore[arg-type]
+    text = json.dumps(doc, indent=2)
+    if out:
+        with open(out, "w", encoding="utf-8") as file:
+            file.write(text + "\n")
+    click.echo(text)
+
+
+@main.command(name="verify-proof")
+@click.argument("proof", type=click.File("r"))
+@click.option(
+    "--digest",
+    "digests",
+    multiple=True,
+    type=click.File("r"),
+    help="A published digest the proof must match (repeat: old and new digests of a consistency proof).",
+)
+@global_options
+@refusals
+def verify_proof(proof: Any, digests: tuple[Any, ...]) -> None:
+    """Check a proof from `prove` against published digests, without the database."""
+    from ledger.errors import InvalidInput
+    from ledger.proofcheck import check_proof
+
+    def load(file: Any, what: str) -> Any:
+        try:
+            return json.load(file)
+        except ValueError as exc:
+            raise InvalidInput(f"{what}: {file.name} is not JSON: {exc}") from None
+
+    doc = load(proof, "proof")
+    results = [check_proof(doc, load(d, "digest")) for d in digests] or [check_proof(doc)]
+    ok = all(result for result, _ in results)
+    messages = [message for _, message in results]
+    if not ok and any(m.startswith("malformed input") for m in messages):
+        raise InvalidInput(next(m for m in messages if m.startswith("malformed input")))
+    kind = doc.get("kind") if isinstance(doc, dict) else None
+    text = ("VALID: " if ok else "INVALID: ") + "\n".join(messages)
+    emit({"ok": ok, "kind": kind, "messages": messages}, text)
+    if not ok:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
