@@ -695,5 +695,225 @@ def verify_proof(proof: Any, digests: tuple[Any, ...]) -> None:
         sys.exit(1)
 
 
+# -- regulatory exchange and control -------------------------------------------------------
+
+
+def _lock_text(lock: dict[str, Any]) -> str:
+    if not lock["locked"]:
+        return "data not locked"
+    return f"data locked since {lock['since']} by {lock['by']} ({lock['reason']})"
+
+
+@main.group()
+@global_options
+def export() -> None:
+    """Regulatory exchange: CDISC ODM 1.3.2 and SDTM datasets."""
+
+
+@export.command(name="odm")
+@click.argument("file", type=click.Path(dir_okay=False, writable=True))
+@click.option(
+    "--known-at",
+    type=KnownAt(),
+    help="The ledger as it stood then (date-time with offset; a date = end of day UTC).",
+)
+@global_options
+@refusals
+def export_odm(file: str, known_at: dt.datetime | None) -> None:
+    """Every event as a Transactional CDISC ODM 1.3.2 FILE with study metadata and audit records."""
+    from ledger.odm import export_odm as write
+
+    ledger = open_ledger()
+    entries = ledger.entries(known_at=known_at)
+    summary = write(entries, ledger.protocol, file, known_at=known_at, created=ledger.clock())
+    emit(
+        summary,
+        f"wrote {file}: {summary['events']} events, {summary['subjects']} participants, as known at "
+        f"{summary['known_at']}; {_lock_text(summary['lock'])}",
+    )
+
+
+@export.command(name="sdtm")
+@click.argument("directory", type=click.Path(file_okay=False, writable=True))
+@time_options
+@global_options
+@refusals
+def export_sdtm(directory: str, as_of: dt.date, known_at: dt.datetime | None) -> None:
+    """SDTM datasets DM, EX, LB, AE, DS as CSV in DIRECTORY, with define.csv and export.json."""
+    from ledger.sdtm import export_sdtm as write
+
+    ledger = open_ledger()
+    entries = ledger.entries(known_at=known_at)
+    summary = write(
+        entries, ledger.protocol, directory, as_of=as_of, known_at=known_at, created=ledger.clock()
+    )
+    counts = ", ".join(f"{domain} {rows}" for domain, rows in summary["datasets"].items())
+    emit(
+        summary,
+        f"wrote {directory}: {counts} rows as of {summary['as_of']}, as known at {summary['known_at']}; "
+        f"{_lock_text(summary['lock'])}",
+    )
+
+
+@main.command()
+@click.option("--reason", required=True, help="Why the data are locked (e.g. interim analysis).")
+@global_options
+@refusals
+def lock(reason: str) -> None:
+    """Lock the database: every append is refused (exit 3) until `unlock`. Data managers only."""
+    from ledger import access
+
+    event = access.lock(open_ledger(), settings().user, reason)
+    emit({"locked": True, "event": event, "reason": reason}, f"locked ({event}): {reason}")
+
+
+@main.command()
+@click.option("--reason", required=True, help="Why the lock ends.")
+@global_options
+@refusals
+def unlock(reason: str) -> None:
+    """End the database lock. Data managers only."""
+    from ledger import access
+
+    event = access.unlock(open_ledger(), settings().user, reason)
+    emit({"locked": False, "event": event, "reason": reason}, f"unlocked ({event}): {reason}")
+
+
+def _passphrase(variable: str | None, *, confirm: bool) -> str:
+    """The key's passphrase: from environment variable ``variable``, else asked for."""
+    if variable is None:
+        return str(click.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm))
+    value = os.environ.get(variable)
+    if value is None:
+        from ledger.errors import InvalidInput
+
+        raise InvalidInput(f"passphrase-env: environment variable {variable} is not set")
+    return value
+
+
+_KEY_FILE_HELP = "The user's private key (PEM, passphrase-protected) [default: ~/.trial-ledger/NAME.pem]."
+_PASSPHRASE_HELP = "Read the key's passphrase from environment variable VAR (default: ask)."
+
+
+@main.group()
+@global_options
+def user() -> None:
+    """Users of the ledger: roles, sites and signing keys."""
+
+
+@user.command(name="add")
+@click.argument("name")
+@click.option("--role", required=True, help="site_staff, investigator, monitor, data_manager or auditor.")
+@click.option("--site", help="The site of a site_staff or investigator.")
+@click.option("--full-name", required=True, help="Printed name shown with the user's signatures.")
+@click.option("--key-file", type=click.Path(dir_okay=False), help=_KEY_FILE_HELP)
+@click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP)
+@click.option(
+    "--public-key",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Register this Ed25519 public key (PEM) instead of making a key pair here.",
+)
+@global_options
+@refusals
+def user_add(
+    name: str,
+    role: str,
+    site: str | None,
+    full_name: str,
+    key_file: str | None,
+    passphrase_env: str | None,
+    public_key: str | None,
+) -> None:
+    """Register user NAME with a role, site and signing key (the first user: a data_manager).
+
+    Unless --public-key is given, a new Ed25519 key pair is made and the private
+    key written to --key-file, encrypted with the user's passphrase.
+    """
+    from pathlib import Path
+
+    from ledger import access, signatures
+    from ledger.errors import LedgerError
+
+    ledger = open_ledger()
+    path = None
+    if public_key is not None:
+        key = signatures.read_public_key(Path(public_key))
+    else:
+        path = Path(key_file) if key_file else signatures.default_key_file(name)
+        key = signatures.new_key(path, _passphrase(passphrase_env, confirm=True))
+    try:
+        event = access.register(
+            ledger, settings().user, name=name, full_name=full_name, role=role, user_site=site, public_key=key
+        )
+    except LedgerError:
+        if path is not None:
+            path.unlink()
+        raise
+    key_path = None if path is None else str(path)
+    data = {"user": name, "role": role, "site": site, "event": event, "public_key": key, "key_file": key_path}
+    where = f" of {site}" if site else ""
+    emit(data, f"registered {name} ({role}{where}) as {event}" + (f"; private key in {path}" if path else ""))
+
+
+@main.command()
+@click.argument("participant")
+@click.option("--meaning", required=True, help="reviewed, approved or investigator_attestation.")
+@click.option("--key-file", type=click.Path(dir_okay=False), help=_KEY_FILE_HELP)
+@click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP)
+@global_options
+@refusals
+def sign(participant: str, meaning: str, key_file: str | None, passphrase_env: str | None) -> None:
+    """Sign PARTICIPANT's record with your own key (21 CFR 11.50): it covers every event so far."""
+    from pathlib import Path
+
+    from ledger import access, signatures
+    from ledger.events import utc_text
+
+    signer = access.acting(settings().user)
+    path = Path(key_file) if key_file else signatures.default_key_file(signer)
+    ledger = open_ledger()
+    record = signatures.sign(
+        ledger, signer, participant, meaning, path, _passphrase(passphrase_env, confirm=False)
+    )
+    signed_at = utc_text(record.signed_at)
+    covers = [event_id for event_id, _ in record.covers]
+    data = {"signature": record.id, "participant": participant, "meaning": meaning, "signer": signer}
+    emit(
+        {**data, "signed_at": signed_at, "covers": covers},
+        f"signed {participant} as {meaning} ({record.id}) by {signer} at {signed_at},"
+        f" covering {len(covers)} events",
+    )
+
+
+@main.command(name="signatures")
+@click.argument("participant", required=False)
+@click.option(
+    "--known-at",
+    type=KnownAt(),
+    help="As the ledger stood then (date-time with offset; a date = end of day UTC).",
+)
+@global_options
+@refusals
+def signatures_(participant: str | None, known_at: dt.datetime | None) -> None:
+    """Check every electronic signature: valid, superseded (data changed since) or invalid (exit 1)."""
+    from ledger.signatures import check
+
+    checks = check(open_ledger(), known_at, participant)
+    ok = all(c.status != "invalid" for c in checks)
+    rows = [c.to_json() for c in checks]
+    lines = []
+    for row in rows:
+        state = {"invalid": f"INVALID: {row['problem']}", "valid": "valid"}.get(
+            row["status"], f"superseded: not covering {', '.join(row['not_covered'])}"
+        )
+        lines.append(
+            f"{row['signature']}  {row['participant']}  {row['meaning']} by {row['signer']}"
+            f" ({row['full_name']}) at {row['signed_at']}  {state}"
+        )
+    emit({"ok": ok, "signatures": rows}, "\n".join(lines) or "no signatures")
+    if not ok:
+        sys.exit(1)
+
+
 if __name__ == "__main__":
     main()

@@ -3,8 +3,15 @@
 SPEC sections 4-6.  One method writes (:meth:`TrialLedger.record`): a batch of
 records, from one command or a whole import file, is checked against the
 schema, the protocol and each participant's history, made idempotent by client
-``id``, and saved in one transaction or not at all.  Reading goes through the
-library's notification log (:meth:`TrialLedger.entries`).
+``id``, and saved in one transaction or not at all.  Reading streams the stored
+events in ledger order (:meth:`TrialLedger.entries`).
+
+A bulk import (issue #7) takes the same path as one command, with three
+shortcuts that keep every check and every stored byte the same: one query finds
+which participants already have events (the others are not loaded at all), the
+participant's chart is indexed by record type so that each rule looks only at
+the records it concerns (:class:`_IndexedChart`), and lines that already name
+their user and site are not copied.
 """
 
 from __future__ import annotations
@@ -13,12 +20,16 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import OperationalError, RecordConflictError
+from eventsourcing.domain import CanMutateAggregate
+from eventsourcing.persistence import Notification, OperationalError, RecordConflictError
+from eventsourcing.utils import get_topic
 from msgspec.structs import replace
 
-from ledger.domain import Participant
+from ledger import access, rules
+from ledger.domain import EVENT_CLASS, Participant, ledger_event_id
 from ledger.entry import Entry
 from ledger.errors import Ineligible, InvalidInput, LedgerError, Refused
 from ledger.events import (
@@ -50,6 +61,7 @@ _SAME_DAY_ORDER = {
     "ParticipantDied": 7,
 }
 MAX_ATTEMPTS = 5
+T = TypeVar("T")
 
 
 def utc_now() -> dt.datetime:
@@ -119,13 +131,17 @@ class TrialLedger(Application[str]):
         itself recorded as ``EnrollmentRefused`` before the refusal is raised.
         """
         lines = [r if isinstance(r, Line) else Line(0, r) for r in records]
-        for attempt in range(MAX_ATTEMPTS):
+        return self.write(lambda: self._record_once(lines, user, site, record_refusal))
+
+    def write(self, attempt: Callable[[], T]) -> T:
+        """Run ``attempt`` (read, check, save) until no other writer got in between."""
+        for number in range(MAX_ATTEMPTS):
             try:
-                return self._record_once(lines, user, site, record_refusal)
+                return attempt()
             except RecordConflictError:
                 # Another writer appended to the same participant meanwhile, or
                 # stored the same id: read again and redo the checks.
-                if attempt == MAX_ATTEMPTS - 1:
+                if number == MAX_ATTEMPTS - 1:
                     raise Refused("the store kept changing under this write; try again") from None
             except OperationalError as exc:
                 raise Refused(f"database busy or locked: {exc}") from None
@@ -139,6 +155,7 @@ class TrialLedger(Application[str]):
         receipt = Receipt()
         at = self.clock()
         filled = self._fill(lines, user, site, problems)
+        users = access.Registry.load(self)
         known = self.lookup(
             [ln.record.id for ln in filled if ln.record.id]
             + [ln.record.target for ln in filled if isinstance(ln.record, EventCorrected | EventVoided)]
@@ -163,30 +180,38 @@ class TrialLedger(Application[str]):
         for ln in todo:
             if isinstance(ln.record, ClinicalRecord) and ln.record.id:
                 owners[ln.record.id] = ln.record.participant
+        self._check_access(users, filled, owners)
         by_participant: dict[str, list[Line]] = defaultdict(list)
         for ln in todo:
             participant = _participant_of(ln.record, owners)
             if participant is None:
                 problems.append(_at(ln, f"target: no event {ln.record.target} in the ledger"))  # type: ignore[attr-defined]
+            elif participant in access.LOG_STREAMS:
+                problems.append(_at(ln, f"target: {ln.record.target} is not a participant's event"))  # type: ignore[attr-defined]
             else:
                 by_participant[participant].append(ln)
-        aggregates: list[Participant] = []
+        aggregates: list[Participant | _NewStream] = []
         refusals: list[Participant] = []
+        existing = self.recorder.seal.participants(self.recorder.datastore, list(by_participant))  # type: ignore[attr-defined]
         for participant, batch in by_participant.items():
-            aggregate = self._load(participant)
+            aggregate: Participant | _NewStream | None = None
+            if participant in existing:
+                aggregate = _indexed(self._load(participant))
+            elif not record_refusal and all(isinstance(ln.record, ClinicalRecord) for ln in batch):
+                aggregate = _NewStream(participant)
             for ln in sorted(batch, key=_batch_order):
                 try:
                     if aggregate is None:
                         if not isinstance(ln.record, ParticipantScreened):
                             raise InvalidInput(f"{participant}: participant: not screened")
-                        aggregate = Participant.screen(ln.record, self.protocol, at)
+                        aggregate = _indexed(Participant.screen(ln.record, self.protocol, at))
                         receipt.stored.append(aggregate.chart.first(ParticipantScreened).id or "")  # type: ignore[union-attr]
                     else:
                         receipt.stored.append(aggregate.append(ln.record, self.protocol, at))
                 except Ineligible as refusal:
                     ineligible.append(refusal)
                     problems.append(_at(ln, str(refusal)))
-                    if record_refusal and aggregate is not None:
+                    if record_refusal and isinstance(aggregate, Participant):
                         refusals.append(self._refusal(aggregate, ln.record, refusal, at))
                 except LedgerError as exc:
                     problems.append(_at(ln, str(exc)))
@@ -200,6 +225,25 @@ class TrialLedger(Application[str]):
             raise InvalidInput(problems[0], problems=problems)
         self.save(*aggregates)
         return receipt
+
+    def _check_access(self, users: access.Registry | None, lines: list[Line], owners: dict[str, str]) -> None:
+        """Refuse the whole batch (and record it) if a line's user may not append it (issue #6)."""
+        denied = []
+        concerned = set()
+        for ln in lines:
+            participant = _participant_of(ln.record, owners)
+            concerned.add(participant)
+            reason = access.refusal(users, ln.record.user, "write", participant, ln.record.site)
+            if reason is not None:
+                denied.append(_at(ln, reason))
+        if denied:
+            access.refuse(
+                self,
+                denied,
+                action="append " + ", ".join(sorted({ln.record.type for ln in lines})),
+                user=lines[0].record.user,
+                participant=concerned.pop() if len(concerned) == 1 else None,
+            )
 
     def _fill(self, lines: list[Line], user: str | None, site: str | None, problems: list[str]) -> list[Line]:
         """Each record with its ``user`` and ``site`` (SPEC section 6: per line or by options)."""
@@ -221,7 +265,9 @@ class TrialLedger(Application[str]):
             if where is not None and where not in self.protocol.sites:
                 problems.append(_at(ln, f"site: unknown site code '{where}'"))
                 continue
-            filled.append(Line(ln.number, replace(record, user=who, site=where)))
+            if who != record.user or where != record.site:
+                ln = Line(ln.number, replace(record, user=who, site=where))
+            filled.append(ln)
         return filled
 
     def _load(self, participant: str) -> Participant | None:
@@ -255,22 +301,160 @@ class TrialLedger(Application[str]):
         return seal.lookup(self.recorder.datastore, list(dict.fromkeys(event_ids)))  # type: ignore[attr-defined]
 
     def entries(
-        self, after: int = 0, known_at: dt.datetime | None = None, batch: int = 5000
+        self, after: int = 0, known_at: dt.datetime | None = None, batch: int = 20_000
     ) -> Iterator[Entry]:
         """Every stored event after position ``after`` in ledger order (SPEC section 4).
 
-        With ``known_at``, only those the ledger had recorded by then.
+        With ``known_at``, only those the ledger had recorded by then.  The rows
+        are read in batches of ``batch`` with plain SQL below the notification
+        log (one msgspec pass per row), so a rebuild streams in constant memory.
         """
+        scan = self.recorder.scan  # type: ignore[attr-defined]
+        while True:
+            rows = scan(after, batch)
+            for position, participant, stored in rows:
+                state = decode_state(stored)
+                if known_at is None or state.timestamp <= known_at:
+                    yield Entry(position, state.timestamp, participant, state.record)
+            if len(rows) < batch:
+                return
+            after = rows[-1][0]
+
+    def notifications(self, after: int = 0, batch: int = 5000) -> Iterator[Notification]:
+        """Every stored event after position ``after`` as stored: the bytes the seal covers."""
         start = after + 1
         while True:
             notifications = self.notification_log.select(start=start, limit=batch)
-            for n in notifications:
-                state = decode_state(n.state)
-                if known_at is None or state.timestamp <= known_at:
-                    yield Entry(n.id, state.timestamp, str(n.originator_id), state.record)
+            yield from notifications
             if len(notifications) < batch:
                 return
             start = notifications[-1].id + 1
+
+
+class _TypedRecords(dict[str, ClinicalRecord]):
+    """A chart's records that also keep, per record type, that type's records in chart order.
+
+    The aggregate changes its chart only by setting and deleting keys
+    (:meth:`~ledger.domain.Participant.take`); both keep the index in step.
+    """
+
+    def __init__(self, records: dict[str, ClinicalRecord]) -> None:
+        super().__init__()
+        self.by_type: dict[type, dict[str, ClinicalRecord]] = {}
+        self._kinds: dict[type, list[dict[str, ClinicalRecord]]] = {}
+        for key, record in records.items():
+            self[key] = record
+
+    def __setitem__(self, key: str, record: ClinicalRecord) -> None:
+        previous = self.get(key)
+        super().__setitem__(key, record)
+        if previous is not None and type(previous) is not type(record):
+            # A correction never changes a record's type; should one, rebuild in chart order.
+            self.by_type, self._kinds = {}, {}
+            for k, r in self.items():
+                self.by_type.setdefault(type(r), {})[k] = r
+        elif type(record) in self.by_type:
+            self.by_type[type(record)][key] = record
+        else:
+            group = self.by_type[type(record)] = {key: record}
+            for kind, groups in self._kinds.items():
+                if issubclass(type(record), kind):
+                    groups.append(group)
+
+    def __delitem__(self, key: str) -> None:
+        record = self[key]
+        super().__delitem__(key)
+        del self.by_type[type(record)][key]
+
+    def kind(self, kind: type) -> list[dict[str, ClinicalRecord]]:
+        """The per-type groups of every record type that is ``kind`` or a subclass of it."""
+        try:
+            return self._kinds[kind]
+        except KeyError:
+            groups = self._kinds[kind] = [g for cls, g in self.by_type.items() if issubclass(cls, kind)]
+            return groups
+
+
+class _IndexedChart(rules.Chart):
+    """A :class:`~ledger.rules.Chart` whose ``of_type`` reads the type index, not every record.
+
+    The rules ask for the screening, the enrollment, the death, the infusions and
+    the AEs before each new record; with a plain chart that is a scan of the
+    whole history per line, quadratic in a participant's events.
+    """
+
+    records: _TypedRecords
+
+    def of_type(self, kind: type[rules.T]) -> list[rules.T]:
+        groups = self.records.kind(kind)
+        if len(groups) == 1:
+            return list(groups[0].values())  # type: ignore[arg-type]
+        if sum(1 for group in groups if group) > 1:  # several types: keep the chart's order across them
+            return super().of_type(kind)
+        return next((list(group.values()) for group in groups if group), [])  # type: ignore[arg-type]
+
+    def first(self, kind: type[rules.T]) -> rules.T | None:
+        groups = self.records.kind(kind)
+        if len(groups) == 1:
+            return next(iter(groups[0].values()), None)  # type: ignore[arg-type]
+        return super().first(kind)
+
+
+class _NewStream:
+    """The events of a participant the store has none of, built without an aggregate.
+
+    For a batch of clinical records only (a bulk import's common case): the same
+    event ids, the same :func:`~ledger.rules.check_clinical` against the same
+    chart, the same domain events as :meth:`Participant.screen` followed by
+    :meth:`Participant.append`, minus the aggregate's per-event bookkeeping.
+    :meth:`Application.save` takes it like an aggregate (``id``, ``collect_events``).
+    """
+
+    _topic = get_topic(Participant)
+
+    def __init__(self, participant: str) -> None:
+        self.id = participant
+        self.version = Participant.INITIAL_VERSION - 1
+        self.chart = _IndexedChart(_TypedRecords({}))
+        self.events: list[CanMutateAggregate[str]] = []
+
+    def append(self, record: Record, protocol: Protocol, at: dt.datetime) -> str:
+        """Check and record one clinical record, as :meth:`Participant.append` would; returns its id."""
+        assert isinstance(record, ClinicalRecord)
+        version = self.version + 1
+        first = version == Participant.INITIAL_VERSION
+        if first and not isinstance(record, ParticipantScreened):
+            raise InvalidInput(f"{self.id}: participant: not screened")
+        if record.id is None:
+            record = replace(record, id=ledger_event_id(self.id, version))
+        rules.check_clinical(self.chart, record, protocol, at.date())
+        if first:
+            event: CanMutateAggregate[str] = Participant.Screened(
+                originator_id=self.id,
+                originator_version=version,
+                timestamp=at,
+                record=record,
+                originator_topic=self._topic,
+            )
+        else:
+            event = EVENT_CLASS[type(record)](
+                originator_id=self.id, originator_version=version, timestamp=at, record=record
+            )
+        self.chart.records[record.id or ""] = record
+        self.events.append(event)
+        self.version = version
+        return record.id or ""
+
+    def collect_events(self) -> list[CanMutateAggregate[str]]:
+        events, self.events = self.events, []
+        return events
+
+
+def _indexed(aggregate: Participant | None) -> Participant | None:
+    """The aggregate with its chart indexed by record type (same records, same order)."""
+    if aggregate is not None:
+        aggregate.chart = _IndexedChart(_TypedRecords(aggregate.chart.records))
+    return aggregate
 
 
 def _at(line: Line, message: str) -> str:

@@ -33,6 +33,7 @@ from ledger.events import (
     ParticipantScreened,
     ParticipantWithdrew,
     Record,
+    RecordSigned,
     apply_changes,
 )
 from ledger.protocol import Protocol
@@ -43,18 +44,24 @@ def ledger_event_id(participant: str, version: int) -> str:
     return f"{participant}#{version}"
 
 
+@dataclass(frozen=True)
+class RecordEvent(CanMutateAggregate[str]):
+    """A domain event carrying one validated record; applying it hands the record to ``take``."""
+
+    originator_id: str
+    originator_version: int
+    timestamp: dt.datetime
+    record: Record
+
+    def apply(self, aggregate: Any) -> None:
+        aggregate.take(self.record)
+
+
 class Participant(BaseAggregate[str]):
     """A trial participant, identified by the pseudonymous code ``<SITE>-<NNN>``."""
 
-    @dataclass(frozen=True)
-    class Event(CanMutateAggregate[str]):
-        originator_id: str
-        originator_version: int
-        timestamp: dt.datetime
-        record: Record
-
-        def apply(self, aggregate: "Participant") -> None:
-            aggregate.take(self.record)
+    class Event(RecordEvent):
+        pass
 
     @dataclass(frozen=True)
     class Screened(Event, CanInitAggregate[str]):
@@ -93,9 +100,13 @@ class Participant(BaseAggregate[str]):
     class Voided(Event):
         pass
 
+    class Signed(Event):
+        pass
+
     def __init__(self, record: ParticipantScreened) -> None:
         self.chart = rules.Chart()
         self.voided: set[str] = set()
+        self.signatures: set[str] = set()
 
     @staticmethod
     def create_id(record: ParticipantScreened) -> str:
@@ -121,7 +132,7 @@ class Participant(BaseAggregate[str]):
             self._check_correction(record, protocol, at.date())
         elif isinstance(record, EventVoided):
             self._amendable(record.target, "target")
-        else:
+        elif not isinstance(record, RecordSigned):
             assert isinstance(record, ClinicalRecord)
             rules.check_clinical(self.chart, record, protocol, at.date())
         self.trigger_event(EVENT_CLASS[type(record)], record=record, timestamp=at)
@@ -133,7 +144,9 @@ class Participant(BaseAggregate[str]):
         """Evolve the chart with one recorded event (SPEC section 5)."""
         record_id = record.id or ""
         records = self.chart.records
-        if isinstance(record, EventCorrected):
+        if isinstance(record, RecordSigned):
+            self.signatures.add(record_id)
+        elif isinstance(record, EventCorrected):
             records[record.target] = apply_changes(records[record.target], record.changes)  # type: ignore[assignment]
         elif isinstance(record, EventVoided):
             self.voided.add(record.target)
@@ -188,4 +201,5 @@ EVENT_CLASS: dict[type[Record], type[Participant.Event]] = {
     ParticipantDied: Participant.Died,
     EventCorrected: Participant.Corrected,
     EventVoided: Participant.Voided,
+    RecordSigned: Participant.Signed,
 }

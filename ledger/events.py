@@ -234,8 +234,80 @@ class EnrollmentRefused(ClinicalRecord, tag="EnrollmentRefused", kw_only=True):
     criteria: list[Text]
 
 
-# Everything a participant's stream may hold: the import types and the ledger's own.
-Stored = Union[Line, EnrollmentRefused]  # noqa: UP007
+Role = Literal["site_staff", "investigator", "monitor", "data_manager", "auditor"]
+SITE_ROLES: tuple[str, ...] = ("site_staff", "investigator")
+Meaning = Literal["reviewed", "approved", "investigator_attestation"]
+MEANINGS: tuple[str, ...] = Meaning.__args__  # type: ignore[attr-defined]
+# 32 bytes as lowercase hex: a SHA-256 leaf hash or an Ed25519 public key.
+Hex32 = Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")]
+
+
+class UserRegistered(Record, tag="UserRegistered", kw_only=True):
+    """A user of the ledger: role, site and Ed25519 public key (issue #6, roles and signatures).
+
+    ``user`` is who registered them; ``user_site`` the site of a ``site_staff`` or
+    ``investigator`` (and only theirs); ``public_key`` the raw 32-byte key, hex.
+    The ledger writes it for ``user add``; it is not an import type.
+    """
+
+    name: UserName
+    full_name: Text
+    role: Role
+    user_site: SiteCode | None = None
+    public_key: Hex32
+
+    def __post_init__(self) -> None:
+        if self.role in SITE_ROLES and self.user_site is None:
+            _fail("user_site", f"a {self.role} belongs to one site: give it")
+        if self.role not in SITE_ROLES and self.user_site is not None:
+            _fail("user_site", f"a {self.role} acts for the whole trial, not for one site")
+
+
+class DatabaseLocked(Record, tag="DatabaseLocked", kw_only=True):
+    """The database lock: no append until :class:`DatabaseUnlocked` (issue #6, database lock)."""
+
+    reason: Text
+
+
+class DatabaseUnlocked(Record, tag="DatabaseUnlocked", kw_only=True):
+    """The end of a database lock (issue #6, database lock)."""
+
+    reason: Text
+
+
+class ActionRefused(Record, tag="ActionRefused", kw_only=True):
+    """A refused attempt (SPEC section 6, exit 3: not permitted), kept for the audit trail.
+
+    ``user`` is who tried, ``action`` what they tried, ``participant`` whom it
+    concerned, if one participant.
+    """
+
+    action: Text
+    reason: Text
+    participant: ParticipantCode | None = None
+
+
+class RecordSigned(Record, tag="RecordSigned", kw_only=True):
+    """An electronic signature of a participant's record (21 CFR 11.50, 11.70, 11.200).
+
+    ``user`` is the signer; ``covers`` the ``(event id, leaf hash)`` of every
+    event of the participant's stream at signing (signatures excepted);
+    ``signature`` the signer's Ed25519 signature (hex) of
+    :func:`ledger.signatures.message`.  Stored in the participant's stream.
+    """
+
+    participant: ParticipantCode
+    meaning: Meaning
+    signed_at: Instant
+    covers: list[tuple[EventId, Hex32]]
+    signature: Annotated[str, Meta(pattern=r"^[0-9a-f]{128}$")]
+
+
+# Everything a stream may hold: the import types and the ledger's own records (a
+# participant's refused enrollments and signatures, the users, the lock, refusals).
+Stored = Union[  # noqa: UP007
+    Line, EnrollmentRefused, RecordSigned, UserRegistered, DatabaseLocked, DatabaseUnlocked, ActionRefused
+]
 
 RECORD_TYPES: dict[str, type[Record]] = {
     cls.__struct_config__.tag: cls  # type: ignore[misc]
@@ -265,6 +337,11 @@ def convert(fields: dict[str, Any], record_type: type[Record]) -> Record:
         return msgspec.convert(fields, record_type, strict=False)
     except msgspec.ValidationError as exc:
         raise InvalidRecord(_readable(str(exc))) from None
+
+
+def utc_text(moment: dt.datetime) -> str:
+    """An instant as ISO 8601 in UTC with ``Z`` (SPEC section 6: date-times are stored in UTC)."""
+    return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def to_fields(record: Record) -> dict[str, Any]:

@@ -3,35 +3,107 @@
 The library's application recorder, extended to seal every insert in the same
 transaction (:mod:`ledger.seal`).  Imported only when a ``postgresql://`` store
 is used, so that commands on the SQLite default do not pay for psycopg.
+
+Writes go below the library's insert (issue #7), through its recorder class:
+one transaction takes the table lock, gives the batch the positions after the
+last one (so positions stay contiguous, as the Merkle tree's leaf numbering
+needs, even after a rolled back insert), streams the events and their ledger
+entries with binary ``COPY``, and rolls back everything on any error: the
+library's pipelined insert commits before it raises what fails after its
+``INSERT`` (the seal, the database lock), and does not scale to a million rows.
+A dropped connection is retried on a new one, a few times; a busy table
+(``lock_timeout``, ``TRIAL_LEDGER_BUSY_TIMEOUT``) is not.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
-from eventsourcing.persistence import StoredEvent
+import psycopg
+from eventsourcing.persistence import OperationalError, PersistenceError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
-from psycopg.sql import SQL
+from psycopg.rows import tuple_row
+from psycopg.sql import SQL, Identifier
 
-from ledger.seal import Seal
+from ledger.seal import EntryRow, Seal
+from ledger.stores import ScannedRow
+
+# Attempts of one insert when the connection drops under it (each on a new connection).
+CONNECTION_ATTEMPTS = 3
+
+
+class CopySeal(Seal):
+    """The seal, writing ``ledger_entries`` with binary COPY."""
+
+    def write_entries(self, cursor: Any, rows: list[EntryRow]) -> None:
+        with cursor.copy(f"COPY {self.entries} FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["int8", "text", "text", "bytea", "bytea", "bytea"])
+            for row in rows:
+                copy.write_row(row)
 
 
 class LedgerPostgresRecorder(PostgresApplicationRecorder):
     def __init__(self, datastore: Any, **kwargs: Any) -> None:
         super().__init__(datastore, **kwargs)
-        self.seal = Seal(prefix=f'"{self.datastore.schema}".', placeholder="%s", blob="BYTEA")
+        self.seal = CopySeal(
+            prefix=f'"{self.datastore.schema}".', placeholder="%s", blob="BYTEA", position="BIGINT"
+        )
         self.sql_create_statements.extend(SQL(s) for s in self.seal.create_statements)  # type: ignore[arg-type]
+        table = SQL("{0}.{1}").format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
+        self.copy_events = SQL(
+            "COPY {0} (notification_id, originator_id, originator_version, topic, state) "
+            "FROM STDIN (FORMAT BINARY)"
+        ).format(table)
+        self.select_last = SQL("SELECT COALESCE(MAX(notification_id), 0) FROM {0}").format(table)
+        self.advance_sequence = SQL("SELECT setval(pg_get_serial_sequence(%s, 'notification_id'), %s)")
+        self.sequence_of = f'"{self.datastore.schema}"."{self.events_table_name}"'
+        self.scan_statement = SQL(
+            "SELECT notification_id, originator_id, state FROM {0} "
+            "WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
+        ).format(table)
 
-    def _fetch_ids_after_insert_events(
-        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
-    ) -> Sequence[int] | None:
-        positions = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
-        assert positions is not None
-        # The table lock taken before the insert serialises writers, so the
-        # frontier read here is the latest one.
-        self.seal.seal(curs, positions, stored_events)
-        return positions
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        """Insert and seal a batch in one transaction; returns the positions given."""
+        for attempt in range(1, CONNECTION_ATTEMPTS + 1):
+            try:
+                return self._insert_sealed(stored_events, **kwargs)
+            except PersistenceError as exc:
+                if attempt == CONNECTION_ATTEMPTS or not _connection_lost(exc):
+                    raise
+                time.sleep(0.2 * attempt)
+        raise AssertionError("unreachable")
+
+    def _insert_sealed(self, stored_events: Sequence[StoredEvent], **_: Any) -> list[int]:
+        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
+            self._lock_table(curs)
+            self._notify_channel(curs)
+            curs.execute(self.select_last)
+            last = curs.fetchone()["coalesce"]  # type: ignore[index]
+            positions = range(last + 1, last + 1 + len(stored_events))
+            with curs.copy(self.copy_events) as copy:
+                copy.set_types(["int8", "text", "int8", "text", "bytea"])
+                for position, s in zip(positions, stored_events, strict=True):
+                    copy.write_row((position, s.originator_id, s.originator_version, s.topic, s.state))
+            if stored_events:
+                curs.execute(self.advance_sequence, (self.sequence_of, positions[-1]))
+            self.seal.seal(curs, positions, stored_events)
+            return list(positions)
+
+    def scan(self, after: int, limit: int) -> list[ScannedRow]:
+        """Up to ``limit`` stored events after position ``after``, in ledger order (SPEC section 4)."""
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
+            curs.execute(self.scan_statement, (after, limit), binary=True)
+            return curs.fetchall()
+
+
+def _connection_lost(exc: PersistenceError) -> bool:
+    """Whether an error means the connection broke (worth a new one), not a refusal or a busy table."""
+    cause = exc.__cause__
+    if isinstance(cause, psycopg.errors.LockNotAvailable | psycopg.errors.QueryCanceled):
+        return False
+    return isinstance(exc, OperationalError) or isinstance(cause, psycopg.InterfaceError)
 
 
 class LedgerPostgresFactory(PostgresFactory):

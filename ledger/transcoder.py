@@ -27,9 +27,36 @@ class StoredState(msgspec.Struct, frozen=True, omit_defaults=True):
     originator_topic: str | None = None
 
 
+class RecordHead(msgspec.Struct, frozen=True):
+    """The two fields of a stored record that the seal needs (SPEC section 5)."""
+
+    type: str
+    id: str | None = None
+
+
+class _RawRecord(msgspec.Struct, frozen=True):
+    record: msgspec.Raw
+
+
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(StoredState)
 decode_state = _decoder.decode
+_raw_decoder = msgspec.msgpack.Decoder(_RawRecord)
+_head_decoder = msgspec.msgpack.Decoder(RecordHead)
+
+
+def record_bytes(state: bytes) -> bytes:
+    """The record's own MessagePack bytes inside a stored state, undecoded.
+
+    They are what the encoder makes of the record alone, so hashing them gives
+    the record's content hash without building the record.
+    """
+    return bytes(_raw_decoder.decode(state).record)
+
+
+def record_head(record: bytes) -> RecordHead:
+    """The type and id of a record from its bytes (:func:`record_bytes`), the rest skipped."""
+    return _head_decoder.decode(record)
 
 
 class MsgspecTranscoder(Transcoder):

@@ -5,13 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from tests.builders import D0, Ledger, day
-
 from ledger.events import CATEGORIES
 from ledger.protocol import load_protocol
 from projections.endpoints import endpoints
 from projections.history import fold
 from projections.stats import proportion_percent
+from tests.builders import D0, Ledger, day
 
 PROTOCOL = load_protocol()
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from tests.builders import D0, Ledger, day
-
 from ledger.events import CMVLoadMeasured
 from projections.history import adverse_events, fold
+from tests.builders import D0, Ledger, day
 
 
 def test_corrections_stack_in_ledger_order_and_keep_the_original() -> None:

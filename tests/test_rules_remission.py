@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-from tests.builders import D0, Ledger, day
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,6 +18,7 @@ from projections.remission import (
     participant_remission,
     virological_cr_date,
 )
+from tests.builders import D0, Ledger, day
 
 PROTOCOL = load_protocol()
 RULES = PROTOCOL.remission

@@ -6,12 +6,12 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from tests.builders import D0, Ledger, day
 
 from ledger.events import EnrollmentRefused
 from ledger.protocol import load_protocol
 from projections.history import adverse_events, fold
 from projections.participant import ParticipantStatus, summarise
+from tests.builders import D0, Ledger, day
 
 PROTOCOL = load_protocol()
 

@@ -1,0 +1,230 @@
+"""Electronic signatures (21 CFR 11.50, 11.70, 11.200; issue #6), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import json
+import stat
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from click.testing import CliRunner
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from cli import main
+from ledger import signatures
+from ledger.application import TrialLedger
+from ledger.errors import InvalidInput, Refused
+from ledger.events import ActionRefused, RecordSigned
+from ledger.transcoder import decode_state
+from tests import lines as L
+from tests.staff import PASSPHRASE, add_user, staffed, store
+
+START = dt.datetime(2015, 6, 1, 9, 0, tzinfo=dt.UTC)
+
+
+def ticking() -> Callable[[], dt.datetime]:
+    """A clock one minute later at every reading."""
+    minutes = itertools.count()
+    return lambda: START + dt.timedelta(minutes=next(minutes))
+
+
+@pytest.fixture
+def ledger(store_url: str) -> TrialLedger:
+    return TrialLedger(store_url, clock=ticking())
+
+
+@pytest.fixture
+def keys(ledger: TrialLedger, tmp_path: Path) -> dict[str, Path]:
+    """Every role registered, then NFH-001 treated and one CMV result."""
+    people = staffed(ledger, tmp_path)
+    store(ledger, [*L.treated("NFH-001"), L.cmv("NFH-001", id="NFH-001-cmv1")])
+    return people
+
+
+def sign(ledger: TrialLedger, keys: dict[str, Path], who: str, meaning: str) -> RecordSigned:
+    return signatures.sign(ledger, who, "NFH-001", meaning, keys[who], PASSPHRASE)
+
+
+def test_a_signature_names_signer_time_and_meaning_and_covers_every_event(
+    ledger: TrialLedger, keys: dict[str, Path]
+) -> None:
+    record = sign(ledger, keys, "nfh.pi", "investigator_attestation")
+    [entry] = [e for e in ledger.entries() if e.record.id == record.id]
+    assert (record.id, record.user, record.meaning) == ("NFH-001#5", "nfh.pi", "investigator_attestation")
+    assert record.signed_at == entry.recorded_at and record.signed_at.tzinfo == dt.UTC
+    seal = ledger.recorder.seal  # type: ignore[attr-defined]
+    leaves = seal.participant_leaves(ledger.recorder.datastore, "NFH-001")  # type: ignore[attr-defined]
+    assert record.covers == [(eid, leaf.hex()) for eid, leaf in leaves[:-1]]
+    assert [eid for eid, _ in record.covers] == ["NFH-001-scr", "NFH-001-enr", "NFH-001-inf1", "NFH-001-cmv1"]
+    [check] = signatures.check(ledger)
+    assert check.to_json() == {
+        "signature": "NFH-001#5",
+        "participant": "NFH-001",
+        "signer": "nfh.pi",
+        "full_name": "Nfh Pi",
+        "meaning": "investigator_attestation",
+        "signed_at": record.signed_at.isoformat().replace("+00:00", "Z"),
+        "covers": 4,
+        "status": "valid",
+        "problem": None,
+        "not_covered": [],
+    }
+
+
+def test_later_signatures_do_not_supersede_earlier_ones(ledger: TrialLedger, keys: dict[str, Path]) -> None:
+    sign(ledger, keys, "nfh.nurse", "reviewed")
+    second = sign(ledger, keys, "dm", "approved")
+    assert len(second.covers) == 4  # signatures are not part of what a signature covers
+    assert [c.status for c in signatures.check(ledger)] == ["valid", "valid"]
+
+
+def test_data_changed_after_signing_is_not_covered(ledger: TrialLedger, keys: dict[str, Path]) -> None:
+    signed = sign(ledger, keys, "nfh.pi", "approved")
+    store(ledger, [L.correction("NFH-001-cmv1", {"value_iu_ml": 5500})])
+    [check] = signatures.check(ledger)
+    assert (check.status, check.problem, check.not_covered) == ("superseded", None, ("NFH-001#6",))
+    store(ledger, [L.disease("NFH-001")])
+    assert signatures.check(ledger)[0].not_covered == ("NFH-001#6", "NFH-001#7")
+    [then] = signatures.check(ledger, known_at=signed.signed_at)
+    assert then.status == "valid"
+
+
+def tamper(ledger: TrialLedger, version: int, **changes: Any) -> None:
+    """Rewrite NFH-001's stored event ``version`` in the SQLite file, as an attacker would."""
+    table = ledger.recorder.events_table_name  # type: ignore[attr-defined]
+    with ledger.recorder.datastore.transaction(commit=True) as cursor:  # type: ignore[attr-defined]
+        where = f"WHERE originator_id = 'NFH-001' AND originator_version = {version}"
+        cursor.execute(f"SELECT state FROM {table} {where}")
+        stored = decode_state(cursor.fetchone()[0])
+        changed = msgspec.structs.replace(stored, record=msgspec.structs.replace(stored.record, **changes))
+        cursor.execute(f"UPDATE {table} SET state = ? {where}", (msgspec.msgpack.encode(changed),))
+
+
+@pytest.mark.parametrize(
+    ("version", "changes", "problem"),
+    [
+        (3, {"cells_per_kg": 2e6}, "signed event NFH-001-inf1 was changed after signing (hash mismatch)"),
+        (4, {"meaning": "investigator_attestation"}, "the signature does not match what it claims to sign"),
+    ],
+)
+def test_tampering_invalidates_the_signature(
+    sqlite_url: str, tmp_path: Path, version: int, changes: dict[str, Any], problem: str
+) -> None:
+    ledger = TrialLedger(sqlite_url)
+    keys = staffed(ledger, tmp_path)
+    store(ledger, L.treated("NFH-001"))
+    signatures.sign(ledger, "nfh.pi", "NFH-001", "approved", keys["nfh.pi"], PASSPHRASE)
+    assert signatures.check(ledger)[0].status == "valid"
+    tamper(ledger, version, **changes)
+    [check] = signatures.check(ledger)
+    assert check.status == "invalid" and check.problem is not None and check.problem.startswith(problem)
+    code, out, _ = run(sqlite_url, "signatures")
+    assert code == 1 and "INVALID" in out
+
+
+@pytest.mark.parametrize(
+    ("who", "meaning", "problem"),
+    [
+        ("nfh.nurse", "investigator_attestation", r"nfh.nurse \(site_staff\) may not sign the investigator"),
+        ("amms.pi", "approved", r"amms.pi \(investigator of AMMS\) may not act for site NFH"),
+        ("monitor", "reviewed", r"monitor \(monitor\) may not sign as reviewed"),
+        ("auditor", "approved", r"auditor \(auditor\) may not sign as approved"),
+    ],
+)
+def test_who_may_sign_what(
+    ledger: TrialLedger, keys: dict[str, Path], who: str, meaning: str, problem: str
+) -> None:
+    with pytest.raises(Refused, match=problem):
+        sign(ledger, keys, who, meaning)
+    refused = [e.record for e in ledger.entries() if isinstance(e.record, ActionRefused)]
+    assert [(r.user, r.action, r.participant) for r in refused] == [(who, f"sign {meaning}", "NFH-001")]
+    assert not signatures.check(ledger)
+
+
+def test_signing_needs_the_signers_own_key_and_passphrase(ledger: TrialLedger, keys: dict[str, Path]) -> None:
+    with pytest.raises(Refused, match="wrong passphrase"):
+        signatures.sign(ledger, "nfh.pi", "NFH-001", "approved", keys["nfh.pi"], "not the passphrase")
+    with pytest.raises(Refused, match=r"is not the registered key of nfh\.pi"):
+        signatures.sign(ledger, "nfh.pi", "NFH-001", "approved", keys["dm"], PASSPHRASE)
+    with pytest.raises(Refused, match="'intruder' is not registered"):
+        signatures.sign(ledger, "intruder", "NFH-001", "approved", keys["dm"], PASSPHRASE)
+    with pytest.raises(InvalidInput, match="key-file: cannot read"):
+        signatures.sign(ledger, "nfh.pi", "NFH-001", "approved", keys["dm"].with_name("none.pem"), PASSPHRASE)
+    with pytest.raises(InvalidInput, match="meaning: expected one of"):
+        sign(ledger, keys, "nfh.pi", "seen")
+    with pytest.raises(InvalidInput, match="participant: NFH-404 is not in the ledger"):
+        signatures.sign(ledger, "nfh.pi", "NFH-404", "approved", keys["nfh.pi"], PASSPHRASE)
+    assert len([e for e in ledger.entries() if isinstance(e.record, ActionRefused)]) == 3
+
+
+def test_an_open_ledger_has_no_signers(store_url: str, tmp_path: Path) -> None:
+    ledger = TrialLedger(store_url)
+    store(ledger, L.treated("NFH-001"), user="anyone")
+    key = tmp_path / "anyone.pem"
+    signatures.new_key(key, PASSPHRASE)
+    with pytest.raises(Refused, match="signing needs a registered user and key"):
+        signatures.sign(ledger, "anyone", "NFH-001", "reviewed", key, PASSPHRASE)
+
+
+def test_the_private_key_stays_encrypted_with_the_passphrase(tmp_path: Path) -> None:
+    key = tmp_path / "keys" / "someone.pem"
+    public = signatures.new_key(key, PASSPHRASE)
+    assert key.read_bytes().startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    with pytest.raises(TypeError):
+        serialization.load_pem_private_key(key.read_bytes(), None)
+    with pytest.raises(InvalidInput, match="already exists"):
+        signatures.new_key(key, PASSPHRASE)
+    with pytest.raises(InvalidInput, match="at least 8 characters"):
+        signatures.new_key(tmp_path / "short.pem", "short")
+    opened = serialization.load_pem_private_key(key.read_bytes(), PASSPHRASE.encode())
+    assert isinstance(opened, Ed25519PrivateKey) and signatures.public_hex(opened) == public
+
+
+def test_a_public_key_made_elsewhere_can_be_registered(ledger: TrialLedger, tmp_path: Path) -> None:
+    add_user(ledger, tmp_path, "dm", "data_manager", by="dm")
+    private = Ed25519PrivateKey.generate()
+    pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    (tmp_path / "pi.pub").write_bytes(pem)
+    assert signatures.read_public_key(tmp_path / "pi.pub") == signatures.public_hex(private)
+    (tmp_path / "junk.pub").write_text("not a key")
+    with pytest.raises(InvalidInput, match="public-key: cannot read"):
+        signatures.read_public_key(tmp_path / "junk.pub")
+
+
+def run(store_url: str, *args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, ["--store", store_url, *args], env={"TL_PASS": PASSPHRASE})
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_command_line_sign_and_check(store_url: str, tmp_path: Path) -> None:
+    def key(name: str) -> list[str]:
+        return ["--key-file", str(tmp_path / f"{name}.pem"), "--passphrase-env", "TL_PASS"]
+
+    for name, role, site in (("dm", "data_manager", None), ("nfh.pi", "investigator", "NFH")):
+        where = ["--site", site] if site else []
+        code, _, err = run(store_url, "--user", "dm", "user", "add", name, "--role", role, *where,
+                           "--full-name", name.upper(), *key(name))  # fmt: skip
+        assert code == 0, err
+    store(TrialLedger(store_url), L.treated("NFH-001"), user="nfh.pi")
+    sign = ["--user", "nfh.pi", "sign", "NFH-001", "--meaning"]
+    code, out, err = run(store_url, "--json", *sign, "investigator_attestation", *key("nfh.pi"))
+    assert code == 0, err
+    signed = json.loads(out)
+    assert signed["covers"] == ["NFH-001-scr", "NFH-001-enr", "NFH-001-inf1"]
+    assert signed["signed_at"].endswith("Z") and signed["signer"] == "nfh.pi"
+    code, _, err = run(store_url, *sign, "approved", *key("dm"))
+    assert code == 3 and "not the registered key of nfh.pi" in err
+    code, out, _ = run(store_url, "--json", "signatures", "NFH-001")
+    assert code == 0 and [s["status"] for s in json.loads(out)["signatures"]] == ["valid"]
+    store(TrialLedger(store_url), [L.void("NFH-001-inf1")], user="nfh.pi")
+    code, out, _ = run(store_url, "signatures")
+    assert code == 0 and "superseded: not covering NFH-001#5" in out
