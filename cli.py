@@ -542,18 +542,6 @@ class Since(KnownAt):
         return super().convert(value, param, ctx)
 
 
-def _entered_by_option(command: Callable[..., Any]) -> Callable[..., Any]:
-    """``audit --user NAME`` filters by who entered the rows (a read has no acting user).
-
-    Replaces the global ``--user`` of this one command, and takes no value from
-    ``TRIAL_LEDGER_USER``: the acting user's environment must not filter an audit.
-    """
-    params = getattr(command, "__click_params__", [])
-    command.__click_params__ = [p for p in params if not (p.name == "user" and not p.expose_value)]  # type: ignore[attr-defined]
-    entered_by = click.option("--user", "--entered-by", "entered_by", help="Only rows entered by this user.")
-    return entered_by(command)
-
-
 @main.command()
 @click.argument("participant", required=False)
 @click.option("--site", help="Only rows of this site's participants or entered by this site.")
@@ -564,7 +552,7 @@ def _entered_by_option(command: Callable[..., Any]) -> Callable[..., Any]:
     type=KnownAt(),
     help="The trail as the ledger knew it then (date-time with offset; a date = end of day UTC).",
 )
-@_entered_by_option
+@click.option("--entered-by", help="Only rows entered by this user (--user stays the acting user).")
 @global_options
 @refusals
 def audit(
@@ -621,6 +609,17 @@ def verify(digest_file: str | None) -> None:
         with Console(stderr=True).status("recomputing the hash chain and the Merkle tree..."):
             verdict = check(ledger, published)
     data = verdict.to_json()
+    invalid = _invalid_signatures(ledger) if verdict.ok else []
+    if invalid:
+        first = invalid[0]
+        data |= {
+            "ok": False,
+            "first_bad": {"position": None, "event_id": first.event_id, "problem": first.problem},
+            "signatures": {"invalid": [c.to_json() for c in invalid]},
+        }
+        text = "\n".join(f"INVALID signature {c.event_id} of {c.participant}: {c.problem}" for c in invalid)
+        emit(data, text)
+        sys.exit(1)
     if verdict.ok:
         root = verdict.root.hex() if verdict.root else ""
         text = f"ok: {verdict.size} events match their seal; root {root}"
@@ -635,6 +634,15 @@ def verify(digest_file: str | None) -> None:
     emit(data, text)
     if not verdict.ok:
         sys.exit(1)
+
+
+def _invalid_signatures(ledger: TrialLedger) -> list[Any]:
+    """Electronic signatures that no longer verify (SPEC section 5, Part 11.70 linking)."""
+    from ledger.signatures import any_signed, check
+
+    if not any_signed(ledger):
+        return []
+    return [c for c in check(ledger) if c.status == "invalid"]
 
 
 @main.command()

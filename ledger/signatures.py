@@ -219,6 +219,15 @@ class SignatureCheck:
         }
 
 
+def any_signed(ledger: TrialLedger) -> bool:
+    """Whether the ledger holds a signature at all (one indexed look-up by topic)."""
+    from eventsourcing.utils import get_topic
+
+    from ledger.domain import Participant
+
+    return bool(ledger.notification_log.select(start=1, limit=1, topics=(get_topic(Participant.Signed),)))
+
+
 def check(
     ledger: TrialLedger, known_at: dt.datetime | None = None, participant: str | None = None
 ) -> list[SignatureCheck]:

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from itertools import groupby
 from typing import Any
 
+from ledger.access import LockState, Trial, lock_state
 from ledger.application import TrialLedger
 from ledger.entry import Entry
 from ledger.transcoder import decode_state
 from projections.endpoints import endpoints
 from projections.history import ParticipantHistory, fold
 from projections.participant import summarise
-from projections.timeline import TimelineView, catch_up, open_view
+from projections.timeline import Row, TimelineView, catch_up, open_view
 
 
 def histories(
@@ -28,14 +29,17 @@ def histories(
 ) -> Iterator[ParticipantHistory]:
     """Each participant's current events as known at ``known_at`` (all if None)."""
     for code, rows in groupby(view.rows(participant), key=lambda row: row[0]):
-        entries = []
-        for _, position, state in rows:
-            stored = decode_state(state)
-            if known_at is None or stored.timestamp <= known_at:
-                entries.append(Entry(position, stored.timestamp, code, stored.record))
-        folded = fold(entries)
+        folded = fold(_known(code, rows, known_at))
         if code in folded:
             yield folded[code]
+
+
+def _known(code: str, rows: Iterable[Row], known_at: dt.datetime | None) -> Iterator[Entry]:
+    """The entries of one stream's rows that the ledger had recorded by ``known_at``."""
+    for _, position, state in rows:
+        stored = decode_state(state)
+        if known_at is None or stored.timestamp <= known_at:
+            yield Entry(position, stored.timestamp, code, stored.record)
 
 
 def _code_order(participant: str) -> tuple[str, int, str]:
@@ -64,9 +68,18 @@ class Monitor:
         return {"as_of": as_of.isoformat(), "known_at": _instant(known_at), "participants": rows}
 
     def endpoints(self, as_of: dt.date, known_at: dt.datetime | None) -> dict[str, Any]:
-        """``endpoints`` of SPEC section 6."""
+        """``endpoints`` of SPEC section 6, plus ``lock``: whether the data were locked then."""
         result = endpoints(histories(self.view, known_at), as_of, self.ledger.protocol)
-        return {"as_of": as_of.isoformat(), "known_at": _instant(known_at), **result}
+        lock = self.lock(known_at).to_json()
+        return {"as_of": as_of.isoformat(), "known_at": _instant(known_at), **result, "lock": lock}
+
+    def lock(self, known_at: dt.datetime | None) -> LockState:
+        """The database lock as known at ``known_at``, from the trial-level stream alone."""
+        return lock_state(self.entries(Trial.STREAM, known_at))
+
+    def entries(self, stream: str, known_at: dt.datetime | None) -> Iterator[Entry]:
+        """One stream's stored events recorded by ``known_at``, in ledger order."""
+        return _known(stream, self.view.rows(stream), known_at)
 
 
 def _instant(moment: dt.datetime | None) -> str:

@@ -98,4 +98,10 @@ def endpoints_view(data: dict[str, Any]) -> Group:
         safety.add_row(
             category, str(counts["participants"]), str(counts["events"]), str(counts["serious_events"])
         )
-    return Group(primary, safety)
+    lock = data.get("lock") or {}
+    state = (
+        f"[bold red]Data locked[/] since {lock['since']} by {lock['by']}: {lock['reason']}"
+        if lock.get("locked")
+        else "Data not locked: values may still change."
+    )
+    return Group(primary, safety, state)

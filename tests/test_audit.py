@@ -191,7 +191,7 @@ def test_known_at_shows_the_trail_as_it_was(ledger: TrialLedger) -> None:
 def test_filters_by_site_user_and_recorded_time(ledger: TrialLedger) -> None:
     amms = audit(ledger.store, "--site", "AMMS")[1]["entries"]
     assert [row["position"] for row in amms] == [8, 9]
-    zhao = audit(ledger.store, "--user", "monitor.zhao")[1]["entries"]
+    zhao = audit(ledger.store, "--entered-by", "monitor.zhao")[1]["entries"]
     assert [row["position"] for row in zhao] == [5, 6, 11]
     window = audit(ledger.store, "--since", "2015-03-01T11:00:00Z", "--until", "2015-03-01T14:00:00Z")[1]
     assert [row["position"] for row in window["entries"]] == [5, 6, 7, 8]

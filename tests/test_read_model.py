@@ -152,7 +152,8 @@ def test_status_and_endpoints_json_follow_the_spec(tmp_path: Path) -> None:
     endpoints = runner.invoke(main, ["endpoints", "--as-of", "2014-06-30", "--store", store, "--json"])
     assert endpoints.exit_code == 0, endpoints.output
     result = json.loads(endpoints.output)
-    assert set(result) == {"as_of", "known_at", "primary", "primary_itt", "secondary"}
+    assert set(result) == {"as_of", "known_at", "primary", "primary_itt", "secondary", "lock"}
+    assert result["lock"] == {"locked": False, "since": None, "by": None, "reason": None}
     assert result["primary"] == {
         "population": "mITT",
         "n": 1,

@@ -228,3 +228,34 @@ def test_command_line_sign_and_check(store_url: str, tmp_path: Path) -> None:
     store(TrialLedger(store_url), [L.void("NFH-001-inf1")], user="nfh.pi")
     code, out, _ = run(store_url, "signatures")
     assert code == 0 and "superseded: not covering NFH-001#5" in out
+
+
+def test_verify_fails_on_a_sealed_signature_that_does_not_verify(sqlite_url: str, tmp_path: Path) -> None:
+    """A signature stored with a valid seal but made with the wrong key: the chain is fine, verify is not."""
+    from ledger.access import checked
+
+    ledger = TrialLedger(sqlite_url)
+    staffed(ledger, tmp_path)
+    store(ledger, L.treated("NFH-001"))
+    assert run(sqlite_url, "verify")[0] == 0
+    participant = ledger.repository.get("NFH-001")
+    at = dt.datetime.now(dt.UTC)
+    forged = checked(
+        RecordSigned,
+        {
+            "participant": "NFH-001",
+            "meaning": "approved",
+            "signed_at": at,
+            "covers": [],
+            "user": "nfh.pi",
+            "site": "NFH",
+            "signature": Ed25519PrivateKey.generate().sign(b"something else").hex(),
+        },
+    )
+    event_id = participant.append(forged, ledger.protocol, at)
+    ledger.save(participant)
+    code, out, _ = run(sqlite_url, "--json", "verify")
+    assert code == 1
+    result = json.loads(out)
+    assert result["ok"] is False and result["first_bad"]["event_id"] == event_id
+    assert "signature does not match" in result["first_bad"]["problem"]
