@@ -221,8 +221,8 @@ class TrialLedger(Application[str]):
             if refusals and len(ineligible) == len(problems):
                 self.save(*refusals)
             if len(ineligible) == len(problems):
-                raise Ineligible(ineligible[0].participant, problems)
-            raise InvalidInput(problems[0], problems=problems)
+                raise Refused(_summary(problems, "refused"), problems=problems)
+            raise InvalidInput(_summary(problems, "invalid"), problems=problems)
         self.save(*aggregates)
         return receipt
 
@@ -455,6 +455,13 @@ def _indexed(aggregate: Participant | None) -> Participant | None:
     if aggregate is not None:
         aggregate.chart = _IndexedChart(_TypedRecords(aggregate.chart.records))
     return aggregate
+
+
+def _summary(problems: list[str], kind: str) -> str:
+    """One line for many problems: the only one, or how many and the first."""
+    if len(problems) == 1:
+        return problems[0]
+    return f"{len(problems)} {kind} lines, nothing stored; first: {problems[0]}"
 
 
 def _at(line: Line, message: str) -> str:

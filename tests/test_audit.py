@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from cli import main
 from ledger.application import TrialLedger
 from ledger.audit import Filters, ledger_trail, trail
-from ledger.errors import Ineligible
+from ledger.errors import Refused
 from ledger.events import Record, decode_line
 
 T0 = dt.datetime(2015, 3, 1, 8, 0, tzinfo=dt.UTC)
@@ -75,7 +75,7 @@ def build(store: str) -> TrialLedger:
         [_line(type="EventVoided", target="cmv-1", reason="entered in error")], user="nfh.wu"
     )
     ledger.record([screening("AMMS-002", age_years=80)], user="amms.li")  # 6: position 8
-    with pytest.raises(Ineligible):  # 7: position 9, the refusal is recorded
+    with pytest.raises(Refused):  # 7: position 9, the refusal is recorded
         ledger.record(
             [_line(type="ParticipantEnrolled", participant="AMMS-002", effective="2015-02-03", weight_kg=70)],
             user="amms.li",

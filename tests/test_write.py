@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from ledger.application import TrialLedger
-from ledger.errors import Ineligible, InvalidInput
+from ledger.errors import InvalidInput, Refused
 from ledger.events import EnrollmentRefused, ParticipantEnrolled
 from tests import lines as L
 
@@ -88,7 +88,7 @@ def test_nothing_after_death(ledger: TrialLedger) -> None:
 def test_ineligible_enrollment_is_refused_naming_every_criterion_and_recorded(ledger: TrialLedger) -> None:
     store(ledger, [L.screening(age_years=70, hr=110, refractory_cmv=None)])
     before = snapshot(ledger)
-    with pytest.raises(Ineligible) as refused:
+    with pytest.raises(Refused) as refused:
         ledger.record(L.as_lines([L.enrollment()]), user="nfh.chen", record_refusal=True)
     assert refused.value.exit_code == 3
     text = str(refused.value)
@@ -102,7 +102,7 @@ def test_ineligible_enrollment_is_refused_naming_every_criterion_and_recorded(le
 
 
 def test_an_ineligible_line_refuses_a_whole_import_with_nothing_stored(ledger: TrialLedger) -> None:
-    with pytest.raises(Ineligible) as refused:
+    with pytest.raises(Refused) as refused:
         store(ledger, [*L.treated("NFH-001"), L.screening("NFH-002", dbp=95), L.enrollment("NFH-002")])
     assert "line 5" in str(refused.value.problems)
     assert "dbp" in str(refused.value.problems)
