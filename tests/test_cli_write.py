@@ -30,23 +30,72 @@ def store(tmp_path: Path) -> str:
 
 
 SCREEN = [
-    "screen", "--participant", "NFH-001", "--site", "NFH", "--effective", "2014-01-06",
-    "--age-years", "42", "--sex", "F", "--refractory-cmv", "infection", "--consent-date", "2014-01-05",
-    "--consent-by", "participant", "--hr", "78", "--rr", "16", "--sbp", "118", "--dbp", "76",
-]  # fmt: skip
+    "screen",
+    "--participant",
+    "NFH-001",
+    "--site",
+    "NFH",
+    "--effective",
+    "2014-01-06",
+    "--age-years",
+    "42",
+    "--sex",
+    "F",
+    "--refractory-cmv",
+    "infection",
+    "--consent-date",
+    "2014-01-05",
+    "--consent-by",
+    "participant",
+    "--hr",
+    "78",
+    "--rr",
+    "16",
+    "--sbp",
+    "118",
+    "--dbp",
+    "76",
+]
 
 
 def test_write_commands_store_and_print_ids(store: str) -> None:
     assert run(store, *SCREEN)[:2] == (0, "stored NFH-001#1\n")
-    code, out, _ = run(store, "--json", "enroll", "--participant", "NFH-001", "--effective", "2014-01-08",
-                       "--weight-kg", "61")  # fmt: skip
+    code, out, _ = run(
+        store,
+        "--json",
+        "enroll",
+        "--participant",
+        "NFH-001",
+        "--effective",
+        "2014-01-08",
+        "--weight-kg",
+        "61",
+    )
     assert code == 0 and json.loads(out) == {"stored": ["NFH-001#2"], "skipped": []}
     code, out, _ = run(
-        store, "ae", "--participant", "NFH-001", "--effective", "2014-01-09", "--ae-id", "1", "--term",
-        "Rigors", "--category", "infusion_reaction", "--grade", "3", "--serious", "true", "--criteria",
-        "hospitalisation,important_medical_event", "--causality", "probable", "--aware-at",
+        store,
+        "ae",
+        "--participant",
+        "NFH-001",
+        "--effective",
+        "2014-01-09",
+        "--ae-id",
+        "1",
+        "--term",
+        "Rigors",
+        "--category",
+        "infusion_reaction",
+        "--grade",
+        "3",
+        "--serious",
+        "true",
+        "--criteria",
+        "hospitalisation,important_medical_event",
+        "--causality",
+        "probable",
+        "--aware-at",
         "2014-01-09T10:00:00+08:00",
-    )  # fmt: skip
+    )
     assert code == 0, out
     (record,) = [e.record for e in TrialLedger(store).entries() if e.record.type == "AdverseEventReported"]
     assert record.criteria == ["hospitalisation", "important_medical_event"]
@@ -57,16 +106,33 @@ def test_write_commands_store_and_print_ids(store: str) -> None:
     ("args", "words"),
     [
         (["cmv", "--participant", "NFH-001", "--effective", "2014-13-01"], "effective:"),
-        (["infuse", "--participant", "NFH-001", "--effective", "2014-01-09", "--course", "1",
-          "--cells-per-kg", "lots"], "cells_per_kg: expected `float`"),
+        (
+            [
+                "infuse",
+                "--participant",
+                "NFH-001",
+                "--effective",
+                "2014-01-09",
+                "--course",
+                "1",
+                "--cells-per-kg",
+                "lots",
+            ],
+            "cells_per_kg: expected `float`",
+        ),
         (["enroll", "--participant", "NFH-001", "--effective", "2014-01-08"], "weight_kg: required"),
-        (["correct", "--target", "NFH-001#1", "--changes", "{not json", "--reason", "x"], "changes: not a JSON"),
+        (
+            ["correct", "--target", "NFH-001#1", "--changes", "{not json", "--reason", "x"],
+            "changes: not a JSON",
+        ),
         (["correct", "--target", "NFH-001#1", "--changes", '{"hr": "fast"}', "--reason", "x"], "hr"),
         (["void", "--target", "NFH-001#9", "--reason", "x"], "no event NFH-001#9"),
         (["death", "--participant", "NFH-002", "--effective", "2014-02-01"], "not screened"),
     ],
-)  # fmt: skip
-def test_bad_input_exits_2_naming_the_field_and_stores_nothing(store: str, args: list[str], words: str) -> None:
+)
+def test_bad_input_exits_2_naming_the_field_and_stores_nothing(
+    store: str, args: list[str], words: str
+) -> None:
     run(store, *SCREEN)
     code, out, err = run(store, *args)
     assert code == 2
@@ -79,14 +145,36 @@ def test_ineligible_enrollment_exits_3_and_the_refusal_is_recorded(store: str) -
     screen = [*SCREEN]
     screen[screen.index("--hr") + 1] = "130"
     run(store, *screen)
-    code, out, err = run(store, "--json", "enroll", "--participant", "NFH-001", "--effective", "2014-01-08",
-                         "--weight-kg", "60")  # fmt: skip
+    code, out, err = run(
+        store,
+        "--json",
+        "enroll",
+        "--participant",
+        "NFH-001",
+        "--effective",
+        "2014-01-08",
+        "--weight-kg",
+        "60",
+    )
     assert code == 3
     assert "hr: 130 /min at screening, outside 60-100" in err
     assert json.loads(out)["problems"]
-    assert [e.record.type for e in TrialLedger(store).entries()] == ["ParticipantScreened", "EnrollmentRefused"]
-    code, _, _ = run(store, "enroll", "--participant", "NFH-001", "--effective", "2014-01-08",
-                     "--weight-kg", "60", "--deviation", "enrolled under protocol waiver 2014-02")  # fmt: skip
+    assert [e.record.type for e in TrialLedger(store).entries()] == [
+        "ParticipantScreened",
+        "EnrollmentRefused",
+    ]
+    code, _, _ = run(
+        store,
+        "enroll",
+        "--participant",
+        "NFH-001",
+        "--effective",
+        "2014-01-08",
+        "--weight-kg",
+        "60",
+        "--deviation",
+        "enrolled under protocol waiver 2014-02",
+    )
     assert code == 0
 
 
@@ -105,8 +193,10 @@ def test_a_generated_trial_imports_once_and_a_second_import_adds_nothing(store: 
 
 def test_an_import_with_bad_lines_names_each_line_and_stores_nothing(store: str) -> None:
     good = L.jsonl(L.treated())
-    bad = good + '{"type": "CMVLoadMeasured", "participant": "NFH-001"}\nnot json\n' + L.jsonl(
-        [L.cmv(result="not_detected", value_iu_ml=30)]
+    bad = (
+        good
+        + '{"type": "CMVLoadMeasured", "participant": "NFH-001"}\nnot json\n'
+        + L.jsonl([L.cmv(result="not_detected", value_iu_ml=30)])
     )
     code, _, err = run(store, "import", "-", stdin=bad)
     assert code == 2
