@@ -10,6 +10,7 @@ everything as usual.
 from __future__ import annotations
 
 import gc
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
@@ -19,6 +20,8 @@ from ledger.errors import InvalidInput
 from ledger.events import InvalidRecord, decode_line
 
 MAX_REPORTED = 50
+_BYTE = re.compile(r"\(byte (\d+)\)")
+_KEY = re.compile(rb'"((?:[^"\\]|\\.)*)"\s*:')
 
 
 def read_lines(source: BinaryIO) -> list[Line]:
@@ -31,10 +34,40 @@ def read_lines(source: BinaryIO) -> list[Line]:
         try:
             lines.append(Line(number, decode_line(raw)))
         except InvalidRecord as exc:
-            problems.append(f"line {number}: {exc}")
+            problems.append(f"line {number}: {_located(raw, str(exc))}")
+        except UnicodeDecodeError:
+            problems.append(f"line {number}: {_not_utf8(raw)}")
     if problems:
         raise InvalidInput(_summary(problems), problems=_capped(problems))
     return lines
+
+
+def _located(raw: bytes, message: str) -> str:
+    """A message about broken JSON, with the field where it broke when there is one."""
+    if not message.startswith("not a JSON object"):
+        return message
+    offset = _BYTE.search(message)
+    where = _field_at(raw, int(offset.group(1)) if offset else len(raw))
+    return (
+        f"{where}not valid JSON: {message.removeprefix('not a JSON object: JSON is malformed: ')}"
+        if where
+        else message
+    )
+
+
+def _not_utf8(raw: bytes) -> str:
+    """Where a line stops being UTF-8, and in which field."""
+    try:
+        raw.decode()
+    except UnicodeDecodeError as exc:
+        return f"{_field_at(raw, exc.start)}text is not valid UTF-8 (byte {exc.start})"
+    return "text is not valid UTF-8"
+
+
+def _field_at(raw: bytes, offset: int) -> str:
+    """``"name: "`` of the last field named before byte ``offset`` of a line, or ``""``."""
+    keys = _KEY.findall(raw[:offset])
+    return f"{keys[-1].decode(errors='replace')}: " if keys else ""
 
 
 def import_lines(

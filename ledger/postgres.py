@@ -18,7 +18,7 @@ A dropped connection is retried on a new one, a few times; a busy table
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import psycopg
@@ -35,13 +35,19 @@ CONNECTION_ATTEMPTS = 3
 
 
 class CopySeal(Seal):
-    """The seal, writing ``ledger_entries`` with binary COPY."""
+    """The seal, writing ``ledger_entries`` with binary COPY and asking for many ids with one array."""
 
-    def write_entries(self, cursor: Any, rows: list[EntryRow]) -> None:
+    def write_entries(self, cursor: Any, rows: Iterable[EntryRow]) -> None:
         with cursor.copy(f"COPY {self.entries} FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(["int8", "text", "text", "bytea", "bytea", "bytea"])
             for row in rows:
                 copy.write_row(row)
+
+    def _select_in(self, datastore: Any, select: str, values: Sequence[str]) -> list[Any]:
+        # ``= ANY(array)``: one parameter, where thousands of ``%s`` cost psycopg a parse each time.
+        with datastore.transaction(commit=False) as cursor:
+            cursor.execute(f"{select} = ANY(%s)", [list(values)])
+            return cursor.fetchall()
 
 
 class LedgerPostgresRecorder(PostgresApplicationRecorder):
@@ -63,6 +69,42 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             "SELECT notification_id, originator_id, state FROM {0} "
             "WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
         ).format(table)
+
+    def create_table(self) -> None:
+        """The library's ``create_table``, only on a schema without the ledger, one process at a time.
+
+        Every command opens the ledger.  Run on every start, the library's
+        ``CREATE ... IF NOT EXISTS`` statements wait without a timeout behind a
+        writer's table lock (a busy database must give exit 3, not hang), and
+        several commands starting at once race in ``CREATE TYPE`` and ``CREATE OR
+        REPLACE FUNCTION`` (PostgreSQL: "tuple concurrently updated").  So an
+        initialised schema is left alone, and a new one is made under an advisory
+        lock held by a connection of its own.
+        """
+        key = f"trial-ledger create {self.datastore.schema}"
+        with self.datastore.get_connection() as conn:
+            if self._initialised(conn):
+                return
+            conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
+            try:
+                if not self._initialised(conn):
+                    super().create_table()
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+
+    def _initialised(self, conn: Any) -> bool:
+        schema = f'"{self.datastore.schema}".'
+        names = [
+            f'{schema}"{self.events_table_name}"',
+            f'{schema}"{self.notification_id_index_name}"',
+            self.seal.entries,
+            f"{schema}ledger_entries_participant",
+            self.seal.meta,
+        ]
+        row = conn.execute(
+            "SELECT bool_and(to_regclass(n) IS NOT NULL) AS ok FROM unnest(%s::text[]) n", (names,)
+        )
+        return bool(row.fetchone()["ok"])
 
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         """Insert and seal a batch in one transaction; returns the positions given."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import msgspec
@@ -94,32 +94,16 @@ class Seal:
         cursor.execute(self.select_meta)
         meta = {row["key"]: bytes(row["value"]) for row in cursor.fetchall()}
         frontier = Frontier.from_bytes(meta["frontier"]) if "frontier" in meta else Frontier()
-        chain = meta.get("chain", GENESIS)
-        lock = meta.get("lock", b"")
-        rows = []
-        leaves = []
-        for position, stored in zip(positions, stored_events, strict=True):
-            # Only the record's type and id are decoded; its bytes are hashed as
-            # they are (the same bytes content_hash would encode).
-            record = record_bytes(stored.state)
-            head = record_head(record)
-            lock = _lock_after(lock, stored.state, head.type)
-            leaf = leaf_hash(
-                canonical_entry(
-                    position, stored.originator_id, stored.originator_version, stored.topic, stored.state
-                )
-            )
-            chain = chain_hash(chain, leaf)
-            leaves.append(leaf)
-            rows.append((position, head.id, str(stored.originator_id), _sha256(record).digest(), leaf, chain))
-        frontier.extend(leaves)
-        self.write_entries(cursor, rows)
-        updates = [("frontier", frontier.to_bytes()), ("chain", chain)]
-        if lock != meta.get("lock", b""):
-            updates.append(("lock", lock))
+        sealing = _Sealing(meta.get("chain", GENESIS), meta.get("lock", b""))
+        # The rows are made while the database takes them: no list of a million rows.
+        self.write_entries(cursor, sealing.rows(positions, stored_events))
+        frontier.extend(sealing.leaves)
+        updates = [("frontier", frontier.to_bytes()), ("chain", sealing.chain)]
+        if sealing.lock != meta.get("lock", b""):
+            updates.append(("lock", sealing.lock))
         cursor.executemany(self.upsert_meta, updates)
 
-    def write_entries(self, cursor: Any, rows: list[EntryRow]) -> None:
+    def write_entries(self, cursor: Any, rows: Iterable[EntryRow]) -> None:
         """Insert ``ledger_entries`` rows (PostgreSQL uses COPY instead)."""
         cursor.executemany(self.insert_entry, rows)
 
@@ -155,6 +139,33 @@ class Seal:
                 cursor.execute(f"{select} IN ({','.join([self.placeholder] * len(chunk))})", chunk)
                 rows.extend(cursor.fetchall())
         return rows
+
+
+class _Sealing:
+    """The chain head, the lock and the new leaves while one batch is sealed."""
+
+    def __init__(self, chain: bytes, lock: bytes) -> None:
+        self.chain = chain
+        self.lock = lock
+        self.leaves: list[bytes] = []
+
+    def rows(self, positions: Sequence[int], stored_events: Sequence[StoredEvent]) -> Iterator[EntryRow]:
+        """The ``ledger_entries`` row of each event, in order, chaining as it goes."""
+        chain, lock, leaves = self.chain, self.lock, self.leaves
+        for position, stored in zip(positions, stored_events, strict=True):
+            # Only the record's type and id are decoded; its bytes are hashed as
+            # they are (the same bytes content_hash would encode).
+            record = record_bytes(stored.state)
+            head = record_head(record)
+            lock = self.lock = _lock_after(lock, stored.state, head.type)
+            leaf = leaf_hash(
+                canonical_entry(
+                    position, stored.originator_id, stored.originator_version, stored.topic, stored.state
+                )
+            )
+            chain = self.chain = chain_hash(chain, leaf)
+            leaves.append(leaf)
+            yield (position, head.id, str(stored.originator_id), _sha256(record).digest(), leaf, chain)
 
 
 def _lock_after(lock: bytes, state: bytes, record_type: str) -> bytes:

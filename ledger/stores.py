@@ -87,10 +87,10 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
                 positions = range(last + 1, last + 1 + len(stored_events))
                 cursor.executemany(
                     self.insert_at_positions,
-                    [
+                    (
                         (position, s.originator_id, s.originator_version, s.topic, s.state)
                         for position, s in zip(positions, stored_events, strict=True)
-                    ],
+                    ),
                 )
                 self.seal.seal(cursor, positions, stored_events)
                 return list(positions)
