@@ -259,8 +259,8 @@ class WriteCommand(click.Command):
             elif name == "changes":
                 try:
                     value = json.loads(value)
-                except json.JSONDecodeError as exc:
-                    raise InvalidInput(f"changes: not a JSON object: {exc}") from None
+                except (json.JSONDecodeError, RecursionError) as exc:
+                    raise InvalidInput(f"changes: not a JSON object: {exc!s:.200}") from None
             fields[name] = value
         if site is not None:
             fields["site"] = site

@@ -190,6 +190,19 @@ class ParticipantDied(ClinicalRecord, tag="ParticipantDied", kw_only=True):
     cause: Text | None = None
 
 
+_SAFE_INTEGER = 2**53
+
+
+def _check_changed_value(name: str, value: Any) -> None:
+    """A corrected field's new value is what record fields hold: nothing nested, no huge numbers."""
+    items = value if isinstance(value, list) else [value]
+    for item in items:
+        if isinstance(item, dict | list):
+            _fail(f"changes.{name}", "a new value cannot be a nested object or list")
+        if isinstance(item, int) and not isinstance(item, bool) and abs(item) > _SAFE_INTEGER:
+            _fail(f"changes.{name}", f"number out of range (at most {_SAFE_INTEGER} in size)")
+
+
 class EventCorrected(Record, tag="EventCorrected", kw_only=True):
     target: EventId
     changes: dict[str, Any]
@@ -198,9 +211,10 @@ class EventCorrected(Record, tag="EventCorrected", kw_only=True):
     def __post_init__(self) -> None:
         if not self.changes:
             _fail("changes", "must change at least one field")
-        for name in ("type", "id", "participant"):
-            if name in self.changes:
+        for name, value in self.changes.items():
+            if name in ("type", "id", "participant"):
                 _fail(f"changes.{name}", "cannot be corrected")
+            _check_changed_value(name, value)
 
 
 class EventVoided(Record, tag="EventVoided", kw_only=True):
@@ -325,6 +339,9 @@ def decode_line(line: bytes | str) -> Line:
         raise InvalidRecord(_readable(str(exc))) from None
     except msgspec.DecodeError as exc:
         raise InvalidRecord(f"not a JSON object: {exc}") from None
+    except RecursionError:
+        # Only ``changes`` holds values of any shape; typed fields fail at once.
+        raise InvalidRecord("changes: nested too deeply (a new value is a plain value or a list)") from None
 
 
 def convert(fields: dict[str, Any], record_type: type[Record]) -> Record:

@@ -15,6 +15,18 @@ The bulk of the examples drive :func:`ledger.importer.read_lines` and
 line (click's runner, and one real process) to check the exit code and that no
 traceback is printed.  ``TRIAL_LEDGER_LONG=1`` multiplies the examples by five
 (the long run of ``bench/reliability.py``).
+
+A second family of tests puts many malformed lines in one file (more than
+10,000 over the run, in about ten seconds): besides the damage above,
+``NaN``/``Infinity``/``1e999`` written as numbers, nested junk, an import type
+that only the ledger may write (``DatabaseLocked``, ``UserRegistered``...), a
+client id already stored with other content, a participant never screened, a
+course given twice, corrections of nothing or into an invalid record.  Schema
+errors must be named by :func:`ledger.importer.read_lines`, rule errors by
+:meth:`TrialLedger.record`, one problem per bad line; the store is compared
+byte for byte (every stored event, the seal's head).  Two tests keep fixed
+crashes fixed: a deeply nested line and a 65-bit integer in a correction's
+``changes`` are refused with exit 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -22,6 +34,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -29,17 +42,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import msgspec.inspect as mi
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from cli import main
 from ledger.application import TrialLedger
 from ledger.errors import InvalidInput
-from ledger.events import RECORD_TYPES
-from ledger.importer import read_lines
+from ledger.events import CHOICES, RECORD_TYPES, decode_line
+from ledger.importer import MAX_REPORTED, read_lines
+from ledger.scan import snapshot
 from tests import lines as L
 
 LONG = os.environ.get("TRIAL_LEDGER_LONG") == "1"
@@ -340,3 +355,490 @@ def test_a_real_process_reports_every_bad_line_and_no_traceback(ledger: TrialLed
             done.stderr
         )
     assert _state(ledger) == before
+
+
+# -- many malformed lines in one file ------------------------------------------------------
+
+CONSOLE = str(Path(sys.executable).with_name("trial-ledger"))
+STORED = ("NFH-001", "NFH-002", "NFH-003")  # treated participants in the store; NFH-001 has AE-1
+MANY = settings(
+    max_examples=130,
+    derandomize=True,
+    database=None,
+    phases=[
+        Phase.explicit,
+        Phase.generate,
+    ],  # a failing file is reported as drawn: shrinking one takes minutes
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
+)
+# A problem about a line that is not a JSON object, not JSON, or not UTF-8 (no field to blame).
+NOT_JSON = re.compile(r"JSON|object|UTF-8", re.IGNORECASE)
+BIG = "\x00BIG\x00"  # replaced by a raw number literal after json.dumps
+
+
+@dataclass(frozen=True)
+class Bad:
+    """One malformed line and what its problem must name (``None``: that it is not a JSON object)."""
+
+    raw: bytes
+    field: str | None
+    kind: str
+    loose: bool = False  # the field, or that the line is not JSON / not UTF-8, may be named
+
+
+def encode(line: dict[str, Any]) -> bytes:
+    return json.dumps(line, ensure_ascii=False).encode()
+
+
+def templates() -> list[dict[str, Any]]:
+    """A valid line of every import type."""
+    return [
+        L.screening("NFH-100", id="t-scr"),
+        L.enrollment("NFH-001", id="t-enr"),
+        L.infusion("NFH-001", id="t-inf", course=2, lot="MSC-1401-04"),
+        L.cmv("NFH-001", id="t-cmv"),
+        L.disease("NFH-001", id="t-dis", organ="lung"),
+        L.adverse_event("NFH-001", id="t-ae", ae_id="AE-7"),
+        L.ae_update("NFH-001", id="t-aeu", grade=1),
+        L.withdrawal("NFH-001", id="t-wd"),
+        L.death("NFH-001", id="t-death", cause="sepsis"),
+        L.correction("NFH-001-enr", {"weight_kg": 60}, id="t-cor"),
+        L.void("NFH-001-inf1", id="t-void"),
+    ]
+
+
+def required(line: dict[str, Any]) -> list[str]:
+    fields = msgspec.structs.fields(RECORD_TYPES[line["type"]])
+    return [f.name for f in fields if f.required]
+
+
+def known(line: dict[str, Any]) -> set[str]:
+    return {f.name for f in msgspec.structs.fields(RECORD_TYPES[line["type"]])} | {"type"}
+
+
+RANGES: dict[str, list[Any]] = {
+    "age_years": [-1, 131, 10**30],
+    "hr": [0, 351],
+    "rr": [0, 121],
+    "sbp": [0, 351],
+    "dbp": [0, 251],
+    "weight_kg": [0, -5.5, 400.5, BIG],
+    "course": [0, 100, 2**64],
+    "cells_per_kg": [0, 1e9 + 1, BIG],
+    "lloq_iu_ml": [0, 1e6 + 1],
+    "value_iu_ml": [0, 1e13, BIG],
+    "grade": [0, 6, -1],
+}
+TEXT = ("lot", "organ", "term", "reason", "assay", "cause")
+PATTERNS = {
+    "participant": ["nfh-001", "NFH 001", "NFH-01", "-001", "", "NFH-001\u0000"],
+    "id": ["-x", "a b", "x" * 101, "#1", ""],
+    "user": ["-x", "a b", "u" * 65, "ü"],
+    "site": ["nfh", "N FH", "", "X" * 11],
+    "ae_id": ["-1", "AE 1", "a" * 41],
+}
+BAD_DATES = [
+    "2014-02-30",
+    "2014-13-01",
+    "14-01-16",
+    "2014/01/16",
+    "",
+    "yesterday",
+    "2014-1-6",
+    "2014-01-16T00:00:00Z",
+]
+BAD_INSTANTS = ["2014-01-16T10:00:00", "2014-02-30T10:00:00Z", "2014-01-16 25:00", "soon", "2014-01-16"]
+NOT_IMPORT_TYPES = ["DatabaseLocked", "UserRegistered", "EnrollmentRefused", "ActionRefused", "Nope", ""]
+
+junk: st.SearchStrategy[Any] = st.recursive(
+    # Integers within 64 bits: a larger one in a correction is test_bug_huge_integer_in_changes...
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=8,
+)
+nested_junk = st.dictionaries(st.text(max_size=4), junk, min_size=1, max_size=3)
+
+
+@st.composite
+def schema_bad(draw: st.DrawFn) -> Bad:
+    """A line that ``read_lines`` must refuse."""
+    line = draw(st.sampled_from(templates()))
+    fields = [name for name in line if name != "type"]
+    kind = draw(
+        st.sampled_from(
+            ["missing", "unknown", "wrong_type", "bad_date", "range", "nan", "enum", "pattern", "huge",
+             "cross", "not_utf8", "not_object", "broken", "type"]
+        )
+    )  # fmt: skip
+    field: str | None
+    if kind == "missing":
+        field = draw(st.sampled_from([*required(line), "type"]))
+        del line[field]
+    elif kind == "unknown":
+        field = draw(
+            st.sampled_from(["name", "birth_date", "phone", "mrn"])
+            | st.from_regex(r"[a-z][a-z_]{0,15}", fullmatch=True)
+        )
+        if field in known(line):
+            field = field + "_x"
+        line[field] = draw(junk)
+    elif kind == "wrong_type":
+        field = draw(st.sampled_from(fields))
+        line[field] = draw(st.lists(junk, min_size=1, max_size=3) if field == "changes" else nested_junk)
+    elif kind == "bad_date":
+        dates = [f for f in ("effective", "consent_date", "resolved_date") if f in line]
+        field = draw(st.sampled_from([*dates, "entered_at", *(["aware_at"] if "aware_at" in line else [])]))
+        line[field] = draw(st.sampled_from(BAD_DATES if field in dates else BAD_INSTANTS))
+    elif kind == "range":
+        line = draw(st.sampled_from([t for t in templates() if set(t) & set(RANGES)]))
+        field = draw(st.sampled_from(sorted(set(line) & set(RANGES))))
+        line[field] = draw(st.sampled_from(RANGES[field]))
+    elif kind == "nan":
+        line = draw(st.sampled_from([t for t in templates() if set(t) & set(RANGES)]))
+        field = draw(st.sampled_from(sorted(set(line) & set(RANGES))))
+        line[field] = BIG
+    elif kind == "enum":
+        line = draw(st.sampled_from([t for t in templates() if set(t) & set(CHOICES)]))
+        field = draw(st.sampled_from(sorted(set(line) & set(CHOICES))))
+        value = draw(st.text(max_size=12).filter(lambda v: v not in CHOICES[field]))
+        line[field] = [value] if field == "criteria" else value
+    elif kind == "pattern":
+        field = draw(st.sampled_from(sorted(set(PATTERNS) & (set(line) | {"id", "user", "site"}))))
+        line[field] = draw(st.sampled_from(PATTERNS[field]))
+    elif kind == "huge":
+        line = draw(st.sampled_from([t for t in templates() if set(t) & {*TEXT, "id"}]))
+        field = draw(st.sampled_from(sorted(set(line) & {*TEXT, "id"})))
+        line[field] = draw(st.sampled_from("xé字")) * draw(st.sampled_from([501, 100_000, 1_000_000]))
+    elif kind == "cross":
+        line, field = draw(
+            st.sampled_from(
+                [
+                    ({**L.cmv("NFH-001"), "result": "quantified", "value_iu_ml": None}, "value_iu_ml"),
+                    (L.cmv("NFH-001", result="not_detected", value_iu_ml=30), "value_iu_ml"),
+                    (L.adverse_event("NFH-001", serious=True, criteria=[]), "criteria"),
+                    (L.adverse_event("NFH-001", serious=False, criteria=["death"]), "criteria"),
+                    (L.adverse_event("NFH-001", grade=5), "grade"),
+                    (L.adverse_event("NFH-001", serious=True, criteria=["death", "death"]), "criteria"),
+                    (L.screening("AMMS-001", site="NFH"), "participant"),
+                    (L.correction("NFH-001-enr", {}), "changes"),
+                    (L.correction("NFH-001-enr", {"participant": "NFH-002"}), "changes.participant"),
+                    (L.correction("NFH-001-enr", {"type": "MSCInfused"}), "changes.type"),
+                ]
+            )
+        )
+    elif kind == "not_utf8":
+        field = draw(st.sampled_from([n for n in fields if isinstance(line[n], str) and line[n]]))
+        encoded, value = encode(line), json.dumps(line[field], ensure_ascii=False).encode()
+        at = encoded.index(b'"' + field.encode() + b'": ' + value) + len(field) + 5
+        cut = at + draw(st.integers(0, len(value) - 2))
+        return Bad(encoded[:cut] + draw(st.sampled_from(NOT_UTF8)) + encoded[cut:], field, kind, loose=True)
+    elif kind == "not_object":
+        raw = draw(st.sampled_from([b"[]", b"[1, 2]", b"1", b'"text"', b"null", b"true", b"-0.5e3"]))
+        return Bad(raw, None, kind)
+    elif kind == "broken":
+        encoded = encode(line)
+        raw = draw(
+            st.sampled_from([encoded + b" x", encoded[:-1] + b",}", encoded.replace(b'"', b"'"), b"{", b"}"])
+            | st.integers(1, len(encoded) - 1).map(lambda cut: encoded[:cut])
+        )
+        return Bad(raw, None, kind)
+    else:
+        field = "type"
+        line["type"] = draw(st.sampled_from(NOT_IMPORT_TYPES))
+    raw = encode(line)
+    if BIG.encode() in json.dumps(line).encode() or '"\\u0000BIG\\u0000"' in json.dumps(line):
+        literal = draw(st.sampled_from([b"NaN", b"Infinity", b"-Infinity", b"1e999", b"-1e999"]))
+        raw = json.dumps(line).encode().replace(b'"\\u0000BIG\\u0000"', literal)
+        if literal.lstrip(b"-").startswith((b"N", b"I")):
+            return Bad(raw, field, "nan", loose=True)  # not JSON: the field may be named
+    return Bad(raw, field, kind)
+
+
+@st.composite
+def rule_bad(draw: st.DrawFn, n: int) -> list[Bad]:
+    """Lines that decode but that ``record`` must refuse (``n`` makes ids unique in a file).
+
+    A duplicate of an id in the file comes as two lines: the first is valid.
+    """
+    who = draw(st.sampled_from(STORED))
+    kinds = ["future", "stored_id", "dup_in_file", "site", "not_screened", "course", "rescreen"]
+    kinds += ["reenroll", "no_target", "bad_correction", "ae_unknown", "ae_twice", "hash_id"]
+    kinds += ["death_early", "update_early", "future_consent"]
+    kind = draw(st.sampled_from(kinds))
+    fid = f"rb-{n}"
+    cases: dict[str, tuple[dict[str, Any], str]] = {
+        "future": (L.cmv(who, id=fid, effective="2999-01-01"), "effective"),
+        "stored_id": (L.cmv(who, id=f"{who}-scr"), "id"),
+        "site": (draw(st.sampled_from([L.screening("XYZ-001", id=fid), L.cmv("XYZ-002", id=fid)])), "site"),
+        "not_screened": (L.cmv(f"NFH-9{n % 100:02d}", id=fid), "participant"),
+        "course": (L.infusion(who, id=fid, course=1), "course"),
+        "rescreen": (L.screening(who, id=fid), "type"),
+        "reenroll": (L.enrollment(who, id=fid), "type"),
+        "no_target": (
+            draw(st.sampled_from([L.correction(f"none-{n}", {"lot": "x"}), L.void(f"no-{n}")])),
+            "target",
+        ),
+        "ae_unknown": (L.ae_update(who, id=fid, ae_id="AE-99"), "ae_id"),
+        "ae_twice": (L.adverse_event("NFH-001", id=fid, ae_id="AE-1"), "ae_id"),
+        "hash_id": (L.cmv(who, id=f"x#{n}"), "id"),
+        "death_early": (L.death(who, id=fid, effective="2014-01-07"), "effective"),
+        "update_early": (L.ae_update("NFH-001", id=fid, effective="2014-01-01"), "effective"),
+        "future_consent": (
+            L.screening(f"NFH-8{n % 100:02d}", id=fid, consent_date="2999-12-31"),
+            "consent_date",
+        ),
+    }
+    if kind == "dup_in_file":
+        first = L.cmv(who, id=fid, effective="2014-01-20")
+        return [
+            Bad(encode(first), None, "valid"),
+            Bad(encode({**first, "effective": "2014-01-21"}), "id", kind),
+        ]
+    if kind == "bad_correction":
+        target, changes, field = draw(
+            st.sampled_from(
+                [
+                    (f"{who}-enr", {"weight_kg": -2}, "weight_kg"),
+                    (f"{who}-enr", {"effective": "2014-01-01"}, "effective"),
+                    (f"{who}-inf1", {"lot": ""}, "lot"),
+                    (f"{who}-inf1", {"course": "two"}, "course"),
+                    (f"{who}-inf1", {"name": "Chen Li"}, "name"),
+                ]
+            )
+        )
+        return [Bad(encode(L.correction(target, changes, id=fid)), field, kind)]
+    line, field = cases[kind]
+    return [Bad(encode(line), field, kind)]
+
+
+def valid_line(n: int) -> bytes:
+    return encode(
+        L.cmv(STORED[n % 3], id=f"ok-{n}", effective=f"2014-01-{20 + n % 9:02d}", result="not_detected")
+    )
+
+
+def assemble(bads: list[Bad], fillers: list[int]) -> tuple[bytes, dict[int, Bad]]:
+    """A file of the bad lines with valid lines between them; the bad lines by line number."""
+    rows: list[bytes] = []
+    expected: dict[int, Bad] = {}
+    for i, bad in enumerate(bads):
+        for _ in range(fillers[i % len(fillers)]):
+            rows.append(valid_line(len(rows)))
+        rows.append(bad.raw)
+        if bad.kind != "valid":
+            expected[len(rows)] = bad
+    rows.append(valid_line(len(rows)))
+    return b"\n".join(rows) + b"\n", expected
+
+
+def check_problems(problems: list[str], expected: dict[int, Bad]) -> None:
+    """One problem per bad line, ``line N: ...`` naming the field (or saying it is not JSON)."""
+    by_line: dict[int, list[str]] = {}
+    for problem in problems:
+        found = re.match(r"line (\d+): ", problem)
+        assert found, f"problem without a line number: {problem[:200]}"
+        by_line.setdefault(int(found.group(1)), []).append(problem)
+    assert sorted(by_line) == sorted(expected), (sorted(set(by_line) ^ set(expected)), problems[:5])
+    for number, bad in expected.items():
+        [problem] = by_line[number]
+        text = problem[:2000]
+        if bad.field is None:
+            assert NOT_JSON.search(text), (bad.kind, text)
+        elif bad.loose:
+            assert bad.field in text or NOT_JSON.search(text), (bad.kind, bad.field, text)
+        else:
+            assert bad.field in text, (bad.kind, bad.field, text)
+
+
+def store_state(ledger: TrialLedger) -> tuple[list[tuple[int, str, bytes]], dict[str, bytes], int]:
+    """Every stored event (position, stream, stored bytes), the seal's head and its entry count."""
+    with snapshot(ledger) as snap:
+        return list(snap.events()), snap.meta(), snap.entry_count()
+
+
+@pytest.fixture(scope="module")
+def populated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrialLedger]:
+    ledger = TrialLedger(str(tmp_path_factory.mktemp("bad-input") / "store.db"))
+    setup = [line for who in STORED for line in L.treated(who)] + [
+        L.adverse_event("NFH-001", id="NFH-001-ae1")
+    ]
+    ledger.record(L.as_lines(setup), user=USER)
+    yield ledger
+    ledger.close()
+
+
+def test_the_templates_decode_and_the_fillers_are_stored(tmp_path: Path) -> None:
+    """Undamaged, the templates pass the schema and the fillers are stored."""
+    for template in templates():
+        assert decode_line(encode(template)).type == template["type"]
+    fresh = TrialLedger(str(tmp_path / "ok.db"))
+    fresh.record(L.as_lines([line for who in STORED for line in L.treated(who)]), user=USER)
+    receipt = fresh.record(read_lines(io.BytesIO(b"\n".join(valid_line(n) for n in range(30)))), user=USER)
+    assert len(receipt.stored) == 30
+
+
+def test_more_than_ten_thousand_malformed_lines_are_each_named_and_nothing_is_stored(
+    populated: TrialLedger,
+) -> None:
+    before = store_state(populated)
+    counted = {"schema": 0, "rules": 0}
+
+    @MANY
+    @given(
+        schema=st.lists(schema_bad(), min_size=45, max_size=MAX_REPORTED),
+        rules=st.lists(st.integers(0, 10**6), min_size=55, max_size=70).flatmap(
+            lambda ns: st.tuples(*(rule_bad(n) for n in dict.fromkeys(ns)))
+        ),
+        fillers=st.lists(st.integers(0, 2), min_size=1, max_size=5),
+    )
+    def check(schema: list[Bad], rules: tuple[list[Bad], ...], fillers: list[int]) -> None:
+        # Schema errors: read_lines names each one (up to MAX_REPORTED per file, all of them here).
+        data, expected = assemble(schema, fillers)
+        with pytest.raises(InvalidInput) as refused:
+            read_lines(io.BytesIO(data))
+        assert refused.value.exit_code == 2
+        check_problems(refused.value.problems, expected)
+        counted["schema"] += len(expected)
+        # Rule errors: the lines decode; record refuses the whole batch naming each one.
+        data, expected = assemble([bad for group in rules for bad in group], fillers)
+        lines = read_lines(io.BytesIO(data))
+        with pytest.raises(InvalidInput) as refused:
+            populated.record(lines, user=USER)
+        assert refused.value.exit_code == 2
+        check_problems(refused.value.problems, expected)
+        counted["rules"] += len(expected)
+        assert store_state(populated) == before
+
+    check()
+    assert counted["schema"] + counted["rules"] >= 10_000, counted
+
+
+def test_past_the_report_limit_the_count_of_bad_lines_is_still_given(populated: TrialLedger) -> None:
+    bad = [Bad(b"{", None, "broken")] * 120
+    data, expected = assemble(bad, [1])
+    with pytest.raises(InvalidInput) as refused:
+        read_lines(io.BytesIO(data))
+    problems = refused.value.problems
+    assert len(problems) == MAX_REPORTED + 1
+    assert problems[-1] == f"... and {120 - MAX_REPORTED} more invalid lines"
+    assert "120 invalid line(s)" in str(refused.value)
+    check_problems(problems[:-1], {n: expected[n] for n in sorted(expected)[:MAX_REPORTED]})
+
+
+@settings(max_examples=30, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+@given(schema=st.lists(schema_bad(), min_size=1, max_size=5), rule=rule_bad(1))
+def test_the_command_line_names_every_bad_line_of_a_file_without_traceback(
+    populated: TrialLedger, schema: list[Bad], rule: list[Bad]
+) -> None:
+    before = store_state(populated)
+    for bads in (schema, rule):
+        data, expected = assemble(bads, [1])
+        result = CliRunner().invoke(
+            main, ["--store", populated.store, "--user", USER, "import", "-"], input=data
+        )
+        assert result.exit_code == 2, (result.exit_code, result.stderr[-2000:], result.exception)
+        assert isinstance(result.exception, SystemExit)
+        assert "Traceback" not in result.stderr
+        problems = [
+            row.removeprefix("error: ") for row in result.stderr.splitlines() if row.startswith("error: ")
+        ]
+        check_problems(problems, expected)
+    assert store_state(populated) == before
+
+
+def test_a_real_process_exits_2_naming_each_bad_line_without_traceback(
+    populated: TrialLedger, tmp_path: Path
+) -> None:
+    rows = [valid_line(n) for n in range(8)]
+    rows[1] = encode(L.enrollment("NFH-001", weight_kg="heavy"))
+    rows[2] = encode(L.cmv("NFH-001", assay="CO")).replace(b'"CO"', b'"C\xffO"')
+    rows[3] = encode(L.adverse_event("NFH-001", term="x" * 1_000_000))
+    rows[4] = encode(L.enrollment("NFH-001")).replace(b"61.5", b"NaN")
+    rows[5] = b"[1, 2]"
+    rows[6] = encode({**L.screening("NFH-200"), "name": "Chen Li"})
+    source = tmp_path / "bad.jsonl"
+    source.write_bytes(b"\n".join(rows) + b"\n")
+    before = store_state(populated)
+    done = subprocess.run(
+        [CONSOLE, "--store", populated.store, "--user", USER, "import", str(source)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr + done.stdout
+    errors = done.stderr.splitlines()
+    for number, words in (
+        (2, "weight_kg"),
+        (3, "UTF-8"),
+        (4, "term"),
+        (5, "JSON"),
+        (6, "object"),
+        (7, "name"),
+    ):
+        assert any(row.startswith(f"error: line {number}: ") and words in row for row in errors), (
+            number,
+            errors,
+        )
+    assert store_state(populated) == before
+
+
+# -- crashes that stay fixed ------------------------------------------------------------
+
+DEEP = 5_000  # nesting levels; msgspec gives up past about 1,000 in an ``Any`` value
+
+
+def deep_correction() -> bytes:
+    return b'{"type": "EventCorrected", "target": "NFH-001-enr", "reason": "r", "changes": {"weight_kg": ' + (
+        b"[" * DEEP + b"]" * DEEP + b"}}"
+    )
+
+
+def test_deeply_nested_json_is_invalid_input_not_a_crash(populated: TrialLedger, tmp_path: Path) -> None:
+    """A line nested thousands of levels deep is refused naming ``changes`` (exit 2), not a traceback.
+
+    ``EventCorrected.changes`` is the one field whose values msgspec decodes
+    without a type, so only it can reach the recursion limit.
+    """
+    before = store_state(populated)
+    try:
+        read_lines(io.BytesIO(deep_correction() + b"\n"))
+    except InvalidInput as refused:
+        check_problems(refused.problems, {1: Bad(b"", "changes", "deep")})
+    except RecursionError:
+        pytest.fail("read_lines let a RecursionError escape on a deeply nested line")
+    else:
+        pytest.fail("a deeply nested correction was accepted by read_lines")
+    result = CliRunner().invoke(
+        main, ["--store", populated.store, "--user", USER, "import", "-"], input=deep_correction()
+    )
+    assert result.exit_code == 2, (result.exit_code, repr(result.exception))
+    changes = '{"weight_kg": ' + "[" * 3_000 + "]" * 3_000 + "}"
+    correct = ["correct", "--target", "NFH-001-enr", "--reason", "r", "--changes", changes]
+    result = CliRunner().invoke(main, ["--store", populated.store, "--user", USER, *correct])
+    assert result.exit_code == 2, (result.exit_code, repr(result.exception))
+    assert store_state(populated) == before
+
+
+def test_a_huge_integer_in_the_changes_of_a_correction_is_invalid_input_not_a_crash(
+    populated: TrialLedger,
+) -> None:
+    """An integer beyond 64 bits in ``changes`` is refused by the schema, naming ``changes.hr`` (exit 2).
+
+    MessagePack holds no such integer, so it must never reach the content hash
+    of a line with an ``id`` or the store.
+    """
+    before = store_state(populated)
+    line = encode(L.correction("NFH-001-scr", {"hr": 2**64}, id="c1"))
+    try:
+        populated.record(read_lines(io.BytesIO(line + b"\n")), user=USER)
+    except InvalidInput as refused:
+        check_problems(refused.problems, {1: Bad(line, "hr", "huge-int")})
+    except OverflowError:
+        pytest.fail("record let an OverflowError escape (content_hash of the line)")
+    else:
+        pytest.fail("a correction to hr = 2**64 was stored")
+    result = CliRunner().invoke(main, ["--store", populated.store, "--user", USER, "import", "-"], input=line)
+    assert result.exit_code == 2, (result.exit_code, repr(result.exception))
+    assert store_state(populated) == before
