@@ -8,8 +8,8 @@ malformed files in-process, 1,000 through the command line),
 ``tests/test_concurrency.py``, ``tests/test_pg_faults.py`` and
 ``tests/test_reliability.py`` with ``TRIAL_LEDGER_LONG=1``, and writes
 ``bench/RELIABILITY.md``: each test, its outcome and duration, and what the
-crash test recorded (kills that left nothing, kills after the commit).  It takes many minutes; CI runs the same
-tests at their small default size.
+crash test recorded (kills that left nothing, kills after the commit).  It
+takes many minutes; CI runs the same tests at their small default size.
 """
 
 from __future__ import annotations

@@ -6,9 +6,12 @@ same run as its baseline (:mod:`baselines`), because the machine is shared and
 noisy: read the ratios rather than the absolute times.
 
     python bench/run.py               # 100k, 300k and 1M events, SQLite and PostgreSQL
-    python bench/run.py --quick       # 20k events: the CI smoke run, about a minute
+    python bench/run.py --quick       # 20k events: the CI smoke run, about a minute (writes to --work)
     python bench/run.py --no-pg       # SQLite only
-    python bench/run.py --before DIR  # also time the import of an older tree (git archive REF)
+    python bench/run.py --before DIR  # also time the import of an older source tree
+
+(``git archive 22a09ab | tar -x -C DIR`` extracts the write path as it was
+before issue #7.)
 
 The commands are timed as users run them: a fresh ``trial-ledger`` process,
 start-up included, on a file made by :mod:`generate` (prefixes of one
@@ -96,7 +99,7 @@ class Results:
     notes: list[str] = field(default_factory=list)
 
 
-def timed(args: list[str], *, env: dict[str, str] | None = None, check: bool = True) -> Run:
+def timed(args: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None) -> Run:
     """Run a process to its end: its wall time and its own peak RSS.
 
     The peak comes from GNU ``time``: a child forked straight from this (large)
@@ -113,11 +116,12 @@ def timed(args: list[str], *, env: dict[str, str] | None = None, check: bool = T
             stderr=subprocess.STDOUT,
             env=full_env,
             pass_fds=(peak.file.fileno(),),
+            cwd=cwd,
             check=False,
         )
         seconds = time.perf_counter() - start
         output, peak_kb = out.text(), peak.text().strip().splitlines()
-    if check and process.returncode != 0:
+    if process.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} exited {process.returncode}:\n{output[-2000:]}")
     return Run(seconds, int(peak_kb[-1]) / 1024 if peak_kb else 0.0, output)
 
@@ -139,8 +143,8 @@ class _Capture:
         self.file.close()
 
 
-def cli(store: str, *args: str, check: bool = True) -> Run:
-    return timed([*CLI, "--store", store, *args], check=check)
+def cli(store: str, *args: str) -> Run:
+    return timed([*CLI, "--store", store, *args])
 
 
 def commands() -> set[str]:
@@ -217,6 +221,7 @@ def baselines_sqlite(
         before = timed(
             [sys.executable, "-c", "import cli; cli.main()", "--store", str(old), "import", str(source)],
             env={"PYTHONPATH": str(args.before)},
+            cwd=args.before,
         )
         row["import_before"] = before.summary(size)
         remove_sqlite(old)
@@ -361,8 +366,13 @@ def main() -> None:
     parser.add_argument("--pg", default=PG_DEFAULT, help="PostgreSQL database for throwaway schemas")
     parser.add_argument("--work", type=Path, default=Path("/tmp/trial-ledger-bench"), help="scratch folder")
     parser.add_argument("--before", type=Path, help="an older source tree to time the import of, too")
-    parser.add_argument("--out", type=Path, default=HERE, help="where RESULTS.md and the plot go")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="where RESULTS.md and the plot go (default: bench/, or the scratch folder with --quick)",
+    )
     args = parser.parse_args()
+    args.out = args.out or (args.work if args.quick else HERE)
     sizes = QUICK_SIZES if args.quick else FULL_SIZES
     args.work.mkdir(parents=True, exist_ok=True)
     largest = write_trial(max(sizes), args.work / f"trial-{max(sizes)}.jsonl")
