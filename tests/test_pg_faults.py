@@ -66,6 +66,10 @@ def trial(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, int]:
     return base, rest, len(lines) - BASE_LINES
 
 
+# This run's importers only: other runs on the same server are left alone.
+APP_PREFIX = f"tl-fault-{uuid.uuid4().hex[:6]}-"
+
+
 @contextmanager
 def schema_store() -> Iterator[str]:
     """A store URL on a new PostgreSQL schema, dropped afterwards."""
@@ -78,7 +82,8 @@ def schema_store() -> Iterator[str]:
         with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
             conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE application_name LIKE 'tl-fault-%%' AND pid <> pg_backend_pid()"
+                "WHERE application_name LIKE %s AND pid <> pg_backend_pid()",
+                (APP_PREFIX + "%",),
             )
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
@@ -139,7 +144,7 @@ def import_under_fault(
     the start (whatever it is doing); else the first backend seen inside the
     write transaction (``every``: each one seen there, until the import ends).
     """
-    app = f"tl-fault-{uuid.uuid4().hex[:12]}"
+    app = f"{APP_PREFIX}{uuid.uuid4().hex[:12]}"
     started = time.monotonic()
     proc = subprocess.Popen(
         [CONSOLE, "--store", store, "--user", USER, "--json", "import", str(source)],
