@@ -37,7 +37,18 @@ def main() -> int:
         junit = Path(scratch) / "junit.xml"
         started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         done = subprocess.run(
-            [sys.executable, "-m", "pytest", *TESTS, "-q", "-p", "no:cacheprovider", f"--junitxml={junit}"],
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                *TESTS,
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "-o",
+                "junit_family=legacy",
+                f"--junitxml={junit}",
+            ],
             cwd=HERE.parent,
             env={**os.environ, "TRIAL_LEDGER_LONG": "1"},
             check=False,
