@@ -39,11 +39,9 @@ from typing import Any
 
 import pytest
 
-from ledger.application import TrialLedger
 from ledger.demo import generate_trial, write_jsonl
-from ledger.scan import snapshot
 from ledger.stores import is_postgres
-from ledger.verification import verify
+from tests.integrity import sound_count
 
 LONG = os.environ.get("TRIAL_LEDGER_LONG") == "1"
 BASE_LINES = 2_000
@@ -99,33 +97,19 @@ def _fresh(store_url: str, base: Path) -> None:
     assert done.wait(timeout=300) == 0, done.stderr.read() if done.stderr else ""
 
 
-def _sound(store_url: str) -> int:
-    """The number of stored events, after checking that the seal covers exactly them."""
-    ledger = TrialLedger(store_url)
-    try:
-        with snapshot(ledger) as snap:
-            events, entries = snap.event_count(), snap.entry_count()
-        verdict = verify(ledger)
-        assert verdict.ok, verdict.to_json()
-        assert events == entries == verdict.size
-        return events
-    finally:
-        ledger.close()
-
-
 def test_a_killed_import_leaves_all_or_nothing_and_a_rerun_completes_it(
     store_url: str, trial: tuple[Path, Path], record_property: pytest.RecordProperty
 ) -> None:
     base, source = trial
     rng = random.Random(2014)
     _fresh(store_url, base)
-    before = _sound(store_url)
+    before = sound_count(store_url)
     # How long a whole import takes here, to kill inside it.
     started = time.monotonic()
     complete = _import(store_url, source)
     assert complete.wait(timeout=900) == 0
     duration = time.monotonic() - started
-    assert _sound(store_url) == before + IMPORT_LINES
+    assert sound_count(store_url) == before + IMPORT_LINES
     outcomes = {"nothing": 0, "all": 0}
     for attempt in range(KILLS):
         _fresh(store_url, base)
@@ -135,7 +119,7 @@ def test_a_killed_import_leaves_all_or_nothing_and_a_rerun_completes_it(
         time.sleep(duration * rng.uniform(0.6 if late else 0.1, 1.0))
         importing.send_signal(signal.SIGKILL)
         importing.wait(timeout=60)
-        count = _sound(store_url)
+        count = sound_count(store_url)
         assert count in (before, before + IMPORT_LINES), (
             f"attempt {attempt}: {count - before} events of the import"
         )
@@ -143,7 +127,7 @@ def test_a_killed_import_leaves_all_or_nothing_and_a_rerun_completes_it(
         if count == before:
             rerun = _import(store_url, source)
             assert rerun.wait(timeout=900) == 0, rerun.stderr.read() if rerun.stderr else ""
-            assert _sound(store_url) == before + IMPORT_LINES
+            assert sound_count(store_url) == before + IMPORT_LINES
     record_property("import_lines", IMPORT_LINES)
     record_property("kills", KILLS)
     record_property("kills_leaving_nothing", outcomes["nothing"])
@@ -296,7 +280,7 @@ def test_an_import_killed_at_any_moment_leaves_all_or_nothing_and_a_rerun_comple
     reset(store_url)
     clean = run_import(store_url, source)
     assert clean.returncode == 0 and clean.write_seen is not None, clean
-    assert _sound(store_url) == size
+    assert sound_count(store_url) == size
     expected_status = status(store_url)
     assert len(expected_status) > WHOLE_PARTICIPANTS // 2
     write_window = clean.seconds - clean.write_seen
@@ -313,7 +297,7 @@ def test_an_import_killed_at_any_moment_leaves_all_or_nothing_and_a_rerun_comple
     outcomes = []
     for delay in delays:
         run = run_import(store_url, source, **delay)
-        count = _sound(store_url)
+        count = sound_count(store_url)
         assert count in (0, size), f"{delay}: {count} of {size} events stored"
         participants = status(store_url)
         if count == 0:
@@ -330,9 +314,9 @@ def test_an_import_killed_at_any_moment_leaves_all_or_nothing_and_a_rerun_comple
 
     # The same import again completes it; once more, it adds nothing.
     receipt = import_json(store_url, source)
-    assert _sound(store_url) == size
+    assert sound_count(store_url) == size
     assert len(receipt["stored"]) + len(receipt["skipped"]) == size
     assert status(store_url) == expected_status
     again = import_json(store_url, source)
     assert again["stored"] == [] and len(again["skipped"]) == size
-    assert _sound(store_url) == size
+    assert sound_count(store_url) == size

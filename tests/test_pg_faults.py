@@ -33,8 +33,8 @@ import pytest
 from ledger.application import TrialLedger
 from ledger.demo import generate_trial, write_jsonl
 from ledger.scan import snapshot
-from ledger.verification import verify
 from tests import lines as L
+from tests.integrity import sound_count
 
 ROOT = Path(__file__).resolve().parents[1]
 CONSOLE = str(Path(sys.executable).with_name("trial-ledger"))
@@ -103,20 +103,6 @@ def imported(store: str, source: Path) -> dict[str, list[str]]:
     done = cli(store, "--json", "import", str(source))
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout)  # type: ignore[no-any-return]
-
-
-def sound_count(store: str) -> int:
-    """The number of stored events, once ``verify`` has passed and the seal covers exactly them."""
-    ledger = TrialLedger(store)
-    try:
-        with snapshot(ledger) as snap:
-            events, entries = snap.event_count(), snap.entry_count()
-        verdict = verify(ledger)
-        assert verdict.ok, verdict.to_json()
-        assert events == entries == verdict.size
-        return events
-    finally:
-        ledger.close()
 
 
 def status_participants(store: str) -> int:
