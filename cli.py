@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
-    from ledger.application import Receipt, TrialLedger
+    from ledger.application.trial_ledger import Receipt, TrialLedger
 
 
 class Settings:
@@ -88,8 +88,8 @@ def settings() -> Settings:
 
 
 def open_ledger() -> TrialLedger:
-    from ledger.application import TrialLedger
-    from ledger.protocol import load_protocol
+    from ledger.application.trial_ledger import TrialLedger
+    from ledger.domain.protocol import load_protocol
 
     s = settings()
     protocol = load_protocol(s.protocol) if s.protocol else None
@@ -111,7 +111,7 @@ def refusals(command: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from ledger.errors import LedgerError
+        from ledger.domain.errors import LedgerError
 
         try:
             return command(*args, **kwargs)
@@ -165,7 +165,7 @@ def _field_options(type_name: str) -> list[tuple[str, str, bool, bool]]:
     """(field, help, required, is_list) for each field of a record type, read from the schema."""
     import msgspec
 
-    from ledger.events import RECORD_TYPES
+    from ledger.domain.events import RECORD_TYPES
 
     options = []
     for f in msgspec.structs.fields(RECORD_TYPES[type_name]):
@@ -247,8 +247,8 @@ class WriteCommand(click.Command):
         refusals(self._append)(**values)
 
     def _append(self, site: str | None = None, **values: Any) -> None:
-        from ledger.errors import InvalidInput
-        from ledger.events import RECORD_TYPES, InvalidRecord, convert
+        from ledger.domain.errors import InvalidInput
+        from ledger.domain.events import RECORD_TYPES, InvalidRecord, convert
 
         fields: dict[str, Any] = {"type": self.type_name}
         for name, value in values.items():
@@ -296,7 +296,7 @@ def init() -> None:
 @refusals
 def import_(source: Any, site: str | None) -> None:
     """Import events from a JSON Lines FILE (or - for stdin), all or nothing (SPEC section 6)."""
-    from ledger.importer import import_lines
+    from ledger.application.importer import import_lines
 
     receipt = import_lines(
         open_ledger(), source, user=settings().user, site=site, progress=not settings().json
@@ -374,16 +374,16 @@ def render(renderable: Any) -> None:
 @refusals
 def status(participant: str | None, as_of: dt.date, known_at: dt.datetime | None) -> None:
     """Participants' status, courses, day 1, CR date and flags (SPEC sections 2 and 6)."""
-    from projections.queries import Monitor
+    from projections.readmodel.queries import Monitor
 
     data = Monitor(open_ledger()).status(as_of, known_at, participant)
     if participant is not None and not data["participants"]:
-        from ledger.errors import InvalidInput
+        from ledger.domain.errors import InvalidInput
 
         raise InvalidInput(f"participant: {participant} was not screened on or before {as_of}")
 
     def show() -> None:
-        from projections.render import status_view
+        from projections.presentation.render import status_view
 
         render(status_view(data))
 
@@ -396,12 +396,12 @@ def status(participant: str | None, as_of: dt.date, known_at: dt.datetime | None
 @refusals
 def endpoints(as_of: dt.date, known_at: dt.datetime | None) -> None:
     """Primary (mITT and ITT, exact 95% CI) and secondary endpoints (SPEC section 3)."""
-    from projections.queries import Monitor
+    from projections.readmodel.queries import Monitor
 
     data = Monitor(open_ledger()).endpoints(as_of, known_at)
 
     def show() -> None:
-        from projections.render import endpoints_view
+        from projections.presentation.render import endpoints_view
 
         render(endpoints_view(data))
 
@@ -413,8 +413,8 @@ def endpoints(as_of: dt.date, known_at: dt.datetime | None) -> None:
 @refusals
 def rebuild() -> None:
     """Recompute the read models from the first event, with a progress bar (SPEC section 4)."""
-    from projections.timeline import open_view
-    from projections.timeline import rebuild as replay
+    from projections.readmodel.timeline import open_view
+    from projections.readmodel.timeline import rebuild as replay
 
     ledger = open_ledger()
     total = ledger.recorder.max_notification_id() or 0
@@ -449,9 +449,9 @@ def demo(participants: int, seed: int, jsonl: str | None) -> None:
 
     from rich.progress import Progress
 
-    from ledger.demo import generate_trial, write_jsonl
-    from ledger.importer import import_lines
-    from projections.queries import Monitor
+    from ledger.application.importer import import_lines
+    from ledger.simulation.demo import generate_trial, write_jsonl
+    from projections.readmodel.queries import Monitor
 
     ledger = open_ledger()
     with Progress(transient=True, disable=settings().json) as bar:
@@ -471,20 +471,23 @@ def demo(participants: int, seed: int, jsonl: str | None) -> None:
         bar.update(task, advance=1)
 
     def show() -> None:
-        from projections.render import endpoints_view, status_summary
+        from projections.presentation.render import endpoints_view, status_summary
 
         click.echo(
             f"{_safe_url(ledger.store)}: stored {len(receipt.stored)} events"
-            f" ({len(receipt.skipped)} already there)"
-            + (f", also written to {jsonl}" if jsonl else "")
+            f" ({len(receipt.skipped)} already there)" + (f", also written to {jsonl}" if jsonl else "")
         )
         render(status_summary(status_data))
         render(endpoints_view(endpoints_data))
         click.echo("Next: trial-ledger status | audit NFH-001 | verify | report --out report")
 
     emit(
-        {"stored": len(receipt.stored), "skipped": len(receipt.skipped), "status": status_data,
-         "endpoints": endpoints_data},
+        {
+            "stored": len(receipt.stored),
+            "skipped": len(receipt.skipped),
+            "status": status_data,
+            "endpoints": endpoints_data,
+        },
         show,
     )
 
@@ -510,7 +513,7 @@ def report(out: str, as_of: dt.date, known_at: dt.datetime | None) -> None:
     """
     from pathlib import Path
 
-    from projections.report import write_report
+    from projections.presentation.report import write_report
 
     ledger = open_ledger()
     files = [str(path) for path in write_report(ledger, Path(out), as_of, known_at, _safe_url(ledger.store))]
@@ -564,7 +567,7 @@ def audit(
     entered_by: str | None,
 ) -> None:
     """Every event and correction in recorded order, with old and new values (SPEC section 5)."""
-    from ledger import audit as trail
+    from ledger.application import audit as trail
 
     filters = trail.Filters(participant, site, entered_by, since, until, known_at)
     rows = trail.ledger_trail(open_ledger(), filters)
@@ -577,7 +580,7 @@ def audit(
 @refusals
 def digest(out: str | None) -> None:
     """The ledger's size and Merkle root, to publish (SPEC section 5; JSON: {"size", "root"})."""
-    from ledger.verification import current_digest
+    from ledger.application.verification import current_digest
 
     head = current_digest(open_ledger())
     if out:
@@ -596,8 +599,8 @@ def digest(out: str | None) -> None:
 @refusals
 def verify(digest_file: str | None) -> None:
     """Recompute chain and Merkle tree from the stored events; exit 1 naming the first mismatch."""
-    from ledger.verification import Digest
-    from ledger.verification import verify as check
+    from ledger.application.verification import Digest
+    from ledger.application.verification import verify as check
 
     published = Digest.load(digest_file) if digest_file else None
     ledger = open_ledger()
@@ -638,7 +641,7 @@ def verify(digest_file: str | None) -> None:
 
 def _invalid_signatures(ledger: TrialLedger) -> list[Any]:
     """Electronic signatures that no longer verify (SPEC section 5, Part 11.70 linking)."""
-    from ledger.signatures import any_signed, check
+    from ledger.application.signatures import any_signed, check
 
     if not any_signed(ledger):
         return []
@@ -654,8 +657,8 @@ def _invalid_signatures(ledger: TrialLedger) -> list[Any]:
 @refusals
 def prove(event_id: str | None, from_size: int | None, size: int | None, out: str | None) -> None:
     """Print an inclusion proof of EVENT_ID, or a consistency proof --from-size N (JSON)."""
-    from ledger.errors import InvalidInput
-    from ledger.proofs import consistency, inclusion
+    from ledger.application.proofs import consistency, inclusion
+    from ledger.domain.errors import InvalidInput
 
     if (event_id is None) == (from_size is None):
         raise InvalidInput("give EVENT_ID (inclusion proof) or --from-size N (consistency proof), not both")
@@ -681,8 +684,8 @@ def prove(event_id: str | None, from_size: int | None, size: int | None, out: st
 @refusals
 def verify_proof(proof: Any, digests: tuple[Any, ...]) -> None:
     """Check a proof from `prove` against published digests, without the database."""
-    from ledger.errors import InvalidInput
-    from ledger.proofcheck import check_proof
+    from ledger.domain.errors import InvalidInput
+    from ledger.evidence.proofcheck import check_proof
 
     def load(file: Any, what: str) -> Any:
         try:
@@ -729,7 +732,7 @@ def export() -> None:
 @refusals
 def export_odm(file: str, known_at: dt.datetime | None) -> None:
     """Every event as a Transactional CDISC ODM 1.3.2 FILE with study metadata and audit records."""
-    from ledger.odm import export_odm as write
+    from ledger.exchange.odm import export_odm as write
 
     ledger = open_ledger()
     entries = ledger.entries(known_at=known_at)
@@ -748,7 +751,7 @@ def export_odm(file: str, known_at: dt.datetime | None) -> None:
 @refusals
 def export_sdtm(directory: str, as_of: dt.date, known_at: dt.datetime | None) -> None:
     """SDTM datasets DM, EX, LB, AE, DS as CSV in DIRECTORY, with define.csv and export.json."""
-    from ledger.sdtm import export_sdtm as write
+    from ledger.exchange.sdtm import export_sdtm as write
 
     ledger = open_ledger()
     entries = ledger.entries(known_at=known_at)
@@ -769,7 +772,7 @@ def export_sdtm(directory: str, as_of: dt.date, known_at: dt.datetime | None) ->
 @refusals
 def lock(reason: str) -> None:
     """Lock the database: every append is refused (exit 3) until `unlock`. Data managers only."""
-    from ledger import access
+    from ledger.application import access
 
     event = access.lock(open_ledger(), settings().user, reason)
     emit({"locked": True, "event": event, "reason": reason}, f"locked ({event}): {reason}")
@@ -781,7 +784,7 @@ def lock(reason: str) -> None:
 @refusals
 def unlock(reason: str) -> None:
     """End the database lock. Data managers only."""
-    from ledger import access
+    from ledger.application import access
 
     event = access.unlock(open_ledger(), settings().user, reason)
     emit({"locked": False, "event": event, "reason": reason}, f"unlocked ({event}): {reason}")
@@ -793,7 +796,7 @@ def _passphrase(variable: str | None, *, confirm: bool) -> str:
         return str(click.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm))
     value = os.environ.get(variable)
     if value is None:
-        from ledger.errors import InvalidInput
+        from ledger.domain.errors import InvalidInput
 
         raise InvalidInput(f"passphrase-env: environment variable {variable} is not set")
     return value
@@ -839,8 +842,8 @@ def user_add(
     """
     from pathlib import Path
 
-    from ledger import access, signatures
-    from ledger.errors import LedgerError
+    from ledger.application import access, signatures
+    from ledger.domain.errors import LedgerError
 
     ledger = open_ledger()
     path = None
@@ -874,8 +877,8 @@ def sign(participant: str, meaning: str, key_file: str | None, passphrase_env: s
     """Sign PARTICIPANT's record with your own key (21 CFR 11.50): it covers every event so far."""
     from pathlib import Path
 
-    from ledger import access, signatures
-    from ledger.events import utc_text
+    from ledger.application import access, signatures
+    from ledger.domain.events import utc_text
 
     signer = access.acting(settings().user)
     path = Path(key_file) if key_file else signatures.default_key_file(signer)
@@ -904,7 +907,7 @@ def sign(participant: str, meaning: str, key_file: str | None, passphrase_env: s
 @refusals
 def signatures_(participant: str | None, known_at: dt.datetime | None) -> None:
     """Check every electronic signature: valid, superseded (data changed since) or invalid (exit 1)."""
-    from ledger.signatures import check
+    from ledger.application.signatures import check
 
     checks = check(open_ledger(), known_at, participant)
     ok = all(c.status != "invalid" for c in checks)

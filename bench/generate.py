@@ -1,6 +1,6 @@
 """Bench data: a realistic run of the trial of a given size, as import lines (issue #7).
 
-The lines come from :func:`ledger.demo.generate_trial`, the simulated
+The lines come from :func:`ledger.simulation.demo.generate_trial`, the simulated
 NFH-MSC-CMV-2014 run (valid, eligible where they should be, with corrections,
 voids and late entries; every line carries a client ``id``), scaled to the number
 of events asked for and cut at exactly that many lines.  The lines are in entry
@@ -16,7 +16,7 @@ import argparse
 import math
 from pathlib import Path
 
-from ledger.demo import generate_trial, write_jsonl
+from ledger.simulation.demo import generate_trial, write_jsonl
 
 SEED = 2014
 

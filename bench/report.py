@@ -234,7 +234,7 @@ NOTES = [
     "smaller stored state.",
     "",
     "`status` and `endpoints` on a million events read every participant's timeline from the read model "
-    "and replay it in Python at every call (`projections/queries.py`): the read path below them "
+    "and replay it in Python at every call (`projections/readmodel/queries.py`): the read path below them "
     "(`entries()`) streams at the rate above, but the queries themselves would need a persisted projection "
     "per participant to answer in under 2 s.",
     "",
@@ -251,7 +251,8 @@ def render(results: Figures) -> str:
         f"{results['started']} ({results['machine']}); raw figures in `bench/results.json`.  The "
         "machine is shared and noisy: each figure's baseline is measured in the same run, and the "
         "ratios are the figures to compare between runs.  Data: prefixes of one simulated trial "
-        "(`ledger.demo.generate_trial`, written by `bench/generate.py`), every line with a client `id`."
+        "(`ledger.simulation.demo.generate_trial`, written by `bench/generate.py`), "
+        "every line with a client `id`."
         + (
             "  `--before DIR` times the same import on the source tree of commit 22a09ab (the write path "
             "before issue #7): `mkdir DIR && git archive 22a09ab | tar -x -C DIR`."

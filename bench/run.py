@@ -37,7 +37,7 @@ import baselines
 from generate import write_trial
 from report import AS_OF, plot, render
 
-from ledger.demo import generate_trial, write_jsonl
+from ledger.simulation.demo import generate_trial, write_jsonl
 
 HERE = Path(__file__).resolve().parent
 FULL_SIZES = (100_000, 300_000, 1_000_000)

@@ -13,7 +13,7 @@ import resource
 import sys
 import time
 
-from ledger.application import TrialLedger
+from ledger.application.trial_ledger import TrialLedger
 
 
 def main() -> None:

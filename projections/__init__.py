@@ -1,0 +1,1 @@
+"""The read side: read models that follow the store, and what a person looks at."""

@@ -1,6 +1,6 @@
 """Tiny builder of ledger entries for the rule tests.
 
-Each call appends one :class:`~ledger.entry.Entry` with the next position and a
+Each call appends one :class:`~ledger.domain.entry.Entry` with the next position and a
 ``recorded_at`` one hour after the previous one (or the one given), and the
 ledger id ``<PARTICIPANT>#<position>`` unless an id is given.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from ledger.entry import Entry
-from ledger.events import (
+from ledger.domain.entry import Entry
+from ledger.domain.events import (
     AdverseEventReported,
     AdverseEventUpdated,
     CMVDiseaseAssessed,
@@ -83,9 +83,7 @@ class Ledger:
         values.update(fields)
         return self.add(ParticipantEnrolled, participant, **values)
 
-    def infuse(
-        self, participant: str = "NFH-001", on: dt.date = D0, course: int = 1, **fields: Any
-    ) -> Entry:
+    def infuse(self, participant: str = "NFH-001", on: dt.date = D0, course: int = 1, **fields: Any) -> Entry:
         values: dict[str, Any] = {"effective": on, "course": course, "cells_per_kg": 1.0e6}
         values.update(fields)
         return self.add(MSCInfused, participant, **values)
@@ -109,9 +107,7 @@ class Ledger:
         values.update(fields)
         return self.add(CMVLoadMeasured, participant, **values)
 
-    def disease(
-        self, participant: str = "NFH-001", on: dt.date = D0, status: str = "resolved"
-    ) -> Entry:
+    def disease(self, participant: str = "NFH-001", on: dt.date = D0, status: str = "resolved") -> Entry:
         return self.add(CMVDiseaseAssessed, participant, effective=on, status=status, organ="lung")
 
     def ae(
@@ -151,9 +147,7 @@ class Ledger:
     def death(self, participant: str = "NFH-001", on: dt.date = D0) -> Entry:
         return self.add(ParticipantDied, participant, effective=on, cause="sepsis")
 
-    def correct(
-        self, target: Entry, *, recorded_at: dt.datetime | None = None, **changes: Any
-    ) -> Entry:
+    def correct(self, target: Entry, *, recorded_at: dt.datetime | None = None, **changes: Any) -> Entry:
         return self.add(
             EventCorrected,
             target.participant,
@@ -164,9 +158,7 @@ class Ledger:
         )
 
     def void(self, target: Entry) -> Entry:
-        return self.add(
-            EventVoided, target.participant, target=target.record.id, reason="entered in error"
-        )
+        return self.add(EventVoided, target.participant, target=target.record.id, reason="entered in error")
 
     def treated(self, participant: str = "NFH-001", on: dt.date = D0, **screening: Any) -> None:
         """Screen, enroll and infuse course 1 on ``on`` (day 1)."""

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ledger.application import TrialLedger
-from ledger.scan import snapshot
-from ledger.verification import verify
+from ledger.application.trial_ledger import TrialLedger
+from ledger.application.verification import verify
+from ledger.storage.scan import snapshot
 
 
 def sound_count(store: str) -> int:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ledger.application import Line
-from ledger.events import decode_line
+from ledger.application.trial_ledger import Line
+from ledger.domain.events import decode_line
 
 
 def screening(participant: str = "NFH-001", **fields: Any) -> dict[str, Any]:

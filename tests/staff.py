@@ -6,10 +6,10 @@ import io
 from pathlib import Path
 from typing import Any
 
-from ledger import access, signatures
-from ledger.application import Receipt, TrialLedger
-from ledger.demo import generate_trial, write_jsonl
-from ledger.importer import import_lines
+from ledger.application import access, signatures
+from ledger.application.importer import import_lines
+from ledger.application.trial_ledger import Receipt, TrialLedger
+from ledger.simulation.demo import generate_trial, write_jsonl
 from tests import lines as L
 
 PASSPHRASE = "correct horse battery"

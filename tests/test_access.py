@@ -10,10 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 from cli import main
-from ledger import access
-from ledger.application import TrialLedger
-from ledger.errors import InvalidInput, Refused
-from ledger.events import ActionRefused, DatabaseLocked, DatabaseUnlocked
+from ledger.application import access
+from ledger.application.trial_ledger import TrialLedger
+from ledger.domain.errors import InvalidInput, Refused
+from ledger.domain.events import ActionRefused, DatabaseLocked, DatabaseUnlocked
 from tests import lines as L
 from tests.staff import PASSPHRASE, add_user, staffed, store
 

@@ -17,10 +17,10 @@ import pytest
 from click.testing import CliRunner
 
 from cli import main
-from ledger.application import TrialLedger
-from ledger.audit import Filters, ledger_trail, trail
-from ledger.errors import Refused
-from ledger.events import Record, decode_line
+from ledger.application.audit import Filters, ledger_trail, trail
+from ledger.application.trial_ledger import TrialLedger
+from ledger.domain.errors import Refused
+from ledger.domain.events import Record, decode_line
 
 T0 = dt.datetime(2015, 3, 1, 8, 0, tzinfo=dt.UTC)
 
@@ -233,7 +233,7 @@ def test_human_table_marks_voided_and_corrected_events(ledger: TrialLedger) -> N
 
 def test_trail_over_entries_without_a_store() -> None:
     """The projection itself, on entries built by hand."""
-    from ledger.entry import Entry
+    from ledger.domain.entry import Entry
 
     screen = msgspec.structs.replace(screening("ZSH-001"), id="s1", user="u")
     correction = _line(type="EventCorrected", id="c1", target="s1", changes={"hr": 90}, reason="typo")
@@ -244,8 +244,8 @@ def test_trail_over_entries_without_a_store() -> None:
 
 def test_the_ledgers_own_streams_show_in_the_trail() -> None:
     """Lock, unlock, refused attempts (stream ``TRIAL``) and users (``USERS``) are audited too."""
-    from ledger.entry import Entry
-    from ledger.events import ActionRefused, DatabaseLocked, UserRegistered, convert
+    from ledger.domain.entry import Entry
+    from ledger.domain.events import ActionRefused, DatabaseLocked, UserRegistered, convert
 
     screen = msgspec.structs.replace(screening("NFH-001"), id="NFH-001#1", user="nfh.chen")
     user = convert(

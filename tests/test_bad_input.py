@@ -10,7 +10,7 @@ mutated file must be refused as a whole with :class:`InvalidInput` (exit 2)
 naming the line and the field, never another exception, and the store must be
 exactly as before.
 
-The bulk of the examples drive :func:`ledger.importer.read_lines` and
+The bulk of the examples drive :func:`ledger.application.importer.read_lines` and
 :meth:`TrialLedger.record` in-process; a sample goes through the real command
 line (click's runner, and one real process) to check the exit code and that no
 traceback is printed.  ``TRIAL_LEDGER_LONG=1`` multiplies the examples by five
@@ -22,7 +22,7 @@ A second family of tests puts many malformed lines in one file (more than
 that only the ledger may write (``DatabaseLocked``, ``UserRegistered``...), a
 client id already stored with other content, a participant never screened, a
 course given twice, corrections of nothing or into an invalid record.  Schema
-errors must be named by :func:`ledger.importer.read_lines`, rule errors by
+errors must be named by :func:`ledger.application.importer.read_lines`, rule errors by
 :meth:`TrialLedger.record`, one problem per bad line; the store is compared
 byte for byte (every stored event, the seal's head).  Two tests keep fixed
 crashes fixed: a deeply nested line and a 65-bit integer in a correction's
@@ -50,11 +50,11 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from cli import main
-from ledger.application import TrialLedger
-from ledger.errors import InvalidInput
-from ledger.events import CHOICES, RECORD_TYPES, decode_line
-from ledger.importer import MAX_REPORTED, read_lines
-from ledger.scan import snapshot
+from ledger.application.importer import MAX_REPORTED, read_lines
+from ledger.application.trial_ledger import TrialLedger
+from ledger.domain.errors import InvalidInput
+from ledger.domain.events import CHOICES, RECORD_TYPES, decode_line
+from ledger.storage.scan import snapshot
 from tests import lines as L
 
 LONG = os.environ.get("TRIAL_LEDGER_LONG") == "1"

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from cli import main
-from ledger.application import TrialLedger
-from ledger.demo import generate_trial, write_jsonl
+from ledger.application.trial_ledger import TrialLedger
+from ledger.simulation.demo import generate_trial, write_jsonl
 from tests import lines as L
 
 

@@ -36,11 +36,11 @@ from typing import Any
 
 import pytest
 
-from ledger.application import Line, TrialLedger
-from ledger.errors import Refused
-from ledger.events import decode_line
-from ledger.scan import snapshot
-from ledger.verification import verify
+from ledger.application.trial_ledger import Line, TrialLedger
+from ledger.application.verification import verify
+from ledger.domain.errors import Refused
+from ledger.domain.events import decode_line
+from ledger.storage.scan import snapshot
 from tests import lines as L
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -242,7 +242,7 @@ def test_sites_opening_the_ledger_at_once_on_postgresql_do_not_crash(pg_url: str
     """
     if not fresh:
         TrialLedger(pg_url)
-    opener = f"from ledger.application import TrialLedger; TrialLedger({pg_url!r})"
+    opener = f"from ledger.application.trial_ledger import TrialLedger; TrialLedger({pg_url!r})"
     failures = []
     for _ in range(5):
         procs = [

@@ -39,8 +39,8 @@ from typing import Any
 
 import pytest
 
-from ledger.demo import generate_trial, write_jsonl
-from ledger.stores import is_postgres
+from ledger.simulation.demo import generate_trial, write_jsonl
+from ledger.storage.stores import is_postgres
 from tests.integrity import sound_count
 
 LONG = os.environ.get("TRIAL_LEDGER_LONG") == "1"

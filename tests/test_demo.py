@@ -1,4 +1,4 @@
-"""The demo trial generator (ledger/demo.py) against the rules of SPEC sections 2, 5 and 6.
+"""The demo trial generator (ledger/simulation/demo.py) against the rules of SPEC sections 2, 5 and 6.
 
 The checks below are written from the SPEC text, independently of the
 generator: eligibility (section 2), courses and complete remission (section 2),
@@ -18,8 +18,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from ledger.demo import generate_trial, write_jsonl
-from ledger.events import (
+from ledger.domain.events import (
     CATEGORIES,
     AdverseEventReported,
     AdverseEventUpdated,
@@ -37,7 +36,8 @@ from ledger.events import (
     apply_changes,
     decode_line,
 )
-from ledger.protocol import Protocol, load_protocol
+from ledger.domain.protocol import Protocol, load_protocol
+from ledger.simulation.demo import generate_trial, write_jsonl
 
 PROTOCOL = load_protocol()
 NEGATIVE = {"not_detected", "below_lloq"}
@@ -350,9 +350,7 @@ def test_courses_follow_the_protocol(current: list[Record]) -> None:
         else:
             # no second course: CR by day 14, or the participant was gone by day 15
             ended = of_type(history, ParticipantDied) + of_type(history, ParticipantWithdrew)
-            assert cr_by_day_14 or (ended and study_day(day1, ended[0].effective) <= 21), (
-                participant
-            )
+            assert cr_by_day_14 or (ended and study_day(day1, ended[0].effective) <= 21), participant
     assert second_courses >= 30
     assert 2 <= dose_deviations <= 10
 
@@ -376,9 +374,7 @@ def test_cmv_results_are_realistic(trial: list[dict[str, Any]], current: list[Re
         if not of_type(history, ParticipantEnrolled):
             continue
         screening = of_type(history, ParticipantScreened)[0]
-        baseline = [
-            r for r in of_type(history, CMVLoadMeasured) if r.effective == screening.effective
-        ]
+        baseline = [r for r in of_type(history, CMVLoadMeasured) if r.effective == screening.effective]
         assert len(baseline) == 1 and baseline[0].result == "quantified"
         assert 2e2 <= baseline[0].value_iu_ml <= 5e5
         infusions = of_type(history, MSCInfused)
@@ -394,9 +390,7 @@ def test_cmv_results_are_realistic(trial: list[dict[str, Any]], current: list[Re
         if line["type"] == "CMVLoadMeasured":
             if line["effective"] < latest.get(line["participant"], ""):
                 late += 1
-            latest[line["participant"]] = max(
-                latest.get(line["participant"], ""), line["effective"]
-            )
+            latest[line["participant"]] = max(latest.get(line["participant"], ""), line["effective"])
     assert late >= 2
 
 
@@ -414,9 +408,7 @@ def test_remission_rates_recurrences_and_second_courses(current: list[Record]) -
         responders += 1
         if len(infusions) == 2:
             after_second_course += 1
-        if any(
-            r.result in POSITIVE and r.effective > cr for r in of_type(history, CMVLoadMeasured)
-        ):
+        if any(r.result in POSITIVE and r.effective > cr for r in of_type(history, CMVLoadMeasured)):
             recurrences += 1
     assert 0.70 <= responders / infused <= 0.85
     assert after_second_course >= 20
@@ -482,9 +474,7 @@ def test_adverse_events_cover_every_category_grade_and_rule(current: list[Record
     assert any(u.outcome == "recovered" and u.resolved_date for u in updates)
     reports_by_key = {(r.participant, r.ae_id): r for r in reports}
     worsened = [
-        u
-        for u in updates
-        if u.grade is not None and u.grade > reports_by_key[u.participant, u.ae_id].grade
+        u for u in updates if u.grade is not None and u.grade > reports_by_key[u.participant, u.ae_id].grade
     ]
     assert worsened
 

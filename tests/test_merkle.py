@@ -1,4 +1,4 @@
-"""Tests of ledger.merkle, the RFC 6962 / RFC 9162 Merkle tree (SPEC section 5).
+"""Tests of ledger.evidence.merkle, the RFC 6962 / RFC 9162 Merkle tree (SPEC section 5).
 
 The reference below is a deliberately naive transcription of RFC 6962 section 2.1:
 recursive over list slices, splitting at k = the largest power of two smaller
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from ledger.merkle import (
+from ledger.evidence.merkle import (
     EMPTY_ROOT,
     HASH_SIZE,
     Frontier,

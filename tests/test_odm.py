@@ -14,12 +14,12 @@ from click.testing import CliRunner
 from lxml import etree
 
 from cli import main
-from ledger import access, signatures
-from ledger.application import TrialLedger
-from ledger.entry import Entry
-from ledger.errors import Refused
-from ledger.events import EventCorrected, EventVoided, Record, apply_changes
-from ledger.odm import NS, export_odm, odm_value, read_odm
+from ledger.application import access, signatures
+from ledger.application.trial_ledger import TrialLedger
+from ledger.domain.entry import Entry
+from ledger.domain.errors import Refused
+from ledger.domain.events import EventCorrected, EventVoided, Record, apply_changes
+from ledger.exchange.odm import NS, export_odm, odm_value, read_odm
 from tests import lines as L
 from tests.staff import PASSPHRASE, generated, staffed, store
 

@@ -30,9 +30,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from ledger.application import TrialLedger
-from ledger.demo import generate_trial, write_jsonl
-from ledger.scan import snapshot
+from ledger.application.trial_ledger import TrialLedger
+from ledger.simulation.demo import generate_trial, write_jsonl
+from ledger.storage.scan import snapshot
 from tests import lines as L
 from tests.integrity import sound_count
 

@@ -27,11 +27,11 @@ import pytest
 from click.testing import CliRunner
 
 from cli import main
-from ledger.application import TrialLedger
-from ledger.proofcheck import check_proof, read_entry
-from ledger.proofs import consistency, inclusion
-from ledger.stores import is_postgres
-from ledger.verification import current_digest
+from ledger.application.proofs import consistency, inclusion
+from ledger.application.trial_ledger import TrialLedger
+from ledger.application.verification import current_digest
+from ledger.evidence.proofcheck import check_proof, read_entry
+from ledger.storage.stores import is_postgres
 from tests.test_tamper import Attacker, build_trial, edited, trial_batches
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -264,18 +264,19 @@ def test_the_checker_needs_only_the_standard_library(sqlite_url: str, tmp_path: 
     digest, proof = tmp_path / "digest.json", tmp_path / "proof.json"
     cli("--store", sqlite_url, "digest", "--out", str(digest))
     cli("--store", sqlite_url, "prove", Attacker(sqlite_url).rows()[4][1], "--out", str(proof))
-    kit = tmp_path / "kit" / "ledger"
+    kit = tmp_path / "kit" / "ledger" / "evidence"
     kit.mkdir(parents=True)
-    (kit / "__init__.py").write_text("")
+    for package in (kit.parent, kit):
+        (package / "__init__.py").write_text("")
     for name in ("merkle.py", "proofcheck.py"):
-        shutil.copy(ROOT / "ledger" / name, kit / name)
+        shutil.copy(ROOT / "ledger" / "evidence" / name, kit / name)
     # -S: no site-packages (no msgpack, not this project); -E: no PYTHONPATH
-    command = [sys.executable, "-S", "-E", "-s", "-m", "ledger.proofcheck", str(proof), str(digest)]
-    done = subprocess.run(command, cwd=kit.parent, capture_output=True, text=True, check=False)
+    command = [sys.executable, "-S", "-E", "-s", "-m", "ledger.evidence.proofcheck", str(proof), str(digest)]
+    done = subprocess.run(command, cwd=kit.parent.parent, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert "leaf is event" in done.stdout
     doc = json.loads(proof.read_text())
     doc["path"][0] = flips(doc["path"][0])[0]
     proof.write_text(json.dumps(doc))
-    done = subprocess.run(command, cwd=kit.parent, capture_output=True, text=True, check=False)
+    done = subprocess.run(command, cwd=kit.parent.parent, capture_output=True, text=True, check=False)
     assert done.returncode == 1

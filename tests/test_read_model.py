@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cli import main
-from ledger.application import TrialLedger
-from projections.queries import Monitor
-from projections.timeline import catch_up, open_view, rebuild
+from ledger.application.trial_ledger import TrialLedger
+from projections.readmodel.queries import Monitor
+from projections.readmodel.timeline import catch_up, open_view, rebuild
 from tests import lines as L
 
 T0 = dt.datetime(2015, 1, 1, tzinfo=dt.UTC)
@@ -189,7 +189,7 @@ def test_catching_up_at_any_points_equals_a_rebuild(
 
 
 def test_a_study_protocol_file_changes_the_rules(tmp_path: Path) -> None:
-    from ledger.protocol import DEFAULT_PROTOCOL
+    from ledger.domain.protocol import DEFAULT_PROTOCOL
 
     custom = tmp_path / "paediatric.toml"
     custom.write_text(DEFAULT_PROTOCOL.read_text().replace("age_min = 14", "age_min = 10"))

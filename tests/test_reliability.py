@@ -25,15 +25,15 @@ import pytest
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 
-import ledger.application as application
-from ledger.application import TrialLedger
-from ledger.demo import generate_trial, write_jsonl
-from ledger.errors import Refused
-from ledger.importer import read_lines
-from ledger.merkle import Frontier, leaf_hash
-from ledger.seal import GENESIS, Seal, chain_hash, content_hash
-from ledger.stores import ImmediateTransaction, LedgerSQLiteRecorder
-from ledger.transcoder import decode_state
+import ledger.application.trial_ledger as application
+from ledger.application.importer import read_lines
+from ledger.application.trial_ledger import TrialLedger
+from ledger.domain.errors import Refused
+from ledger.evidence.merkle import Frontier, leaf_hash
+from ledger.simulation.demo import generate_trial, write_jsonl
+from ledger.storage.seal import GENESIS, Seal, chain_hash, content_hash
+from ledger.storage.stores import ImmediateTransaction, LedgerSQLiteRecorder
+from ledger.storage.transcoder import decode_state
 from tests import lines as L
 
 USER = "nfh.chen"

@@ -3,7 +3,7 @@
 A 20-participant demo trial is imported once into a SQLite store; the report
 is written at an interim as-of date (some participants still followed, so the
 remission curve has censored participants) and checked against
-:class:`~projections.queries.Monitor`.  The cumulative incidence estimator is
+:class:`~projections.readmodel.queries.Monitor`.  The cumulative incidence estimator is
 checked on a hand-made case.
 """
 
@@ -23,17 +23,17 @@ import pytest
 from click.testing import CliRunner
 
 from cli import main
-from ledger.application import TrialLedger
-from ledger.demo import generate_trial, write_jsonl
-from ledger.importer import import_lines
-from projections.queries import Monitor
-from projections.report import (
+from ledger.application.importer import import_lines
+from ledger.application.trial_ledger import TrialLedger
+from ledger.simulation.demo import generate_trial, write_jsonl
+from projections.presentation.report import (
     IncidenceStep,
     Observation,
     collect,
     cumulative_incidence,
     incidence_at,
 )
+from projections.readmodel.queries import Monitor
 
 AS_OF = dt.date(2015, 6, 30)
 AFTER_FOLLOW_UP = dt.date(2017, 6, 30)
@@ -225,11 +225,11 @@ def test_figure_data_agree_with_the_endpoints(store: str) -> None:
 def test_report_without_matplotlib_names_the_install_command(
     store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import projections
+    import projections.presentation
 
     # As if matplotlib had never been installed: forget the figures module if an earlier test loaded it.
-    monkeypatch.delitem(sys.modules, "projections.figures", raising=False)
-    monkeypatch.delattr(projections, "figures", raising=False)
+    monkeypatch.delitem(sys.modules, "projections.presentation.figures", raising=False)
+    monkeypatch.delattr(projections.presentation, "figures", raising=False)
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     out = tmp_path / "report"
     result = CliRunner().invoke(main, ["--store", store, "report", "--out", str(out)])

@@ -5,11 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from ledger.events import CATEGORIES
-from ledger.protocol import load_protocol
-from projections.endpoints import endpoints
-from projections.history import fold
-from projections.stats import proportion_percent
+from ledger.domain.events import CATEGORIES
+from ledger.domain.protocol import load_protocol
+from ledger.domain.rules.corrections import fold
+from ledger.domain.rules.endpoints import endpoints
+from ledger.domain.rules.stats import proportion_percent
 from tests.builders import D0, Ledger, day
 
 PROTOCOL = load_protocol()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from ledger.events import CMVLoadMeasured
-from projections.history import adverse_events, fold
+from ledger.domain.events import CMVLoadMeasured
+from ledger.domain.rules.corrections import adverse_events, fold
 from tests.builders import D0, Ledger, day
 
 

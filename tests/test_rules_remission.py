@@ -7,17 +7,17 @@ import datetime as dt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.entry import Entry
-from ledger.events import CMVLoadMeasured
-from ledger.protocol import Remission, load_protocol
-from projections.history import fold
-from projections.participant import summarise
-from projections.remission import (
+from ledger.domain.entry import Entry
+from ledger.domain.events import CMVLoadMeasured
+from ledger.domain.protocol import Remission, load_protocol
+from ledger.domain.rules.corrections import fold
+from ledger.domain.rules.remission import (
     RemissionOutcome,
     Sample,
     participant_remission,
     virological_cr_date,
 )
+from ledger.domain.rules.status import summarise
 from tests.builders import D0, Ledger, day
 
 PROTOCOL = load_protocol()
@@ -25,9 +25,7 @@ RULES = PROTOCOL.remission
 LATE = day(400)
 
 
-def outcome(
-    ledger: Ledger, as_of: dt.date = LATE, participant: str = "NFH-001"
-) -> RemissionOutcome:
+def outcome(ledger: Ledger, as_of: dt.date = LATE, participant: str = "NFH-001") -> RemissionOutcome:
     history = fold(ledger.entries)[participant]
     return participant_remission(history, D0, as_of, RULES)
 
@@ -309,7 +307,5 @@ def test_noop_corrections_change_nothing(plan: list[tuple[int, str]], targets: l
         target = samples[index % len(samples)]
         ledger.correct(target, result=target.record.result, effective=target.record.effective)
     after = fold(ledger.entries)
-    assert [e.record for e in after["NFH-001"].events] == [
-        e.record for e in before["NFH-001"].events
-    ]
+    assert [e.record for e in after["NFH-001"].events] == [e.record for e in before["NFH-001"].events]
     assert outcome(ledger) == participant_remission(before["NFH-001"], D0, LATE, RULES)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from projections.stats import (
+from ledger.domain.rules.stats import (
     clopper_pearson,
     proportion_percent,
     regularized_beta,
@@ -43,11 +43,7 @@ def _reference(n: int, total: int) -> tuple[float, float]:
             return (low + high) / 2
 
         lower = Decimal(0) if n == 0 else solve(lambda p: _binomial_tail(n, total, p), True)
-        upper = (
-            Decimal(1)
-            if n == total
-            else solve(lambda p: 1 - _binomial_tail(n + 1, total, p), False)
-        )
+        upper = Decimal(1) if n == total else solve(lambda p: 1 - _binomial_tail(n + 1, total, p), False)
         return float(lower), float(upper)
 
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from ledger.events import EnrollmentRefused
-from ledger.protocol import load_protocol
-from projections.history import adverse_events, fold
-from projections.participant import ParticipantStatus, summarise
+from ledger.domain.events import EnrollmentRefused
+from ledger.domain.protocol import load_protocol
+from ledger.domain.rules.corrections import adverse_events, fold
+from ledger.domain.rules.status import ParticipantStatus, summarise
 from tests.builders import D0, Ledger, day
 
 PROTOCOL = load_protocol()
@@ -320,9 +320,7 @@ def test_late_sae_when_a_correction_makes_it_serious() -> None:
 def test_timely_correction_of_another_field_keeps_the_original_time() -> None:
     ledger = treated()
     aware = ledger.clock
-    report = ledger.ae(
-        on=day(2), serious=True, aware_at=aware, recorded_at=aware + dt.timedelta(hours=2)
-    )
+    report = ledger.ae(on=day(2), serious=True, aware_at=aware, recorded_at=aware + dt.timedelta(hours=2))
     ledger.correct(report, grade=3, recorded_at=aware + dt.timedelta(days=10))
     assert status_of(ledger, day(2)).flags == ()
 

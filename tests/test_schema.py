@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger.events import RECORD_TYPES, InvalidRecord, apply_changes, decode_line
+from ledger.domain.events import RECORD_TYPES, InvalidRecord, apply_changes, decode_line
 from tests import lines as L
 
 

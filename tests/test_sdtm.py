@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 from cli import main
-from ledger import access
-from ledger.application import TrialLedger
-from ledger.sdtm import DATASETS, export_sdtm, sdtm_day
+from ledger.application import access
+from ledger.application.trial_ledger import TrialLedger
+from ledger.exchange.sdtm import DATASETS, export_sdtm, sdtm_day
 from tests import lines as L
 from tests.staff import generated, store
 

@@ -17,11 +17,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cli import main
-from ledger import signatures
-from ledger.application import TrialLedger
-from ledger.errors import InvalidInput, Refused
-from ledger.events import ActionRefused, RecordSigned
-from ledger.transcoder import decode_state
+from ledger.application import signatures
+from ledger.application.trial_ledger import TrialLedger
+from ledger.domain.errors import InvalidInput, Refused
+from ledger.domain.events import ActionRefused, RecordSigned
+from ledger.storage.transcoder import decode_state
 from tests import lines as L
 from tests.staff import PASSPHRASE, add_user, staffed, store
 
@@ -232,7 +232,7 @@ def test_command_line_sign_and_check(store_url: str, tmp_path: Path) -> None:
 
 def test_verify_fails_on_a_sealed_signature_that_does_not_verify(sqlite_url: str, tmp_path: Path) -> None:
     """A signature stored with a valid seal but made with the wrong key: the chain is fine, verify is not."""
-    from ledger.access import checked
+    from ledger.application.access import checked
 
     ledger = TrialLedger(sqlite_url)
     staffed(ledger, tmp_path)

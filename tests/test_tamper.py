@@ -6,7 +6,7 @@ an attacker with database access: plain SQL on the events table,
 ``ledger_entries`` and ``ledger_meta``.  ``trial-ledger verify --json`` must
 exit 1 and name the first position that does not match (and the event id
 where the seal still knows it).  The limits documented in
-:mod:`ledger.verification` are tested too: a consistent rewrite of both tables
+:mod:`ledger.application.verification` are tested too: a consistent rewrite of both tables
 passes ``verify`` alone and is caught by ``verify --digest`` with a digest
 published before.
 """
@@ -28,13 +28,13 @@ import pytest
 from click.testing import CliRunner
 
 from cli import main
-from ledger.application import TrialLedger
-from ledger.events import Record, decode_line
-from ledger.merkle import Frontier, leaf_hash
-from ledger.seal import GENESIS, canonical_entry, chain_hash
-from ledger.stores import is_postgres
-from ledger.transcoder import record_bytes
-from ledger.verification import Digest, current_digest, verify
+from ledger.application.trial_ledger import TrialLedger
+from ledger.application.verification import Digest, current_digest, verify
+from ledger.domain.events import Record, decode_line
+from ledger.evidence.merkle import Frontier, leaf_hash
+from ledger.storage.seal import GENESIS, canonical_entry, chain_hash
+from ledger.storage.stores import is_postgres
+from ledger.storage.transcoder import record_bytes
 
 SITES = ("NFH", "AMMS", "PKUPH", "SYSU", "ZSH")
 
@@ -262,7 +262,10 @@ def modify_byte(a: Attacker, rows: list[tuple[int, str]]) -> tuple[int | None, s
 
 def modify_topic(a: Attacker, rows: list[tuple[int, str]]) -> tuple[int | None, str | None]:
     position, event_id = rows[5]
-    a.sql("UPDATE {events} SET topic = 'ledger.domain:Participant.Died' WHERE {pos} = ?", (position,))
+    a.sql(
+        "UPDATE {events} SET topic = 'ledger.domain.participant:Participant.Died' WHERE {pos} = ?",
+        (position,),
+    )
     return position, event_id
 
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from ledger.application import TrialLedger
-from ledger.errors import InvalidInput, Refused
-from ledger.events import EnrollmentRefused, ParticipantEnrolled
+from ledger.application.trial_ledger import TrialLedger
+from ledger.domain.errors import InvalidInput, Refused
+from ledger.domain.events import EnrollmentRefused, ParticipantEnrolled
 from tests import lines as L
 
 
@@ -139,7 +139,7 @@ def test_reimport_is_idempotent_and_conflicting_ids_are_named(ledger: TrialLedge
 
 
 def test_a_shuffled_file_imports_to_the_same_trial(store_url: str, tmp_path: Any) -> None:
-    from projections.queries import Monitor
+    from projections.readmodel.queries import Monitor
 
     trial = [
         *L.treated("NFH-001"),

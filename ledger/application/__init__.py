@@ -1,0 +1,1 @@
+"""Use cases (the application layer): write, import, audit, verify, prove, sign, control access."""

@@ -1,0 +1,342 @@
+"""Who may append what: registered users and roles, refused attempts, the database lock (issue #6).
+
+Two streams of the ledger are not a participant's: ``USERS`` (:class:`Registry`,
+one :class:`~ledger.domain.events.UserRegistered` per user) and ``TRIAL``
+(:class:`Trial`: :class:`~ledger.domain.events.DatabaseLocked`,
+:class:`~ledger.domain.events.DatabaseUnlocked` and every
+:class:`~ledger.domain.events.ActionRefused`).  Their events are sealed like any other
+(SPEC section 5) and show in the audit trail.
+
+Bootstrap.  A ledger without registered users is *open*: ``--user NAME`` names
+whoever acts and nothing is refused for who they are (what the README, the demo
+and the tests before issue #6 rely on).  The first ``user add`` must register a
+``data_manager``; from then on access control holds for every append:
+
+- an unregistered user is refused;
+- ``site_staff`` and ``investigator`` append only for participants of their own
+  site, and enter data only as that site;
+- ``monitor`` and ``auditor`` read only;
+- only a ``data_manager`` locks, unlocks and registers users; data managers may
+  append for every site (corrections during data cleaning);
+- signatures: ``reviewed`` by site staff, investigators (own site) and data
+  managers; ``approved`` by investigators (own site) and data managers;
+  ``investigator_attestation`` by investigators of the participant's site.
+
+A refusal exits 3 (SPEC section 6) and is recorded as an ``ActionRefused`` in
+the ``TRIAL`` stream, except while the ledger is locked (then nothing at all is
+appended).  Reading is not restricted: anyone who can open the store can read it.
+
+The lock itself is enforced by the seal inside the write transaction
+(:mod:`ledger.storage.seal`); :func:`lock_state` tells read models whether the data
+were locked at a given moment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, Self
+
+import msgspec
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.domain import BaseAggregate, CanInitAggregate
+from eventsourcing.utils import register_topic
+
+from ledger.domain.entry import Entry
+from ledger.domain.errors import InvalidInput, Refused
+from ledger.domain.events import (
+    SITE_ROLES,
+    ActionRefused,
+    DatabaseLocked,
+    DatabaseUnlocked,
+    InvalidRecord,
+    ParticipantCode,
+    Record,
+    UserName,
+    UserRegistered,
+    convert,
+    utc_text,
+)
+from ledger.domain.participant import RecordEvent, ledger_event_id
+
+if TYPE_CHECKING:
+    from ledger.application.trial_ledger import TrialLedger
+
+TEXT_LIMIT = 500  # ``Text`` fields of the schema (SPEC section 6)
+
+
+class RecordLog(BaseAggregate[str]):
+    """A stream of the ledger's own records, named :attr:`STREAM`, opened by its first record."""
+
+    STREAM: ClassVar[str]
+
+    class Event(RecordEvent):
+        pass
+
+    @dataclass(frozen=True)
+    class Opened(Event, CanInitAggregate[str]):
+        originator_topic: str
+
+    class Recorded(Event):
+        pass
+
+    def take(self, record: Record) -> None:
+        """Evolve the state with one recorded event (nothing to keep here)."""
+
+    @classmethod
+    def load(cls, ledger: TrialLedger) -> Self | None:
+        """The stream as stored, or None before its first record."""
+        try:
+            return ledger.repository.get(cls.STREAM)  # type: ignore[no-any-return]
+        except AggregateNotFoundError:
+            return None
+
+    @classmethod
+    def append(cls, log: Self | None, record: Record, at: dt.datetime) -> Self:
+        """``log`` (or a new stream) with ``record`` appended under the ledger's next event id."""
+        if log is None:
+            record = msgspec.structs.replace(record, id=ledger_event_id(cls.STREAM, cls.INITIAL_VERSION))
+            return cls._create(cls.Opened, id=cls.STREAM, record=record, timestamp=at)
+        record = msgspec.structs.replace(record, id=ledger_event_id(log.id, log.version + 1))
+        log.trigger_event(cls.Recorded, record=record, timestamp=at)
+        return log
+
+
+class Trial(RecordLog):
+    """Trial-level events: lock, unlock and refused attempts."""
+
+    STREAM = "TRIAL"
+
+
+class Registry(RecordLog):
+    """The registered users, by name."""
+
+    STREAM = "USERS"
+
+    def __init__(self) -> None:
+        self.users: dict[str, UserRegistered] = {}
+
+    def take(self, record: Record) -> None:
+        assert isinstance(record, UserRegistered)
+        self.users[record.name] = record
+
+
+LOG_STREAMS = (Trial.STREAM, Registry.STREAM)
+
+# Events stored before the package's layers were made visible name these
+# classes under module ``ledger.access`` (see ``ledger.domain.participant``).
+for _log in (Trial, Registry):
+    register_topic(f"ledger.access:{_log.__qualname__}", _log)
+
+
+@dataclass(frozen=True)
+class Permission:
+    """An action: what it does (for messages) and the roles that may do it."""
+
+    what: str
+    roles: tuple[str, ...]
+
+
+PERMISSIONS: dict[str, Permission] = {
+    "write": Permission("append clinical data", ("site_staff", "investigator", "data_manager")),
+    "lock": Permission("lock the ledger", ("data_manager",)),
+    "unlock": Permission("unlock the ledger", ("data_manager",)),
+    "user add": Permission("register users", ("data_manager",)),
+    "sign reviewed": Permission("sign as reviewed", ("site_staff", "investigator", "data_manager")),
+    "sign approved": Permission("sign as approved", ("investigator", "data_manager")),
+    "sign investigator_attestation": Permission("sign the investigator attestation", ("investigator",)),
+}
+
+
+def refusal(
+    users: Registry | None,
+    user: str | None,
+    action: str,
+    participant: str | None = None,
+    site: str | None = None,
+) -> str | None:
+    """Why ``user`` may not do ``action`` (a key of :data:`PERMISSIONS`); None if they may.
+
+    ``participant`` is whom the action concerns, ``site`` the site it is
+    entered as.  An open ledger (``users`` None) refuses nothing.
+    """
+    if users is None:
+        return None
+    member = users.users.get(user or "")
+    if member is None:
+        return f"user {user!r} is not registered (data managers register users: `trial-ledger user add`)"
+    permission = PERMISSIONS[action]
+    if member.role not in permission.roles:
+        return f"{member.name} ({member.role}) may not {permission.what}"
+    if member.role in SITE_ROLES:
+        for other in (participant.split("-")[0] if participant else None, site):
+            if other is not None and other != member.user_site:
+                whom = f" (participant {participant})" if participant else ""
+                who = f"{member.name} ({member.role} of {member.user_site})"
+                return f"{who} may not act for site {other}{whom}"
+    return None
+
+
+def refuse(
+    ledger: TrialLedger, problems: list[str], *, action: str, user: str | None, participant: str | None = None
+) -> NoReturn:
+    """Record the refused attempt in the ``TRIAL`` stream, then raise :class:`Refused` (exit 3)."""
+    reason = problems[0] if len(problems) == 1 else f"{problems[0]} (and {len(problems) - 1} more)"
+    fields: dict[str, Any] = {"action": _clip(action), "reason": _clip(reason)}
+    # What was attempted is kept only when it is valid: the refusal itself must be.
+    fields["user"] = user if _is_valid(user, UserName) else None
+    fields["participant"] = participant if _is_valid(participant, ParticipantCode) else None
+    with contextlib.suppress(Refused):  # locked: nothing is appended, not even the record of this refusal
+        ledger.save(Trial.append(Trial.load(ledger), checked(ActionRefused, fields), ledger.clock()))
+    raise Refused(problems[0], problems=problems)
+
+
+def require(
+    ledger: TrialLedger,
+    users: Registry | None,
+    user: str | None,
+    action: str,
+    participant: str | None = None,
+) -> None:
+    """Refuse (and record) ``action`` unless ``user`` may do it."""
+    reason = refusal(users, user, action, participant)
+    if reason is not None:
+        refuse(ledger, [reason], action=action, user=user, participant=participant)
+
+
+def checked(record_type: type[Record], fields: dict[str, Any]) -> Any:
+    """A record of ``record_type`` validated like any input (exit 2 naming the field)."""
+    try:
+        return convert({k: v for k, v in fields.items() if v is not None}, record_type)
+    except InvalidRecord as exc:
+        raise InvalidInput(str(exc)) from None
+
+
+def acting(user: str | None) -> str:
+    """The acting user, required for every append (SPEC section 6, ``--user``)."""
+    if user is None:
+        raise InvalidInput("user: required (give --user or TRIAL_LEDGER_USER)")
+    return user
+
+
+# -- use cases ---------------------------------------------------------------------------------
+
+
+def register(
+    ledger: TrialLedger,
+    user: str | None,
+    *,
+    name: str,
+    full_name: str,
+    role: str,
+    user_site: str | None,
+    public_key: str,
+) -> str:
+    """``user add``: register ``name`` with a role, site and public key; returns the event id.
+
+    The first user of an open ledger must be a ``data_manager``; after that only
+    data managers register users.
+    """
+    actor = acting(user)
+    if user_site is not None and user_site not in ledger.protocol.sites:
+        raise InvalidInput(f"site: unknown site code '{user_site}' ({', '.join(ledger.protocol.sites)})")
+    fields = {"name": name, "full_name": full_name, "role": role, "user_site": user_site}
+    record = checked(UserRegistered, {**fields, "public_key": public_key, "user": actor})
+
+    def attempt() -> str:
+        users = Registry.load(ledger)
+        if users is None and role != "data_manager":
+            refuse(
+                ledger, ["the first registered user must be a data_manager"], action="user add", user=actor
+            )
+        require(ledger, users, actor, "user add")
+        if users is not None and name in users.users:
+            raise InvalidInput(f"name: user {name} is already registered")
+        return _store(ledger, Registry.append(users, record, ledger.clock()))
+
+    return ledger.write(attempt)
+
+
+def lock(ledger: TrialLedger, user: str | None, reason: str) -> str:
+    """``lock``: stop every append until :func:`unlock`; returns the event id."""
+    return _trial_event(ledger, user, "lock", DatabaseLocked, reason)
+
+
+def unlock(ledger: TrialLedger, user: str | None, reason: str) -> str:
+    """``unlock``: end the lock; returns the event id."""
+    return _trial_event(ledger, user, "unlock", DatabaseUnlocked, reason)
+
+
+def _trial_event(
+    ledger: TrialLedger, user: str | None, action: str, record_type: type[Record], reason: str
+) -> str:
+    record = checked(record_type, {"reason": reason, "user": acting(user)})
+
+    def attempt() -> str:
+        require(ledger, Registry.load(ledger), user, action)
+        return _store(ledger, Trial.append(Trial.load(ledger), record, ledger.clock()))
+
+    return ledger.write(attempt)
+
+
+def _store(ledger: TrialLedger, log: RecordLog) -> str:
+    """Save the stream's new event; its id."""
+    event_id = log.pending_events[-1].record.id  # type: ignore[attr-defined]
+    ledger.save(log)
+    return event_id  # type: ignore[no-any-return]
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LockState:
+    """Whether the data were locked, and by whom, when and why (exports and endpoints)."""
+
+    locked: bool
+    since: dt.datetime | None = None
+    by: str | None = None
+    reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "locked": self.locked,
+            "since": None if self.since is None else utc_text(self.since),
+            "by": self.by,
+            "reason": self.reason,
+        }
+
+    def describe(self) -> str:
+        if not self.locked:
+            return "not locked"
+        return f"locked since {self.to_json()['since']} by {self.by} ({self.reason})"
+
+
+def lock_state(entries: Iterable[Entry]) -> LockState:
+    """The lock after ``entries`` (pass those known at a moment for the state then)."""
+    state = LockState(False)
+    for entry in entries:
+        if isinstance(entry.record, DatabaseLocked):
+            state = LockState(True, entry.recorded_at, entry.record.user, entry.record.reason)
+        elif isinstance(entry.record, DatabaseUnlocked):
+            state = LockState(False)
+    return state
+
+
+def registered_users(entries: Iterable[Entry]) -> dict[str, UserRegistered]:
+    """The users registered in ``entries``, by name."""
+    return {e.record.name: e.record for e in entries if isinstance(e.record, UserRegistered)}
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= TEXT_LIMIT else text[: TEXT_LIMIT - 3] + "..."
+
+
+def _is_valid(value: str | None, annotation: Any) -> bool:
+    try:
+        msgspec.convert(value, annotation)
+    except msgspec.ValidationError:
+        return False
+    return True

@@ -1,0 +1,297 @@
+"""Electronic signatures of participants' records (21 CFR 11.50, 11.70, 11.200; issue #6).
+
+A signature is a :class:`~ledger.domain.events.RecordSigned` event in the participant's
+stream.  It names the signer (``user``), the UTC date-time and the meaning
+(11.50), and covers the ``(event id, leaf hash)`` of every event of the
+participant's stream at signing, signatures excepted (the leaf hash of SPEC
+section 5 binds the event's content, position and ``recorded_at``), so it
+cannot be moved to other data (11.70).  It is made with the signer's own Ed25519
+key, kept in a PEM file encrypted with the signer's passphrase: signing takes
+both the key file and the passphrase (11.200), and the ledger checks that the
+key is the one registered for the signer (:func:`ledger.application.access.register`).
+
+:func:`check` re-reads every stored event, recomputes the leaf hashes and
+verifies every signature: *invalid* when the signature or a covered hash does
+not match (tampering), *superseded* when valid but the participant has events
+the signature does not cover (a correction, void or new event recorded after
+signing: it no longer covers the current state), else *valid*.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from eventsourcing.application import AggregateNotFoundError
+
+from ledger.application import access
+from ledger.domain.errors import InvalidInput
+from ledger.domain.events import MEANINGS, RecordSigned, UserRegistered, utc_text
+from ledger.domain.participant import Participant
+from ledger.evidence.merkle import leaf_hash
+from ledger.storage.seal import canonical_entry
+from ledger.storage.transcoder import decode_state
+
+if TYPE_CHECKING:
+    from ledger.application.trial_ledger import TrialLedger
+
+DOMAIN = "trial-ledger/signature/v1"
+MIN_PASSPHRASE = 8
+_canonical = msgspec.json.Encoder()
+
+
+def default_key_file(name: str) -> Path:
+    """Where ``user add`` keeps ``name``'s private key unless told otherwise."""
+    return Path.home() / ".trial-ledger" / f"{name}.pem"
+
+
+# -- keys -----------------------------------------------------------------------------------------
+
+
+def new_key(path: Path, passphrase: str) -> str:
+    """Make an Ed25519 key pair, write the private key encrypted with ``passphrase`` to ``path``.
+
+    The file is created (mode 0600), never overwritten.  Returns the public key (hex).
+    """
+    if len(passphrase) < MIN_PASSPHRASE:
+        raise InvalidInput(f"passphrase: at least {MIN_PASSPHRASE} characters")
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(passphrase.encode()),
+    )
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise InvalidInput(f"key-file: {path} already exists (choose another --key-file)") from None
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(pem)
+    return public_hex(key)
+
+
+def read_public_key(path: Path) -> str:
+    """The Ed25519 public key (hex) in a PEM file (``user add --public-key``)."""
+    try:
+        key = serialization.load_pem_public_key(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise InvalidInput(f"public-key: cannot read {path}: {exc}") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise InvalidInput(f"public-key: {path} is not an Ed25519 public key")
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
+
+
+def public_hex(key: Ed25519PrivateKey) -> str:
+    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
+
+
+def _open_key(path: Path, passphrase: str) -> Ed25519PrivateKey | str:
+    """The private key, or why it cannot be opened."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InvalidInput(f"key-file: cannot read {path}: {exc.strerror}") from None
+    try:
+        key = serialization.load_pem_private_key(data, passphrase.encode())
+    except (ValueError, TypeError):
+        return f"cannot open the key in {path}: wrong passphrase or not a private key"
+    if not isinstance(key, Ed25519PrivateKey):
+        return f"the key in {path} is not an Ed25519 key"
+    return key
+
+
+# -- signing --------------------------------------------------------------------------------------
+
+
+def message(study: str, record: RecordSigned) -> bytes:
+    """The canonical bytes a signature is made over: everything it attests, in a fixed order."""
+    signed_at = utc_text(record.signed_at)
+    return _canonical.encode(
+        [DOMAIN, study, record.participant, record.meaning, record.user, signed_at, record.covers]
+    )
+
+
+def sign(
+    ledger: TrialLedger, user: str | None, participant: str, meaning: str, key_file: Path, passphrase: str
+) -> RecordSigned:
+    """``sign``: sign ``participant``'s record with ``meaning``; the stored signature.
+
+    Refused (exit 3, recorded) when the signer is not registered or not
+    permitted, or the key cannot be opened or is not theirs.
+    """
+    signer = access.acting(user)
+    if meaning not in MEANINGS:
+        raise InvalidInput(f"meaning: expected one of {', '.join(MEANINGS)}")
+    action = f"sign {meaning}"
+    users = access.Registry.load(ledger)
+    member = users.users.get(signer) if users is not None else None
+    if member is None:
+        problem = f"user {signer!r} is not registered: signing needs a registered user and key"
+        access.refuse(ledger, [problem], action=action, user=signer, participant=participant)
+    key = _open_key(key_file, passphrase)
+    if isinstance(key, str):
+        access.refuse(ledger, [key], action=action, user=signer, participant=participant)
+    if public_hex(key) != member.public_key:
+        problem = f"the key in {key_file} is not the registered key of {signer}"
+        access.refuse(ledger, [problem], action=action, user=signer, participant=participant)
+
+    def attempt() -> RecordSigned:
+        access.require(ledger, access.Registry.load(ledger), signer, action, participant)
+        try:
+            aggregate = ledger.repository.get(participant)
+        except AggregateNotFoundError:
+            aggregate = None
+        if not isinstance(aggregate, Participant):
+            raise InvalidInput(f"participant: {participant} is not in the ledger")
+        seal: Any = ledger.recorder.seal  # type: ignore[attr-defined]
+        leaves = seal.participant_leaves(ledger.recorder.datastore, participant)  # type: ignore[attr-defined]
+        at = ledger.clock()
+        fields = {
+            "participant": participant,
+            "meaning": meaning,
+            "signed_at": at,
+            "covers": [(eid, leaf.hex()) for eid, leaf in leaves if eid not in aggregate.signatures],
+            "user": signer,
+            "site": member.user_site,
+            "signature": "0" * 128,  # the draft the signature is made over; message() leaves it out
+        }
+        draft: RecordSigned = access.checked(RecordSigned, fields)
+        record = msgspec.structs.replace(
+            draft, signature=key.sign(message(ledger.protocol.study, draft)).hex()
+        )
+        event_id = aggregate.append(record, ledger.protocol, at)
+        ledger.save(aggregate)
+        return msgspec.structs.replace(record, id=event_id)
+
+    return ledger.write(attempt)
+
+
+# -- checking -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SignatureCheck:
+    """One stored signature and what it covers now.
+
+    ``problem`` says why it is invalid (None when the signature and every covered
+    hash match); ``not_covered`` lists the participant's events recorded after
+    signing, which it does not cover.
+    """
+
+    event_id: str
+    participant: str
+    signer: str
+    full_name: str | None
+    meaning: str
+    signed_at: dt.datetime
+    covers: int
+    problem: str | None
+    not_covered: tuple[str, ...]
+
+    @property
+    def status(self) -> str:
+        """``invalid``, ``superseded`` (no longer covers the current state) or ``valid``."""
+        if self.problem is not None:
+            return "invalid"
+        return "superseded" if self.not_covered else "valid"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "signature": self.event_id,
+            "participant": self.participant,
+            "signer": self.signer,
+            "full_name": self.full_name,
+            "meaning": self.meaning,
+            "signed_at": utc_text(self.signed_at),
+            "covers": self.covers,
+            "status": self.status,
+            "problem": self.problem,
+            "not_covered": list(self.not_covered),
+        }
+
+
+def any_signed(ledger: TrialLedger) -> bool:
+    """Whether the ledger holds a signature at all (one indexed look-up by topic)."""
+    from eventsourcing.utils import get_topic
+
+    from ledger.domain.participant import Participant
+
+    return bool(ledger.notification_log.select(start=1, limit=1, topics=(get_topic(Participant.Signed),)))
+
+
+def check(
+    ledger: TrialLedger, known_at: dt.datetime | None = None, participant: str | None = None
+) -> list[SignatureCheck]:
+    """Verify every signature (of ``participant`` only, if given) against the stored events.
+
+    With ``known_at``, as the ledger stood then: later events neither count as
+    not covered nor are checked.
+    """
+    keys: dict[str, UserRegistered] = {}
+    leaves: dict[str, bytes] = {}
+    streams: dict[str, list[str]] = defaultdict(list)
+    found: list[tuple[RecordSigned, UserRegistered | None]] = []
+    for n in ledger.notifications():
+        state = decode_state(n.state)
+        if known_at is not None and state.timestamp > known_at:
+            continue
+        record = state.record
+        if isinstance(record, UserRegistered):
+            keys[record.name] = record
+        elif isinstance(record, RecordSigned):
+            if participant is None or record.participant == participant:
+                found.append((record, keys.get(record.user or "")))
+        elif record.id is not None:
+            stored = canonical_entry(n.id, n.originator_id, n.originator_version, n.topic, n.state)
+            leaves[record.id] = leaf_hash(stored)
+            streams[str(n.originator_id)].append(record.id)
+    return [
+        _check_one(ledger.protocol.study, record, member, leaves, streams[record.participant])
+        for record, member in found
+    ]
+
+
+def _check_one(
+    study: str,
+    record: RecordSigned,
+    member: UserRegistered | None,
+    leaves: dict[str, bytes],
+    stream: list[str],
+) -> SignatureCheck:
+    problem = None
+    if member is None:
+        problem = f"{record.user} was not a registered user when signing"
+    else:
+        try:
+            public = Ed25519PublicKey.from_public_bytes(bytes.fromhex(member.public_key))
+            public.verify(bytes.fromhex(record.signature), message(study, record))
+        except InvalidSignature:
+            problem = f"the signature does not match what it claims to sign with {record.user}'s key"
+    for event_id, expected in record.covers:
+        if problem is not None:
+            break
+        if event_id not in leaves:
+            problem = f"signed event {event_id} is missing from the ledger"
+        elif leaves[event_id].hex() != expected:
+            problem = f"signed event {event_id} was changed after signing (hash mismatch)"
+    covered = {event_id for event_id, _ in record.covers}
+    return SignatureCheck(
+        event_id=record.id or "",
+        participant=record.participant,
+        signer=record.user or "",
+        full_name=member.full_name if member else None,
+        meaning=record.meaning,
+        signed_at=record.signed_at,
+        covers=len(record.covers),
+        problem=problem,
+        not_covered=tuple(event_id for event_id in stream if event_id not in covered),
+    )

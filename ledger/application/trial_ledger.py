@@ -1,0 +1,485 @@
+"""The trial ledger application: the use cases site staff and read models call.
+
+SPEC sections 4-6.  One method writes (:meth:`TrialLedger.record`): a batch of
+records, from one command or a whole import file, is checked against the
+schema, the protocol and each participant's history, made idempotent by client
+``id``, and saved in one transaction or not at all.  Reading streams the stored
+events in ledger order (:meth:`TrialLedger.entries`).
+
+A bulk import (issue #7) takes the same path as one command, with shortcuts
+that keep every check and every stored byte the same: one query finds which
+participants already have events (the others are not loaded at all); the
+events of a new participant are built without an aggregate, by the same rules
+(:class:`_NewStream`); the chart is indexed by record type so that each rule
+looks only at the records it concerns (:class:`_IndexedChart`); and lines that
+already name their user and site are not copied.  ``tests/test_reliability.py``
+checks that the stored bytes equal the plain path's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import CanMutateAggregate
+from eventsourcing.persistence import Notification, OperationalError, RecordConflictError
+from eventsourcing.utils import get_topic
+from msgspec.structs import replace
+
+from ledger.application import access
+from ledger.domain.entry import Entry
+from ledger.domain.errors import Ineligible, InvalidInput, LedgerError, Refused
+from ledger.domain.events import (
+    ClinicalRecord,
+    EnrollmentRefused,
+    EventCorrected,
+    EventVoided,
+    ParticipantEnrolled,
+    ParticipantScreened,
+    Record,
+)
+from ledger.domain.participant import EVENT_CLASS, Participant, ledger_event_id
+from ledger.domain.protocol import Protocol, load_protocol
+from ledger.domain.rules import ordering as rules
+from ledger.storage.seal import content_hash
+from ledger.storage.stores import store_env, store_url
+from ledger.storage.transcoder import MsgspecTranscoder, decode_state
+
+# Records of one participant in one batch are applied by clinical date, then in
+# this order on the same date, then in the order given (SPEC section 6: an
+# import may list lines in any order).
+_SAME_DAY_ORDER = {
+    "ParticipantScreened": 0,
+    "ParticipantEnrolled": 1,
+    "MSCInfused": 2,
+    "CMVLoadMeasured": 3,
+    "CMVDiseaseAssessed": 3,
+    "AdverseEventReported": 4,
+    "AdverseEventUpdated": 5,
+    "ParticipantWithdrew": 6,
+    "ParticipantDied": 7,
+}
+MAX_ATTEMPTS = 5
+T = TypeVar("T")
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass
+class Receipt:
+    """What a write did: the ids stored and the ids skipped as already stored."""
+
+    stored: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Line:
+    """One record of a batch and where it came from (a line number, or 0 for a command)."""
+
+    number: int
+    record: Record
+
+
+def check_client_id(record: Record) -> None:
+    """``#`` is reserved for the ids the ledger gives (``NFH-001#3``)."""
+    if record.id is not None and "#" in record.id:
+        raise InvalidInput("id: '#' is reserved for ledger-assigned event ids")
+
+
+class TrialLedger(Application[str]):
+    """The ledger of one trial, on one store (SPEC section 6, ``--store``)."""
+
+    name = "TrialLedger"
+    # Read models pull the notification log in sections this large (SPEC section 4).
+    log_section_size = 20_000
+
+    def __init__(
+        self,
+        store: str | None = None,
+        *,
+        protocol: Protocol | None = None,
+        clock: Callable[[], dt.datetime] = utc_now,
+    ) -> None:
+        self.store = store_url(store)
+        self.protocol = protocol or load_protocol()
+        self.clock = clock
+        super().__init__(store_env(self.store))
+
+    def construct_transcoder(self) -> MsgspecTranscoder:
+        return MsgspecTranscoder()
+
+    # -- writing -----------------------------------------------------------------------
+
+    def record(
+        self,
+        records: Sequence[Record] | Sequence[Line],
+        *,
+        user: str | None = None,
+        site: str | None = None,
+        record_refusal: bool = False,
+    ) -> Receipt:
+        """Store a batch of records, all or nothing (SPEC section 6).
+
+        ``user`` and ``site`` fill lines that do not name their own.  Lines whose
+        ``id`` is already stored with the same content are skipped.  Raises
+        :class:`InvalidInput` listing every bad line, or :class:`Ineligible`.
+        With ``record_refusal`` (the ``enroll`` command) a refused enrollment is
+        itself recorded as ``EnrollmentRefused`` before the refusal is raised.
+        """
+        lines = [r if isinstance(r, Line) else Line(0, r) for r in records]
+        return self.write(lambda: self._record_once(lines, user, site, record_refusal))
+
+    def write(self, attempt: Callable[[], T]) -> T:
+        """Run ``attempt`` (read, check, save) until no other writer got in between."""
+        for number in range(MAX_ATTEMPTS):
+            try:
+                return attempt()
+            except RecordConflictError:
+                # Another writer appended to the same participant meanwhile, or
+                # stored the same id: read again and redo the checks.
+                if number == MAX_ATTEMPTS - 1:
+                    raise Refused("the store kept changing under this write; try again") from None
+            except OperationalError as exc:
+                raise Refused(f"database busy or locked: {exc}") from None
+        raise AssertionError("unreachable")
+
+    def _record_once(
+        self, lines: list[Line], user: str | None, site: str | None, record_refusal: bool
+    ) -> Receipt:
+        problems: list[str] = []
+        ineligible: list[Ineligible] = []
+        receipt = Receipt()
+        at = self.clock()
+        filled = self._fill(lines, user, site, problems)
+        users = access.Registry.load(self)
+        known = self.lookup(
+            [ln.record.id for ln in filled if ln.record.id]
+            + [ln.record.target for ln in filled if isinstance(ln.record, EventCorrected | EventVoided)]
+        )
+        batch_ids: dict[str, bytes] = {}
+        owners: dict[str, str] = {eid: participant for eid, (participant, _) in known.items()}
+        todo: list[Line] = []
+        for ln in filled:
+            rid = ln.record.id
+            if rid is None:
+                todo.append(ln)
+                continue
+            digest = content_hash(ln.record)
+            previous = known.get(rid, (None, batch_ids.get(rid)))[1]
+            if previous is None:
+                batch_ids[rid] = digest
+                todo.append(ln)
+            elif previous == digest:
+                receipt.skipped.append(rid)
+            else:
+                problems.append(_at(ln, f"id: {rid} is already stored with different content"))
+        for ln in todo:
+            if isinstance(ln.record, ClinicalRecord) and ln.record.id:
+                owners[ln.record.id] = ln.record.participant
+        self._check_access(users, filled, owners)
+        by_participant: dict[str, list[Line]] = defaultdict(list)
+        for ln in todo:
+            participant = _participant_of(ln.record, owners)
+            if participant is None:
+                problems.append(_at(ln, f"target: no event {ln.record.target} in the ledger"))  # type: ignore[attr-defined]
+            elif participant in access.LOG_STREAMS:
+                problems.append(_at(ln, f"target: {ln.record.target} is not a participant's event"))  # type: ignore[attr-defined]
+            else:
+                by_participant[participant].append(ln)
+        aggregates: list[Participant | _NewStream] = []
+        refusals: list[Participant] = []
+        existing = self.recorder.seal.participants(self.recorder.datastore, list(by_participant))  # type: ignore[attr-defined]
+        for participant, batch in by_participant.items():
+            aggregate: Participant | _NewStream | None = None
+            if participant in existing:
+                aggregate = _indexed(self._load(participant))
+            elif not record_refusal and all(isinstance(ln.record, ClinicalRecord) for ln in batch):
+                aggregate = _NewStream(participant)
+            for ln in sorted(batch, key=_batch_order):
+                try:
+                    if aggregate is None:
+                        if not isinstance(ln.record, ParticipantScreened):
+                            raise InvalidInput(f"{participant}: participant: not screened")
+                        aggregate = _indexed(Participant.screen(ln.record, self.protocol, at))
+                        receipt.stored.append(aggregate.chart.first(ParticipantScreened).id or "")  # type: ignore[union-attr]
+                    else:
+                        receipt.stored.append(aggregate.append(ln.record, self.protocol, at))
+                except Ineligible as refusal:
+                    ineligible.append(refusal)
+                    problems.append(_at(ln, str(refusal)))
+                    if record_refusal and isinstance(aggregate, Participant):
+                        refusals.append(self._refusal(aggregate, ln.record, refusal, at))
+                except LedgerError as exc:
+                    problems.append(_at(ln, str(exc)))
+            if aggregate is not None:
+                aggregates.append(aggregate)
+        if problems:
+            if refusals and len(ineligible) == len(problems):
+                self.save(*refusals)
+            if len(ineligible) == len(problems):
+                raise Refused(_summary(problems, "refused"), problems=problems)
+            raise InvalidInput(_summary(problems, "invalid"), problems=problems)
+        self.save(*aggregates)
+        return receipt
+
+    def _check_access(self, users: access.Registry | None, lines: list[Line], owners: dict[str, str]) -> None:
+        """Refuse the whole batch (and record it) if a line's user may not append it (issue #6)."""
+        denied = []
+        concerned = set()
+        for ln in lines:
+            participant = _participant_of(ln.record, owners)
+            concerned.add(participant)
+            reason = access.refusal(users, ln.record.user, "write", participant, ln.record.site)
+            if reason is not None:
+                denied.append(_at(ln, reason))
+        if denied:
+            access.refuse(
+                self,
+                denied,
+                action="append " + ", ".join(sorted({ln.record.type for ln in lines})),
+                user=lines[0].record.user,
+                participant=concerned.pop() if len(concerned) == 1 else None,
+            )
+
+    def _fill(self, lines: list[Line], user: str | None, site: str | None, problems: list[str]) -> list[Line]:
+        """Each record with its ``user`` and ``site`` (SPEC section 6: per line or by options)."""
+        filled = []
+        for ln in lines:
+            record = ln.record
+            try:
+                check_client_id(record)
+            except InvalidInput as exc:
+                problems.append(_at(ln, str(exc)))
+                continue
+            who = record.user or user
+            if who is None:
+                problems.append(_at(ln, "user: required (give --user, TRIAL_LEDGER_USER or a `user` field)"))
+                continue
+            where = record.site or site
+            if where is None and isinstance(record, ClinicalRecord):
+                where = record.participant.split("-")[0]
+            if where is not None and where not in self.protocol.sites:
+                problems.append(_at(ln, f"site: unknown site code '{where}'"))
+                continue
+            if who != record.user or where != record.site:
+                ln = Line(ln.number, replace(record, user=who, site=where))
+            filled.append(ln)
+        return filled
+
+    def _load(self, participant: str) -> Participant | None:
+        try:
+            return self.repository.get(participant)  # type: ignore[return-value]
+        except AggregateNotFoundError:
+            return None
+
+    def _refusal(
+        self, aggregate: Participant, record: Record, refusal: Ineligible, at: dt.datetime
+    ) -> Participant:
+        """A fresh copy of the participant with the refused enrollment recorded."""
+        assert isinstance(record, ParticipantEnrolled)
+        fresh = self._load(aggregate.id) or aggregate
+        refused = EnrollmentRefused(
+            participant=record.participant,
+            effective=record.effective,
+            user=record.user,
+            site=record.site,
+            weight_kg=record.weight_kg,
+            criteria=refusal.criteria,
+        )
+        fresh.append(refused, self.protocol, at)
+        return fresh
+
+    # -- reading -----------------------------------------------------------------------
+
+    def lookup(self, event_ids: Sequence[str]) -> dict[str, tuple[str, bytes]]:
+        """Stored event ids among ``event_ids``: ``{id: (participant, content hash)}``."""
+        seal = self.recorder.seal  # type: ignore[attr-defined]
+        return seal.lookup(self.recorder.datastore, list(dict.fromkeys(event_ids)))  # type: ignore[attr-defined]
+
+    def entries(
+        self, after: int = 0, known_at: dt.datetime | None = None, batch: int = 20_000
+    ) -> Iterator[Entry]:
+        """Every stored event after position ``after`` in ledger order (SPEC section 4).
+
+        With ``known_at``, only those the ledger had recorded by then.  The rows
+        are read in batches of ``batch`` with plain SQL below the notification
+        log (one msgspec pass per row), so a rebuild streams in constant memory.
+        """
+        scan = self.recorder.scan  # type: ignore[attr-defined]
+        while True:
+            rows = scan(after, batch)
+            for position, participant, stored in rows:
+                state = decode_state(stored)
+                if known_at is None or state.timestamp <= known_at:
+                    yield Entry(position, state.timestamp, participant, state.record)
+            if len(rows) < batch:
+                return
+            after = rows[-1][0]
+
+    def notifications(self, after: int = 0, batch: int = 5000) -> Iterator[Notification]:
+        """Every stored event after position ``after`` as stored: the bytes the seal covers."""
+        start = after + 1
+        while True:
+            notifications = self.notification_log.select(start=start, limit=batch)
+            yield from notifications
+            if len(notifications) < batch:
+                return
+            start = notifications[-1].id + 1
+
+
+class _TypedRecords(dict[str, ClinicalRecord]):
+    """A chart's records that also keep, per record type, that type's records in chart order.
+
+    The aggregate changes its chart only by setting and deleting keys
+    (:meth:`~ledger.domain.Participant.take`); both keep the index in step.
+    """
+
+    def __init__(self, records: dict[str, ClinicalRecord]) -> None:
+        super().__init__()
+        self.by_type: dict[type, dict[str, ClinicalRecord]] = {}
+        self._kinds: dict[type, list[dict[str, ClinicalRecord]]] = {}
+        for key, record in records.items():
+            self[key] = record
+
+    def __setitem__(self, key: str, record: ClinicalRecord) -> None:
+        previous = self.get(key)
+        super().__setitem__(key, record)
+        if previous is not None and type(previous) is not type(record):
+            # A correction never changes a record's type; should one, rebuild in chart order.
+            self.by_type, self._kinds = {}, {}
+            for k, r in self.items():
+                self.by_type.setdefault(type(r), {})[k] = r
+        elif type(record) in self.by_type:
+            self.by_type[type(record)][key] = record
+        else:
+            group = self.by_type[type(record)] = {key: record}
+            for kind, groups in self._kinds.items():
+                if issubclass(type(record), kind):
+                    groups.append(group)
+
+    def __delitem__(self, key: str) -> None:
+        record = self[key]
+        super().__delitem__(key)
+        del self.by_type[type(record)][key]
+
+    def kind(self, kind: type) -> list[dict[str, ClinicalRecord]]:
+        """The per-type groups of every record type that is ``kind`` or a subclass of it."""
+        try:
+            return self._kinds[kind]
+        except KeyError:
+            groups = self._kinds[kind] = [g for cls, g in self.by_type.items() if issubclass(cls, kind)]
+            return groups
+
+
+class _IndexedChart(rules.Chart):
+    """A :class:`~ledger.domain.rules.ordering.Chart` whose ``of_type`` reads the type index.
+
+    The rules ask for the screening, the enrollment, the death, the infusions and
+    the AEs before each new record; with a plain chart that is a scan of the
+    whole history per line, quadratic in a participant's events.
+    """
+
+    records: _TypedRecords
+
+    def of_type(self, kind: type[rules.T]) -> list[rules.T]:
+        groups = self.records.kind(kind)
+        if len(groups) == 1:
+            return list(groups[0].values())  # type: ignore[arg-type]
+        if sum(1 for group in groups if group) > 1:  # several types: keep the chart's order across them
+            return super().of_type(kind)
+        return next((list(group.values()) for group in groups if group), [])  # type: ignore[arg-type]
+
+    def first(self, kind: type[rules.T]) -> rules.T | None:
+        groups = self.records.kind(kind)
+        if len(groups) == 1:
+            return next(iter(groups[0].values()), None)  # type: ignore[arg-type]
+        return super().first(kind)
+
+
+class _NewStream:
+    """The events of a participant the store has none of, built without an aggregate.
+
+    For a batch of clinical records only (a bulk import's common case): the same
+    event ids, the same :func:`~ledger.domain.rules.ordering.check_clinical` against the same
+    chart, the same domain events as :meth:`Participant.screen` followed by
+    :meth:`Participant.append`, minus the aggregate's per-event bookkeeping.
+    :meth:`Application.save` takes it like an aggregate (``id``, ``collect_events``).
+    """
+
+    _topic = get_topic(Participant)
+
+    def __init__(self, participant: str) -> None:
+        self.id = participant
+        self.version = Participant.INITIAL_VERSION - 1
+        self.chart = _IndexedChart(_TypedRecords({}))
+        self.events: list[CanMutateAggregate[str]] = []
+
+    def append(self, record: Record, protocol: Protocol, at: dt.datetime) -> str:
+        """Check and record one clinical record, as :meth:`Participant.append` would; returns its id."""
+        assert isinstance(record, ClinicalRecord)
+        version = self.version + 1
+        first = version == Participant.INITIAL_VERSION
+        if first and not isinstance(record, ParticipantScreened):
+            raise InvalidInput(f"{self.id}: participant: not screened")
+        if record.id is None:
+            record = replace(record, id=ledger_event_id(self.id, version))
+        rules.check_clinical(self.chart, record, protocol, at.date())
+        if first:
+            event: CanMutateAggregate[str] = Participant.Screened(
+                originator_id=self.id,
+                originator_version=version,
+                timestamp=at,
+                record=record,
+                originator_topic=self._topic,
+            )
+        else:
+            event = EVENT_CLASS[type(record)](
+                originator_id=self.id, originator_version=version, timestamp=at, record=record
+            )
+        self.chart.records[record.id or ""] = record
+        self.events.append(event)
+        self.version = version
+        return record.id or ""
+
+    def collect_events(self) -> list[CanMutateAggregate[str]]:
+        events, self.events = self.events, []
+        return events
+
+
+def _indexed(aggregate: Participant | None) -> Participant | None:
+    """The aggregate with its chart indexed by record type (same records, same order)."""
+    if aggregate is not None:
+        aggregate.chart = _IndexedChart(_TypedRecords(aggregate.chart.records))
+    return aggregate
+
+
+def _summary(problems: list[str], kind: str) -> str:
+    """One line for many problems: the only one, or how many and the first."""
+    if len(problems) == 1:
+        return problems[0]
+    return f"{len(problems)} {kind} lines, nothing stored; first: {problems[0]}"
+
+
+def _at(line: Line, message: str) -> str:
+    return f"line {line.number}: {message}" if line.number else message
+
+
+def _participant_of(record: Record, owners: dict[str, str]) -> str | None:
+    if isinstance(record, ClinicalRecord):
+        return record.participant
+    assert isinstance(record, EventCorrected | EventVoided)
+    return owners.get(record.target)
+
+
+def _batch_order(line: Line) -> tuple[int, dt.date, int, int]:
+    record = line.record
+    if isinstance(record, ClinicalRecord):
+        return (0, record.effective, _SAME_DAY_ORDER[record.type], line.number)
+    return (1, dt.date.min, 0, line.number)

@@ -1,0 +1,416 @@
+"""``verify`` and ``digest``: the ledger's tamper evidence, recomputed (SPEC sections 5 and 6).
+
+What is sealed (:mod:`ledger.storage.seal`): for each stored event, in the same
+transaction as its insert, a ``ledger_entries`` row holding its position, event
+id, participant (the stream), content hash (SHA-256 of the record's MessagePack
+bytes as stored), the RFC 6962 leaf hash of its canonical bytes
+(:func:`ledger.storage.seal.canonical_entry`: position, originator id, version, topic
+and the stored MessagePack state) and the chain hash ``sha256(previous chain ||
+leaf)``; and in ``ledger_meta`` the Merkle frontier (the tree head: size and
+root) and the last chain hash (its ``lock`` row belongs to the database lock
+and is not part of the evidence).
+
+:func:`verify` trusts none of that.  It streams the stored events table
+(``stored_events`` in SQLite, ``trialledger_events`` in PostgreSQL) in ledger
+order, joined with ``ledger_entries`` by position, in big batches, in one
+snapshot; recomputes every leaf, the chain and the Merkle tree from the events
+alone; compares row by row; and names the first position that does not match
+(``first_bad``: position, the event id sealed there when one is known, and the
+problem):
+
+- an event modified, or moved to another position (the position is inside its
+  leaf), or swapped with another: its leaf differs from the sealed one;
+- an event deleted from the events table only: its ledger entry has no event
+  (found where the chain breaks, or by counting the entries at the end; an
+  entry forged where no event ever was is found the same way);
+- an event deleted from both tables: the next event's chain hash no longer
+  follows (the chain covers every earlier leaf), or, at the tail, the tree head
+  in ``ledger_meta`` seals more events than are stored (truncation);
+- an event inserted without a seal: it has no ledger entry; inserted with a
+  forged entry in the middle: the chain of the next entry breaks; appended at
+  the end with an entry: the tree head seals fewer events than are stored;
+- a ``ledger_entries`` row edited (leaf, chain, event id, participant or
+  content hash): it no longer matches what is recomputed from its event;
+- ``ledger_meta`` edited: the recomputed frontier or chain differs (no event
+  is at fault: ``first_bad`` has a null position);
+- bytes that are not a ledger event at all, even with every hash rewritten.
+
+What it cannot catch on its own: an attacker who edits both tables
+consistently - rewrites an event, recomputes every later leaf and chain hash
+and the frontier - leaves a store that is internally coherent.  Only a tree
+head published earlier and kept outside the database catches that:
+``verify --digest FILE`` recomputes the root of the first ``size`` events and
+requires it to equal the published root (the old tree must be a prefix of
+today's: what a consistency proof shows, checked here on the recomputed
+leaves themselves).  Likewise a truncation with a rewritten head is caught only
+by a digest published before it.  A forged event appended at the end and fully
+sealed is indistinguishable from a legitimate append: digests protect the past,
+not the future (its user and time show in ``audit``).  When only the digest
+shows a rewrite, nothing in the store says which event changed, so
+``first_bad`` has a null position.
+
+Leaf indexes of the tree are 0-based ranks in ledger order.  Positions are
+the store's notification ids: consecutive in SQLite, but PostgreSQL's sequence
+can skip a number when an insert is rolled back, so a gap alone is never
+called tampering; a missing event shows as a broken chain or a missing seal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+import msgspec
+
+from ledger.domain.errors import InvalidInput, LedgerError
+from ledger.evidence.merkle import EMPTY_ROOT, Frontier
+from ledger.storage.scan import SealedRow, Snapshot, snapshot
+from ledger.storage.seal import GENESIS
+
+if TYPE_CHECKING:
+    from ledger.application.trial_ledger import TrialLedger
+
+# Rows a query (measured): SQLite runs best with batches that stay in the CPU
+# cache, PostgreSQL with fewer round trips.
+BATCH_SQLITE = 2_000
+BATCH_POSTGRES = 20_000
+_DELETED = "this ledger entry has no stored event: the event was deleted (or the entry forged)"
+
+
+class TamperDetected(LedgerError):
+    """The store does not match its own seal (exit 1, SPEC section 6)."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class Digest:
+    """A tree head: the number of events and the Merkle root (SPEC section 6, ``digest``)."""
+
+    size: int
+    root: bytes
+
+    def to_json(self) -> dict[str, Any]:
+        return {"size": self.size, "root": self.root.hex()}
+
+    @classmethod
+    def from_json(cls, data: Any, source: str = "digest") -> Digest:
+        """Read ``{"size", "root"}``; raises :class:`InvalidInput` naming the field."""
+        if not isinstance(data, Mapping):
+            raise InvalidInput(f"{source}: not a JSON object with size and root")
+        size, root = data.get("size"), data.get("root")
+        if type(size) is not int or size < 0:
+            raise InvalidInput(f"{source}: size: must be a non-negative integer, got {size!r}")
+        if not isinstance(root, str) or len(root) != 64:
+            raise InvalidInput(f"{source}: root: must be 64 hex digits")
+        try:
+            return cls(size, bytes.fromhex(root))
+        except ValueError:
+            raise InvalidInput(f"{source}: root: must be 64 hex digits") from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> Digest:
+        """Read a digest file written by ``digest --out``."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise InvalidInput(f"digest: cannot read {path}: {exc}") from None
+        return cls.from_json(data, f"digest {path}")
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """The first thing that does not match: a position and event id where one is known."""
+
+    position: int | None
+    event_id: str | None
+    problem: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"position": self.position, "event_id": self.event_id, "problem": self.problem}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The result of :func:`verify` (SPEC section 6: ``{"ok", "size", "first_bad"}``).
+
+    ``size`` is the number of events stored; ``digest`` the result of the check
+    against a published digest, when one was given (``consistent`` is None when
+    the scan stopped before reaching its size).
+    """
+
+    ok: bool
+    size: int
+    first_bad: Mismatch | None
+    root: bytes | None = None
+    published: Digest | None = None
+    consistent: bool | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "ok": self.ok,
+            "size": self.size,
+            "first_bad": None if self.first_bad is None else self.first_bad.to_json(),
+        }
+        if self.published is not None:
+            data["digest"] = {**self.published.to_json(), "consistent": self.consistent}
+        return data
+
+
+class _Found(Exception):
+    def __init__(self, mismatch: Mismatch) -> None:
+        self.mismatch = mismatch
+
+
+class _RecordId(msgspec.Struct):
+    id: str | None = None
+
+
+class _State(msgspec.Struct):
+    timestamp: msgspec.Raw  # not decoded: Raw is the fastest way past it
+    record: msgspec.Raw
+
+
+_decode_state = msgspec.msgpack.Decoder(_State).decode
+_decode_id = msgspec.msgpack.Decoder(_RecordId).decode
+
+
+def _stored_id(state: bytes) -> str | None:
+    """The event id inside a stored state, if it can be read at all."""
+    try:
+        return _decode_id(_decode_state(state).record).id
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+def read_head(snap: Snapshot) -> tuple[Frontier | None, bytes | None]:
+    """The tree head and chain hash that ``ledger_meta`` holds (None where absent or unreadable)."""
+    meta = snap.meta()
+    frontier: Frontier | None = None
+    if "frontier" in meta:
+        try:
+            frontier = Frontier.from_bytes(meta["frontier"])
+        except ValueError:
+            frontier = None
+    return frontier, meta.get("chain")
+
+
+def current_digest(ledger: TrialLedger) -> Digest:
+    """The store's tree head as sealed in ``ledger_meta`` (``digest``; O(1), nothing recomputed).
+
+    Publish it only after a clean ``verify``: it is what the store says.
+    """
+    with snapshot(ledger) as snap:
+        frontier, _ = read_head(snap)
+        if frontier is None:
+            if snap.event_count():
+                raise TamperDetected("digest: ledger_meta has no readable tree head; run verify")
+            return Digest(0, EMPTY_ROOT)
+        return Digest(frontier.size, frontier.root())
+
+
+def verify(ledger: TrialLedger, published: Digest | None = None, batch: int | None = None) -> Verdict:
+    """Recompute leaves, chain and tree from ``stored_events`` and compare (SPEC section 5).
+
+    Streams the store once in ledger order; memory is O(batch).  With
+    ``published``, also checks that the tree it describes is a prefix of the
+    tree recomputed today.  Never trusts ``ledger_entries`` or ``ledger_meta``.
+    """
+    with snapshot(ledger) as snap:
+        size = batch or (BATCH_POSTGRES if snap.tables.postgres else BATCH_SQLITE)
+        return _Scan(snap, published).run(size)
+
+
+class _Scan:
+    """One pass of :func:`verify` over a snapshot."""
+
+    def __init__(self, snap: Snapshot, published: Digest | None) -> None:
+        self.snap = snap
+        self.published = published
+        self.frontier = Frontier()
+        self.chain = GENESIS
+        self.last = 0  # position of the last event that matched
+        self.head, self.head_chain = read_head(snap)
+        self.beyond_head: tuple[int, str | None] | None = None  # the first event beyond the head
+        self.published_root: bytes | None = EMPTY_ROOT if published and published.size == 0 else None
+
+    def run(self, batch: int) -> Verdict:
+        try:
+            for rows in self.snap.sealed_events(batch):
+                self._batch(rows)
+            self._tail()
+        except _Found as found:
+            return self._verdict(found.mismatch)
+        return self._verdict(self._published_problem())
+
+    def _verdict(self, mismatch: Mismatch | None) -> Verdict:
+        ok = mismatch is None
+        size = self.frontier.size if ok else self.snap.event_count()
+        consistent = None
+        if self.published is not None and self.published_root is not None:
+            consistent = self.published_root == self.published.root
+        return Verdict(ok, size, mismatch, self.frontier.root() if ok else None, self.published, consistent)
+
+    def _batch(self, rows: list[SealedRow]) -> None:
+        """The hot loop: recompute and compare one batch (about 2 microseconds an event)."""
+        sha = hashlib.sha256
+        pack = msgpack.Packer(use_bin_type=True).pack  # exactly ledger.storage.seal.canonical_entry
+        decode_state, decode_id = _decode_state, _decode_id
+        chain = self.chain
+        leaves = []
+        for row in rows:
+            position, originator, version, topic, state, event_id, participant, content, leaf_, chain_ = row
+            leaf = sha(b"\x00" + pack([position, originator, version, topic, state])).digest()
+            previous = chain
+            chain = sha(previous + leaf).digest()
+            if leaf != leaf_ or chain != chain_ or originator != participant:
+                self._diagnose(row, leaf, previous)
+            try:
+                record = decode_state(state).record
+                same = decode_id(record).id == event_id and sha(record).digest() == content
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                same = False
+            if not same:
+                self._diagnose(row, leaf, previous)
+            leaves.append(leaf)
+        self.chain = chain
+        self.last = rows[-1][0]
+        self._extend(leaves, rows)
+
+    def _extend(self, leaves: list[bytes], rows: list[SealedRow]) -> None:
+        """Grow the tree; note the root at the published size and where the head ends."""
+        before = self.frontier.size
+        after = before + len(leaves)
+        if self.published is not None and before < self.published.size <= after:
+            self.frontier.extend(leaves[: self.published.size - before])
+            self.published_root = self.frontier.root()
+            self.frontier.extend(leaves[self.published.size - before :])
+        else:
+            self.frontier.extend(leaves)
+        if self.head is not None and self.beyond_head is None and before <= self.head.size < after:
+            row = rows[self.head.size - before]
+            self.beyond_head = (row[0], row[5])
+
+    def _diagnose(self, row: SealedRow, leaf: bytes, previous: bytes) -> None:
+        """Name what went wrong at this row, given its recomputed leaf and the chain before it.
+
+        Runs once, on the failure path, so it may query.  Raises :class:`_Found`.
+        """
+        position, originator, _version, _topic, state, event_id, participant, _content, leaf_, chain_ = row
+        before = self.snap.previous_position(position)
+        orphans = self.snap.entries_between(before, position)
+        if orphans:
+            missing, missing_id = orphans[0]
+            raise _Found(Mismatch(missing, missing_id, _DELETED))
+        if leaf_ is None:
+            raise _Found(
+                Mismatch(
+                    position,
+                    _stored_id(state),
+                    "this stored event has no ledger entry: it was inserted directly in the database",
+                )
+            )
+        stored_id = _stored_id(state)
+        chain = hashlib.sha256(previous + leaf).digest()
+        if leaf != leaf_:
+            if chain == chain_:
+                problem = "the ledger entry's leaf hash was edited (the stored event still matches the chain)"
+            elif stored_id != event_id:
+                problem = (
+                    f"the stored event here is {stored_id}, not the event sealed at this position: "
+                    "events were reordered, moved or replaced"
+                )
+            else:
+                problem = "the stored event does not match its seal: modified, or moved from another position"
+            raise _Found(Mismatch(position, event_id, problem))
+        if chain != chain_:
+            if position > before + 1:
+                raise _Found(
+                    Mismatch(
+                        before + 1,
+                        None,
+                        f"the event(s) sealed between positions {before} and {position} were deleted "
+                        f"from both tables: the hash chain breaks at position {position}",
+                    )
+                )
+            raise _Found(
+                Mismatch(
+                    position,
+                    event_id,
+                    "the hash chain breaks here: this entry's chain hash was edited, "
+                    "or the entries before it were rewritten",
+                )
+            )
+        if stored_id is None:
+            problem = "the stored event is not a readable ledger event (and its seal was rewritten to match)"
+            raise _Found(Mismatch(position, event_id, problem))
+        if originator != participant:
+            raise _Found(Mismatch(position, event_id, "the ledger entry's participant was edited"))
+        if stored_id != event_id:
+            problem = f"the ledger entry's event id was edited (the event is {stored_id})"
+            raise _Found(Mismatch(position, event_id, problem))
+        raise _Found(Mismatch(position, event_id, "the ledger entry's content hash was edited"))
+
+    def _tail(self) -> None:
+        """After the last event: entries without events, and the head in ``ledger_meta``."""
+        if self.snap.entry_count() != self.frontier.size:
+            orphan = self.snap.first_orphan_entry()
+            if orphan is not None:
+                raise _Found(Mismatch(*orphan, _DELETED))
+        size = self.frontier.size
+        if self.head is None:
+            if size or self.head_chain is not None:
+                raise _Found(Mismatch(None, None, "ledger_meta has no readable tree head (frontier)"))
+            return
+        if self.head.size > size:
+            raise _Found(
+                Mismatch(
+                    self.last + 1,
+                    None,
+                    f"the ledger's head seals {self.head.size} events but only {size} are stored: "
+                    f"the last {self.head.size - size} were removed (truncated)",
+                )
+            )
+        if self.head.size < size:
+            position, event_id = self.beyond_head or (None, None)
+            raise _Found(
+                Mismatch(
+                    position,
+                    event_id,
+                    f"{size - self.head.size} stored events after the ledger's head of {self.head.size} "
+                    "were appended outside the ledger",
+                )
+            )
+        if self.head != self.frontier:
+            raise _Found(Mismatch(None, None, "ledger_meta's frontier does not match the recomputed tree"))
+        if size and self.head_chain != self.chain:
+            raise _Found(Mismatch(None, None, "ledger_meta's chain hash does not match the recomputed chain"))
+
+    def _published_problem(self) -> Mismatch | None:
+        published = self.published
+        if published is None:
+            return None
+        size = self.frontier.size
+        if published.size > size:
+            return Mismatch(
+                self.last + 1,
+                None,
+                f"the published digest covers {published.size} events but only {size} are stored: "
+                "events were removed since it was published",
+            )
+        if self.published_root != published.root:
+            return Mismatch(
+                None,
+                None,
+                f"the first {published.size} stored events do not give the published root: "
+                "history was rewritten since the digest was published",
+            )
+        return None

@@ -1,0 +1,283 @@
+"""Each participant's events as they currently stand (SPEC sections 4, 5 and 6).
+
+Nothing in the ledger is updated or deleted: a correction is a new event that
+names its target and the changed fields, a void marks its target as entered in
+error.  :func:`fold` replays a run of stored entries and gives, per
+participant, the current value of every clinical event: the original with all
+its corrections applied on top of each other in ledger order, voided events
+dropped (a voided event counts nowhere, SPEC section 6).
+
+``--known-at`` needs nothing here: the caller passes only the entries recorded
+by then, and corrections or voids recorded later are simply not among them.
+``--as-of`` is a filter on the folded events' clinical ``effective`` dates;
+:meth:`ParticipantHistory.as_of` and :func:`adverse_events` apply it.
+
+Adverse events are folded further by :func:`adverse_events`: each
+``AdverseEventReported`` with the ``AdverseEventUpdated`` of the same ``ae_id``
+whose effective date is on or before the as-of date (SPEC section 3).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import msgspec
+
+from ledger.domain.entry import Entry
+from ledger.domain.events import (
+    AdverseEventReported,
+    AdverseEventUpdated,
+    EventCorrected,
+    EventVoided,
+    InvalidRecord,
+    Record,
+    apply_changes,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    """One state of an event: the original as stored, or the result of one correction.
+
+    ``position``, ``recorded_at`` and ``entered_at`` are those of the stored event
+    that produced this state (the original itself, or the correction).
+    """
+
+    record: Record
+    position: int
+    recorded_at: dt.datetime
+    entered_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class CurrentEvent:
+    """A clinical event with its current values (SPEC section 5).
+
+    ``record`` carries every correction applied in ledger order; ``position`` and
+    ``recorded_at`` are the original's (the late-SAE rule needs when the event
+    was first stored); ``versions`` holds the original first, then one state per
+    applied correction.
+    """
+
+    record: Record
+    position: int
+    recorded_at: dt.datetime
+    versions: tuple[Version, ...]
+
+    @property
+    def id(self) -> str:
+        """The event id (client id or ledger id), never changed by a correction."""
+        return self.record.id  # type: ignore[return-value]
+
+    @property
+    def effective(self) -> dt.date:
+        """The current clinical date of the event."""
+        return self.record.effective  # type: ignore[attr-defined,no-any-return]
+
+    @property
+    def original(self) -> Record:
+        """The record as first stored."""
+        return self.versions[0].record
+
+    @property
+    def corrected(self) -> bool:
+        """Whether at least one correction changed this event."""
+        return len(self.versions) > 1
+
+
+@dataclass(frozen=True, slots=True)
+class ParticipantHistory:
+    """One participant's current, non-voided clinical events, in ledger order of the originals."""
+
+    participant: str
+    events: tuple[CurrentEvent, ...]
+
+    def of_type(self, record_type: type[Record]) -> list[CurrentEvent]:
+        """The events whose record is a ``record_type``, in ledger order."""
+        return [event for event in self.events if isinstance(event.record, record_type)]
+
+    def as_of(self, record_type: type[Record], as_of: dt.date) -> list[CurrentEvent]:
+        """The ``record_type`` events that count on clinical date ``as_of`` (SPEC section 2).
+
+        Those with a current effective date on or before ``as_of``, ordered by
+        effective date, ties by ledger position.
+        """
+        chosen = [event for event in self.of_type(record_type) if event.effective <= as_of]
+        return sorted(chosen, key=lambda event: (event.effective, event.position))
+
+
+def fold(entries: Iterable[Entry]) -> dict[str, ParticipantHistory]:
+    """Apply corrections and voids; the current events of each participant (SPEC section 5).
+
+    ``entries`` are stored events (any order; they are replayed in ledger
+    ``position`` order).  The result maps each participant code to its history,
+    participants in order of their first clinical event.
+
+    Rules:
+
+    - a correction replaces the named fields of its target; several corrections
+      of one target apply on top of each other in ledger order;
+    - a voided event is dropped with everything aimed at it;
+    - a void may also name a correction: that correction is then not applied
+      (the ledger may refuse such voids; if one is stored, this is its meaning);
+    - corrections or voids of corrections and voids, of unknown ids, or of a
+      void, are ignored, as is a correction that would leave its target invalid
+      (the ledger refuses those when they are recorded, SPEC section 6).
+
+    Targets are resolved by event id across all participants' streams.
+    """
+    ordered = sorted(entries, key=lambda entry: entry.position)
+    originals: dict[str, Entry] = {}
+    corrections: dict[str, Entry] = {}
+    voided: set[str] = set()
+    for entry in ordered:
+        record = entry.record
+        if isinstance(record, EventCorrected):
+            if record.id is not None:
+                corrections[record.id] = entry
+        elif not isinstance(record, EventVoided) and record.id is not None:
+            originals.setdefault(record.id, entry)
+    for entry in ordered:
+        record = entry.record
+        if isinstance(record, EventVoided) and (record.target in originals or record.target in corrections):
+            voided.add(record.target)
+
+    versions: dict[str, list[Version]] = {
+        event_id: [_first_version(entry)] for event_id, entry in originals.items() if event_id not in voided
+    }
+    for entry in ordered:
+        record = entry.record
+        if not isinstance(record, EventCorrected) or record.id in voided:
+            continue
+        states = versions.get(record.target)
+        if states is None:
+            continue
+        changed = _corrected(states[-1].record, record.changes)
+        if changed is not None:
+            states.append(Version(changed, entry.position, entry.recorded_at, record.entered_at))
+
+    streams: dict[str, list[CurrentEvent]] = {}
+    for entry in ordered:
+        record = entry.record
+        if isinstance(record, (EventCorrected, EventVoided)):
+            continue
+        streams.setdefault(entry.participant, [])
+        if record.id is None or originals.get(record.id) is not entry:
+            continue
+        states = versions.get(record.id)
+        if states is None:
+            continue
+        streams[entry.participant].append(
+            CurrentEvent(states[-1].record, entry.position, entry.recorded_at, tuple(states))
+        )
+    return {
+        participant: ParticipantHistory(participant, tuple(events)) for participant, events in streams.items()
+    }
+
+
+def _first_version(entry: Entry) -> Version:
+    return Version(entry.record, entry.position, entry.recorded_at, entry.record.entered_at)
+
+
+def _corrected(record: Record, changes: dict[str, object]) -> Record | None:
+    """``record`` with ``changes`` applied and re-validated, or None if that is invalid.
+
+    The id is set aside while validating and put back: corrections cannot
+    change it, and the stored id must survive whatever the schema says of ids.
+    """
+    event_id = record.id
+    try:
+        changed = apply_changes(msgspec.structs.replace(record, id=None), changes)
+    except InvalidRecord:
+        return None
+    return msgspec.structs.replace(changed, id=event_id)
+
+
+@dataclass(frozen=True, slots=True)
+class AdverseEvent:
+    """An adverse event as it stands on a clinical date (SPEC section 3).
+
+    The values of the report after its corrections, then the updates of the
+    same ``ae_id`` effective on or before that date, applied in effective-date
+    order (ties by ledger position).  ``onset`` is the report's effective date.
+    """
+
+    ae_id: str
+    report: CurrentEvent
+    updates: tuple[CurrentEvent, ...]
+    onset: dt.date
+    category: str
+    grade: int
+    serious: bool
+    criteria: tuple[str, ...]
+    outcome: str | None
+    resolved_date: dt.date | None
+
+
+def adverse_events(history: ParticipantHistory, as_of: dt.date) -> list[AdverseEvent]:
+    """The participant's adverse events with onset on or before ``as_of``, in onset order.
+
+    Each reflects the updates effective on or before ``as_of`` (SPEC section 3);
+    updates of a voided or unknown ``ae_id`` count nowhere.  If two reports
+    share an ``ae_id`` (the ledger should refuse that), the first stored wins and
+    the other stands alone under its own updates-free values.
+    """
+    reports = history.as_of(AdverseEventReported, as_of)
+    updates = history.as_of(AdverseEventUpdated, as_of)
+    owner: dict[str, int] = {}
+    for report in sorted(reports, key=lambda event: event.position):
+        owner.setdefault(report.record.ae_id, report.position)  # type: ignore[attr-defined]
+    result: list[AdverseEvent] = []
+    for report in reports:
+        ae: AdverseEventReported = report.record  # type: ignore[assignment]
+        mine = (
+            tuple(update for update in updates if update.record.ae_id == ae.ae_id)  # type: ignore[attr-defined]
+            if owner[ae.ae_id] == report.position
+            else ()
+        )
+        grade, serious, criteria = ae.grade, ae.serious, tuple(ae.criteria)
+        outcome: str | None = None
+        resolved: dt.date | None = None
+        for event in mine:
+            update: AdverseEventUpdated = event.record  # type: ignore[assignment]
+            grade, serious, criteria = apply_update(grade, serious, criteria, update)
+            if update.outcome is not None:
+                outcome = update.outcome
+            if update.resolved_date is not None:
+                resolved = update.resolved_date
+        result.append(
+            AdverseEvent(
+                ae_id=ae.ae_id,
+                report=report,
+                updates=mine,
+                onset=ae.effective,
+                category=ae.category,
+                grade=grade,
+                serious=serious,
+                criteria=criteria,
+                outcome=outcome,
+                resolved_date=resolved,
+            )
+        )
+    return result
+
+
+def apply_update(
+    grade: int, serious: bool, criteria: tuple[str, ...], update: AdverseEventUpdated
+) -> tuple[int, bool, tuple[str, ...]]:
+    """Grade, seriousness and criteria after one ``AdverseEventUpdated`` (fields it sets win).
+
+    An update that makes the event non-serious without naming criteria clears
+    them (criteria are empty when not serious, SPEC section 6).
+    """
+    if update.grade is not None:
+        grade = update.grade
+    if update.serious is not None:
+        serious = update.serious
+        if not serious and update.criteria is None:
+            criteria = ()
+    if update.criteria is not None:
+        criteria = tuple(update.criteria)
+    return grade, serious, criteria

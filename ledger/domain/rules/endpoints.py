@@ -1,0 +1,145 @@
+"""Primary and secondary endpoints on a clinical date (SPEC section 3 and 6, ``endpoints``).
+
+Primary: the proportion of participants who achieve complete remission within
+the follow-up window (CR date on or before day ``window_days``), in the mITT
+population (at least one infusion as of the date) and the ITT population (all
+enrolled as of the date), with the exact Clopper-Pearson 95% CI and the count
+of participants still ``ongoing``.
+
+Secondary: adverse events of infused participants with onset on days 1 to
+``window_days`` (and on or before the as-of date), with their values after
+corrections and after the updates effective on or before the as-of date;
+voided events count nowhere.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from typing import Any
+
+from ledger.domain.events import CATEGORIES
+from ledger.domain.protocol import Protocol
+from ledger.domain.rules.corrections import ParticipantHistory, adverse_events
+from ledger.domain.rules.stats import proportion_percent
+from ledger.domain.rules.status import ParticipantStatus, study_day, summarise
+
+
+def endpoints(histories: Iterable[ParticipantHistory], as_of: dt.date, protocol: Protocol) -> dict[str, Any]:
+    """The SPEC section 6 ``endpoints`` object without ``as_of`` and ``known_at``.
+
+    ``{"primary": {...mITT}, "primary_itt": {...ITT}, "secondary": {...}}``; see
+    :func:`primary` and :func:`secondary` for the contents.
+    """
+    rows: list[tuple[ParticipantHistory, ParticipantStatus]] = []
+    for history in histories:
+        status = summarise(history, as_of, protocol)
+        if status is not None:
+            rows.append((history, status))
+    statuses = [status for _, status in rows]
+    return {
+        "primary": primary(statuses, as_of, protocol, population="mITT"),
+        "primary_itt": primary(statuses, as_of, protocol, population="ITT"),
+        "secondary": secondary(rows, as_of, protocol),
+    }
+
+
+def in_population(status: ParticipantStatus, population: str) -> bool:
+    """mITT: at least one infusion as of the date; ITT: enrolled as of the date."""
+    if population == "mITT":
+        return status.courses > 0
+    if population == "ITT":
+        return status.enrolled is not None
+    raise ValueError(f"unknown population {population!r}")
+
+
+def responder(status: ParticipantStatus, protocol: Protocol) -> bool:
+    """Complete remission reached within the follow-up window (CR date on days 1..365)."""
+    if status.first_infusion is None or status.cr_date is None:
+        return False
+    return study_day(status.first_infusion, status.cr_date) <= protocol.follow_up.window_days
+
+
+def ongoing(status: ParticipantStatus, as_of: dt.date, protocol: Protocol) -> bool:
+    """A participant without CR still in the running on ``as_of`` (SPEC section 3).
+
+    Not a responder, not died or withdrawn as of the date, and either not yet
+    infused (only possible in ITT) or within the follow-up window (as_of on or
+    before day 365).
+    """
+    if responder(status, protocol) or status.died is not None or status.withdrawn is not None:
+        return False
+    if status.first_infusion is None:
+        return True
+    return study_day(status.first_infusion, as_of) <= protocol.follow_up.window_days
+
+
+def primary(
+    statuses: Iterable[ParticipantStatus],
+    as_of: dt.date,
+    protocol: Protocol,
+    population: str = "mITT",
+) -> dict[str, Any]:
+    """``{"population", "n", "N", "percent", "ci95": [lo, hi], "ongoing"}`` (SPEC section 6).
+
+    Percent and CI bounds are in percent, rounded half up to two decimals, and
+    None when N is 0.
+    """
+    members = [status for status in statuses if in_population(status, population)]
+    n = sum(1 for status in members if responder(status, protocol))
+    total = len(members)
+    percent, low, high = proportion_percent(n, total)
+    return {
+        "population": population,
+        "n": n,
+        "N": total,
+        "percent": percent,
+        "ci95": [low, high],
+        "ongoing": sum(1 for status in members if ongoing(status, as_of, protocol)),
+    }
+
+
+def secondary(
+    rows: Iterable[tuple[ParticipantHistory, ParticipantStatus]],
+    as_of: dt.date,
+    protocol: Protocol,
+) -> dict[str, Any]:
+    """Adverse-event counts of infused participants (SPEC section 3, secondary endpoint).
+
+    ``{"participants_with_serious_ae", "participants_with_nonserious_ae",
+    "by_category": {CATEGORY: {"participants", "events", "serious_events"}}}``,
+    every category listed, zeros included.  An AE counts when its onset is on
+    study days 1 to ``window_days`` and on or before ``as_of``; seriousness
+    and category are its current values.
+    """
+    window = protocol.follow_up.window_days
+    with_serious: set[str] = set()
+    with_nonserious: set[str] = set()
+    by_category: dict[str, dict[str, Any]] = {
+        category: {"participants": set(), "events": 0, "serious_events": 0} for category in CATEGORIES
+    }
+    for history, status in rows:
+        day1 = status.first_infusion
+        if day1 is None:
+            continue
+        for ae in adverse_events(history, as_of):
+            if not 1 <= study_day(day1, ae.onset) <= window:
+                continue
+            (with_serious if ae.serious else with_nonserious).add(status.participant)
+            counts = by_category[ae.category]
+            counts["participants"].add(status.participant)
+            counts["events"] += 1
+            if ae.serious:
+                counts["serious_events"] += 1
+    return {
+        "participants_with_serious_ae": len(with_serious),
+        "participants_with_nonserious_ae": len(with_nonserious),
+        "by_category": {
+            category: {
+                "participants": len(counts["participants"]),
+                "events": counts["events"],
+                "serious_events": counts["serious_events"],
+            }
+            for category, counts in by_category.items()
+        },
+    }

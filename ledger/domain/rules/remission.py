@@ -1,0 +1,144 @@
+"""Complete remission of CMV infection and its recurrence (SPEC section 2).
+
+Day 1 is the date of the first infusion.  Results are placed by sample date
+(their ``effective`` date), several results of one date by ledger position, so
+a result recorded late with an earlier sample date can gain or lose remission
+retroactively.
+
+With the protocol parameters ``samples`` (k) and ``min_gap_days`` (g), a run of
+``not_detected``/``below_lloq`` results completes remission at the result that
+is the k-th or later negative since the last ``quantified``/``above_uloq``
+result (counting only samples on or after day 1) and whose sample date is at
+least g days after the first negative of that run.  For k = 2 this is exactly
+the SPEC rule: two negatives at least 5 days apart with no positive between
+them (negatives in between are fine).  The virological CR date is the sample
+date of the earliest completing result.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from ledger.domain.events import CMVDiseaseAssessed, CMVLoadMeasured, ParticipantScreened
+from ledger.domain.protocol import Remission
+from ledger.domain.rules.corrections import ParticipantHistory
+
+NEGATIVE = frozenset({"not_detected", "below_lloq"})
+POSITIVE = frozenset({"quantified", "above_uloq"})
+
+
+class Sample(NamedTuple):
+    """One CMV DNA result as remission sees it: sample date, ledger position, result."""
+
+    date: dt.date
+    position: int
+    result: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemissionOutcome:
+    """Remission dates of one participant on a clinical date (SPEC section 2).
+
+    ``virological_cr``: sample date completing the negative series;
+    ``resolution``: first ``resolved`` disease assessment on or after day 1, for
+    participants screened with ``refractory_cmv = disease`` (None otherwise);
+    ``cr_date``: the later of the two when all that is needed is there;
+    ``recurrence``: sample date of the first positive result after ``cr_date``.
+    """
+
+    virological_cr: dt.date | None
+    resolution: dt.date | None
+    cr_date: dt.date | None
+    recurrence: dt.date | None
+
+
+NO_REMISSION = RemissionOutcome(None, None, None, None)
+
+
+def virological_cr_date(
+    samples: Iterable[Sample], day1: dt.date, count: int = 2, min_gap_days: int = 5
+) -> dt.date | None:
+    """Sample date of the earliest result completing a remission series, or None.
+
+    ``count`` negatives on or after ``day1``, the first and the last at least
+    ``min_gap_days`` apart, with no positive result between them in
+    (sample date, position) order.
+    """
+    if count < 1:
+        raise ValueError("a remission needs at least one sample")
+    gap = dt.timedelta(days=min_gap_days)
+    run_start: dt.date | None = None
+    run_length = 0
+    for sample in sorted(samples, key=lambda s: (s.date, s.position)):
+        if sample.date < day1:
+            continue
+        if sample.result in POSITIVE:
+            run_start, run_length = None, 0
+        elif sample.result in NEGATIVE:
+            if run_start is None:
+                run_start = sample.date
+            run_length += 1
+            if run_length >= count and sample.date - run_start >= gap:
+                return sample.date
+    return None
+
+
+def recurrence_date(samples: Iterable[Sample], cr_date: dt.date) -> dt.date | None:
+    """Sample date of the first positive result dated after ``cr_date``, or None."""
+    later = [s.date for s in samples if s.result in POSITIVE and s.date > cr_date]
+    return min(later, default=None)
+
+
+def resolution_date(assessments: Iterable[tuple[dt.date, str]], day1: dt.date) -> dt.date | None:
+    """Date of the first ``resolved`` CMV disease assessment on or after ``day1``, or None."""
+    dates = [date for date, status in assessments if status == "resolved" and date >= day1]
+    return min(dates, default=None)
+
+
+def remission(
+    samples: Iterable[Sample],
+    day1: dt.date | None,
+    rules: Remission,
+    disease: bool = False,
+    assessments: Iterable[tuple[dt.date, str]] = (),
+) -> RemissionOutcome:
+    """Complete remission and recurrence from results and disease assessments (SPEC section 2).
+
+    ``samples`` and ``assessments`` are those that count (effective on or before
+    the as-of date); ``disease`` says whether the participant was screened with
+    ``refractory_cmv = disease`` and so also needs a resolution.  No infusion
+    (``day1`` None) means no remission.
+    """
+    if day1 is None:
+        return NO_REMISSION
+    samples = list(samples)
+    virological = virological_cr_date(samples, day1, rules.samples, rules.min_gap_days)
+    resolution = resolution_date(assessments, day1) if disease else None
+    if virological is None or (disease and resolution is None):
+        return RemissionOutcome(virological, resolution, None, None)
+    cr = max(virological, resolution) if resolution is not None else virological
+    return RemissionOutcome(virological, resolution, cr, recurrence_date(samples, cr))
+
+
+def participant_remission(
+    history: ParticipantHistory, day1: dt.date | None, as_of: dt.date, rules: Remission
+) -> RemissionOutcome:
+    """:func:`remission` of one participant's current events effective on or before ``as_of``.
+
+    The disease requirement follows the participant's latest screening record
+    (by effective date, then position) on or before ``as_of``.
+    """
+    samples = [
+        Sample(event.effective, event.position, event.record.result)  # type: ignore[attr-defined]
+        for event in history.as_of(CMVLoadMeasured, as_of)
+    ]
+    screenings = history.as_of(ParticipantScreened, as_of)
+    disease = bool(screenings) and screenings[-1].record.refractory_cmv == "disease"  # type: ignore[attr-defined]
+    assessments = [
+        (event.effective, event.record.status)  # type: ignore[attr-defined]
+        for event in history.as_of(CMVDiseaseAssessed, as_of)
+    ]
+    return remission(samples, day1, rules, disease, assessments)

@@ -1,0 +1,197 @@
+"""Sealing appended events into the ledger's index, hash chain and Merkle tree (SPEC section 5).
+
+Runs inside the recorder's insert transaction, so an event is never stored
+without its seal: for each new row of ``stored_events`` one row of
+``ledger_entries`` (position, event id, participant, content hash, RFC 6962
+leaf hash, chain hash) and the Merkle frontier in ``ledger_meta``, all committed
+together or not at all.  The same code serves SQLite and PostgreSQL; only the
+parameter placeholder and the schema prefix differ.
+
+The database lock (issue #6) is enforced here too, inside the same transaction:
+``ledger_meta`` row ``lock`` holds the lock while it stands (empty when not
+locked), written with the :class:`~ledger.domain.events.DatabaseLocked` or
+:class:`~ledger.domain.events.DatabaseUnlocked` event itself, so a writer racing a lock
+either commits before it or is refused after it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import msgspec
+from eventsourcing.persistence import StoredEvent
+
+from ledger.domain.errors import Refused
+from ledger.domain.events import DatabaseLocked, DatabaseUnlocked, Record, utc_text
+from ledger.evidence.merkle import Frontier, leaf_hash
+from ledger.storage.transcoder import decode_state, record_bytes, record_head
+
+GENESIS = bytes(32)
+# Records that change the database lock: the only ones the seal must decode fully.
+_LOCK_TYPES = frozenset({DatabaseLocked.__struct_config__.tag, DatabaseUnlocked.__struct_config__.tag})
+_sha256 = hashlib.sha256
+# Values per ``IN (...)`` query: well below SQLite's and PostgreSQL's parameter limits.
+_IN_CHUNK = 5000
+# One ``ledger_entries`` row: position, event id, participant, content, leaf and chain hashes.
+EntryRow = tuple[int, str | None, str, bytes, bytes, bytes]
+_record_encoder = msgspec.msgpack.Encoder()
+
+
+def content_hash(record: Record) -> bytes:
+    """What makes a retried line "the same content" (SPEC section 6, ``id``)."""
+    return hashlib.sha256(_record_encoder.encode(record)).digest()
+
+
+def canonical_entry(position: int, originator_id: str, version: int, topic: str, state: bytes) -> bytes:
+    """The deterministic bytes of one stored event that its leaf hash covers.
+
+    The position is part of it, so a reordering changes the leaves.  The bytes
+    are MessagePack as ``msgpack.packb(..., use_bin_type=True)`` makes them
+    (smallest int and length formats), from msgspec's faster encoder.
+    """
+    return _record_encoder.encode([position, str(originator_id), version, topic, bytes(state)])
+
+
+def chain_hash(previous: bytes, leaf: bytes) -> bytes:
+    return hashlib.sha256(previous + leaf).digest()
+
+
+class Seal:
+    """The SQL that keeps ``ledger_entries`` and ``ledger_meta`` in step with the events."""
+
+    def __init__(
+        self, prefix: str = "", placeholder: str = "?", blob: str = "BLOB", position: str = "INTEGER"
+    ) -> None:
+        """``position`` is the key's type: SQLite's ``INTEGER`` makes it the rowid (one index less)."""
+        self.entries = f"{prefix}ledger_entries"
+        self.meta = f"{prefix}ledger_meta"
+        p = placeholder
+        self.create_statements = [
+            f"CREATE TABLE IF NOT EXISTS {self.entries} ("
+            f"position {position} PRIMARY KEY, "
+            "event_id TEXT NOT NULL UNIQUE, "
+            "participant TEXT NOT NULL, "
+            f"content_hash {blob} NOT NULL, "
+            f"leaf_hash {blob} NOT NULL, "
+            f"chain_hash {blob} NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS ledger_entries_participant "
+            f"ON {self.entries} (participant, position)",
+            f"CREATE TABLE IF NOT EXISTS {self.meta} (key TEXT PRIMARY KEY, value {blob} NOT NULL)",
+        ]
+        self.placeholder = placeholder
+        self.insert_entry = f"INSERT INTO {self.entries} VALUES ({p},{p},{p},{p},{p},{p})"
+        self.select_meta = f"SELECT key, value FROM {self.meta} WHERE key IN ('frontier', 'chain', 'lock')"
+        self.upsert_meta = (
+            f"INSERT INTO {self.meta} (key, value) VALUES ({p},{p}) "
+            "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+        )
+
+    def seal(self, cursor: Any, positions: Sequence[int], stored_events: Sequence[StoredEvent]) -> None:
+        """Index, chain and add to the tree the events just inserted at ``positions``."""
+        cursor.execute(self.select_meta)
+        meta = {row["key"]: bytes(row["value"]) for row in cursor.fetchall()}
+        frontier = Frontier.from_bytes(meta["frontier"]) if "frontier" in meta else Frontier()
+        sealing = _Sealing(meta.get("chain", GENESIS), meta.get("lock", b""))
+        # The rows are made while the database takes them: no list of a million rows.
+        self.write_entries(cursor, sealing.rows(positions, stored_events))
+        frontier.extend(sealing.leaves)
+        updates = [("frontier", frontier.to_bytes()), ("chain", sealing.chain)]
+        if sealing.lock != meta.get("lock", b""):
+            updates.append(("lock", sealing.lock))
+        cursor.executemany(self.upsert_meta, updates)
+
+    def write_entries(self, cursor: Any, rows: Iterable[EntryRow]) -> None:
+        """Insert ``ledger_entries`` rows (PostgreSQL uses COPY instead)."""
+        cursor.executemany(self.insert_entry, rows)
+
+    def participant_leaves(self, datastore: Any, participant: str) -> list[tuple[str, bytes]]:
+        """``(event id, leaf hash)`` of one stream's sealed events, in ledger order."""
+        with datastore.transaction(commit=False) as cursor:
+            cursor.execute(
+                f"SELECT event_id, leaf_hash FROM {self.entries} WHERE participant = {self.placeholder} "
+                "ORDER BY position",
+                [participant],
+            )
+            return [(row["event_id"], bytes(row["leaf_hash"])) for row in cursor.fetchall()]
+
+    def lookup(self, datastore: Any, event_ids: Sequence[str]) -> dict[str, tuple[str, bytes]]:
+        """``{event id: (participant, content hash)}`` for the ids already stored."""
+        select = f"SELECT event_id, participant, content_hash FROM {self.entries} WHERE event_id"
+        rows = self._select_in(datastore, select, event_ids)
+        return {row["event_id"]: (row["participant"], bytes(row["content_hash"])) for row in rows}
+
+    def participants(self, datastore: Any, candidates: Sequence[str]) -> set[str]:
+        """The participants among ``candidates`` that already have events (one query per chunk)."""
+        rows = self._select_in(
+            datastore, f"SELECT DISTINCT participant FROM {self.entries} WHERE participant", candidates
+        )
+        return {row["participant"] for row in rows}
+
+    def _select_in(self, datastore: Any, select: str, values: Sequence[str]) -> list[Any]:
+        """The rows of ``select ... IN (values)``, asked in chunks of ``_IN_CHUNK`` values."""
+        rows: list[Any] = []
+        with datastore.transaction(commit=False) as cursor:
+            for start in range(0, len(values), _IN_CHUNK):
+                chunk = list(values[start : start + _IN_CHUNK])
+                cursor.execute(f"{select} IN ({','.join([self.placeholder] * len(chunk))})", chunk)
+                rows.extend(cursor.fetchall())
+        return rows
+
+
+class _Sealing:
+    """The chain head, the lock and the new leaves while one batch is sealed."""
+
+    def __init__(self, chain: bytes, lock: bytes) -> None:
+        self.chain = chain
+        self.lock = lock
+        self.leaves: list[bytes] = []
+
+    def rows(self, positions: Sequence[int], stored_events: Sequence[StoredEvent]) -> Iterator[EntryRow]:
+        """The ``ledger_entries`` row of each event, in order, chaining as it goes."""
+        chain, lock, leaves = self.chain, self.lock, self.leaves
+        for position, stored in zip(positions, stored_events, strict=True):
+            # Only the record's type and id are decoded; its bytes are hashed as
+            # they are (the same bytes content_hash would encode).
+            record = record_bytes(stored.state)
+            head = record_head(record)
+            lock = self.lock = _lock_after(lock, stored.state, head.type)
+            leaf = leaf_hash(
+                canonical_entry(
+                    position, stored.originator_id, stored.originator_version, stored.topic, stored.state
+                )
+            )
+            chain = self.chain = chain_hash(chain, leaf)
+            leaves.append(leaf)
+            yield (position, head.id, str(stored.originator_id), _sha256(record).digest(), leaf, chain)
+
+
+def _lock_after(lock: bytes, state: bytes, record_type: str) -> bytes:
+    """:func:`_next_lock` of a stored state, decoded only when the lock is concerned."""
+    if not lock and record_type not in _LOCK_TYPES:
+        return lock
+    decoded = decode_state(state)
+    return _next_lock(lock, decoded.record, decoded.timestamp)
+
+
+def _next_lock(lock: bytes, record: Record, at: dt.datetime) -> bytes:
+    """The ``lock`` meta value after ``record``; raises :class:`Refused` for an append while locked.
+
+    While locked, only :class:`DatabaseUnlocked` may be appended; it may not be
+    appended when the ledger is not locked.
+    """
+    if isinstance(record, DatabaseUnlocked):
+        if not lock:
+            raise Refused("unlock: the ledger is not locked")
+        return b""
+    if lock:
+        held = msgspec.json.decode(lock)
+        raise Refused(
+            f"the ledger is locked since {held['at']} by {held['by']} ({held['reason']}); nothing stored."
+            " A data manager can unlock it with `trial-ledger unlock --reason ...`"
+        )
+    if isinstance(record, DatabaseLocked):
+        return msgspec.json.encode({"at": utc_text(at), "by": record.user, "reason": record.reason})
+    return lock

@@ -1,0 +1,159 @@
+"""The ledger's recorders: the eventsourcing library's SQLite and PostgreSQL
+application recorders, extended so that every insert also seals its events
+(:mod:`ledger.storage.seal`) in the same transaction (SPEC section 5), and
+:func:`store_env`, which turns a ``--store`` URL into the library's environment
+(SPEC section 6: ``--store``, ``TRIAL_LEDGER_STORE``).
+
+Writes go below the library's per-row ``INSERT``: under ``BEGIN IMMEDIATE`` no
+other writer can append, so the positions of a batch are known before it is
+inserted (``MAX(rowid) + 1`` onwards, exactly what SQLite would assign) and
+the whole batch is one ``executemany``.  Reads for rebuilds and ``entries()``
+scan the table with plain tuples (:meth:`LedgerSQLiteRecorder.scan`).
+
+A writer that finds the database busy waits up to ``TRIAL_LEDGER_BUSY_TIMEOUT``
+seconds (default 30), then gives up with exit 3 (SPEC section 6: database
+locked); nothing is stored.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlparse
+
+from eventsourcing.persistence import OperationalError, StoredEvent
+from eventsourcing.sqlite import (
+    SQLiteApplicationRecorder,
+    SQLiteConnection,
+    SQLiteCursor,
+    SQLiteFactory,
+    SQLiteTransaction,
+)
+
+from ledger.storage.seal import Seal
+
+DEFAULT_STORE = "trial-ledger.db"
+# A writer that finds the database busy waits this long, then gives up (exit 3).
+BUSY_TIMEOUT_SECONDS = 30
+BUSY_TIMEOUT_VARIABLE = "TRIAL_LEDGER_BUSY_TIMEOUT"
+# One stored event as the read paths see it: position, participant, state bytes.
+ScannedRow = tuple[int, str, bytes]
+
+
+class ImmediateTransaction(SQLiteTransaction):
+    """A write transaction that takes SQLite's write lock at BEGIN.
+
+    The seal reads the frontier and then writes; a deferred transaction could
+    not upgrade its read to a write when another writer committed first.
+    """
+
+    def __enter__(self) -> SQLiteCursor:
+        cursor = self.connection.cursor()
+        try:
+            cursor.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            # Still busy after the busy timeout: the library's error, which the
+            # application turns into exit 3.
+            raise OperationalError(exc) from exc
+        return cursor
+
+
+class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
+    seal = Seal()
+
+    def __init__(self, datastore: Any, events_table_name: str = "stored_events") -> None:
+        super().__init__(datastore, events_table_name)
+        self.insert_at_positions = (
+            f"INSERT INTO {self.events_table_name} "
+            "(rowid, originator_id, originator_version, topic, state) VALUES (?,?,?,?,?)"
+        )
+        self.scan_statement = (
+            f"SELECT rowid, originator_id, state FROM {self.events_table_name} "
+            "WHERE rowid > ? ORDER BY rowid LIMIT ?"
+        )
+
+    def construct_create_table_statements(self) -> list[str]:
+        return [*super().construct_create_table_statements(), *self.seal.create_statements]
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        """Insert and seal a batch in one write transaction; returns the positions given."""
+        with self.datastore.get_connection(commit=True) as conn:
+            assert isinstance(conn, SQLiteConnection)
+            with ImmediateTransaction(conn, commit=True) as cursor:
+                cursor.execute(self.select_max_notification_id_statement)
+                last = cursor.fetchone()[0] or 0
+                positions = range(last + 1, last + 1 + len(stored_events))
+                cursor.executemany(
+                    self.insert_at_positions,
+                    (
+                        (position, s.originator_id, s.originator_version, s.topic, s.state)
+                        for position, s in zip(positions, stored_events, strict=True)
+                    ),
+                )
+                self.seal.seal(cursor, positions, stored_events)
+                return list(positions)
+
+    def scan(self, after: int, limit: int) -> list[ScannedRow]:
+        """Up to ``limit`` stored events after position ``after``, in ledger order (SPEC section 4)."""
+        with self.datastore.transaction(commit=False) as cursor:
+            raw = cursor.sqlite_cursor
+            raw.row_factory = None  # plain tuples: the hot path of rebuilds
+            raw.execute(self.scan_statement, (after, limit))
+            return raw.fetchall()
+
+
+class LedgerSQLiteFactory(SQLiteFactory):
+    application_recorder_class = LedgerSQLiteRecorder
+
+
+def store_url(store: str | None) -> str:
+    """The store to use: the option, else ``TRIAL_LEDGER_STORE``, else ``trial-ledger.db``."""
+    return store or os.environ.get("TRIAL_LEDGER_STORE") or DEFAULT_STORE
+
+
+def is_postgres(url: str) -> bool:
+    return url.startswith(("postgresql://", "postgres://"))
+
+
+def sqlite_path(url: str) -> str:
+    """The file of a SQLite store URL (a plain path or ``sqlite:///path``)."""
+    return url.removeprefix("sqlite://").removeprefix("/") if url.startswith("sqlite:///") else url
+
+
+def busy_timeout() -> int:
+    """Seconds a writer waits for a busy database before giving up (exit 3)."""
+    value = os.environ.get(BUSY_TIMEOUT_VARIABLE, "").strip()
+    return max(1, int(value)) if value.isdigit() else BUSY_TIMEOUT_SECONDS
+
+
+def store_env(url: str) -> dict[str, str]:
+    """The eventsourcing environment for a store URL.
+
+    ``postgresql://user:password@host:port/dbname?schema=name`` selects
+    PostgreSQL (schema defaults to ``public``); anything else is a SQLite file.
+    """
+    common = {"ORIGINATOR_ID_TYPE": "text"}
+    busy = str(busy_timeout())
+    if is_postgres(url):
+        parts = urlparse(url)
+        query = parse_qs(parts.query)
+        return {
+            **common,
+            "PERSISTENCE_MODULE": "ledger.storage.postgres:LedgerPostgresFactory",
+            "POSTGRES_DBNAME": unquote(parts.path.lstrip("/")) or "postgres",
+            "POSTGRES_HOST": parts.hostname or "127.0.0.1",
+            "POSTGRES_PORT": str(parts.port or 5432),
+            "POSTGRES_USER": unquote(parts.username or "postgres"),
+            "POSTGRES_PASSWORD": unquote(parts.password or ""),
+            "POSTGRES_SCHEMA": query.get("schema", ["public"])[0],
+            "POSTGRES_LOCK_TIMEOUT": busy,
+            "POSTGRES_POOL_SIZE": "2",
+        }
+    return {
+        **common,
+        "PERSISTENCE_MODULE": "ledger.storage.stores:LedgerSQLiteFactory",
+        "SQLITE_DBNAME": sqlite_path(url),
+        "SQLITE_LOCK_TIMEOUT": busy,
+    }

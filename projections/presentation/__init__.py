@@ -1,0 +1,1 @@
+"""What a person looks at: terminal tables, figures and the HTML report."""

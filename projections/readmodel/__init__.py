@@ -1,0 +1,1 @@
+"""Read models: per-participant timelines that follow the notification log, and the queries on them."""

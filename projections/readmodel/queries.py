@@ -1,0 +1,86 @@
+"""Monitors' questions, answered from the timelines read model (SPEC sections 3, 4 and 6).
+
+``as_of`` is a clinical date (only events effective on or before it count);
+``known_at`` a moment (only events the ledger had recorded by then count,
+corrections included).  Both combine: the trial as of 31 December 2014 as the
+ledger knew it on 1 March 2015.  The JSON shapes are the SPEC's, exactly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable, Iterator
+from itertools import groupby
+from typing import Any
+
+from ledger.application.access import LockState, Trial, lock_state
+from ledger.application.trial_ledger import TrialLedger
+from ledger.domain.entry import Entry
+from ledger.domain.rules.corrections import ParticipantHistory, fold
+from ledger.domain.rules.endpoints import endpoints
+from ledger.domain.rules.status import summarise
+from ledger.storage.transcoder import decode_state
+from projections.readmodel.timeline import Row, TimelineView, catch_up, open_view
+
+
+def histories(
+    view: TimelineView, known_at: dt.datetime | None, participant: str | None = None
+) -> Iterator[ParticipantHistory]:
+    """Each participant's current events as known at ``known_at`` (all if None)."""
+    for code, rows in groupby(view.rows(participant), key=lambda row: row[0]):
+        folded = fold(_known(code, rows, known_at))
+        if code in folded:
+            yield folded[code]
+
+
+def _known(code: str, rows: Iterable[Row], known_at: dt.datetime | None) -> Iterator[Entry]:
+    """The entries of one stream's rows that the ledger had recorded by ``known_at``."""
+    for _, position, state in rows:
+        stored = decode_state(state)
+        if known_at is None or stored.timestamp <= known_at:
+            yield Entry(position, stored.timestamp, code, stored.record)
+
+
+def _code_order(participant: str) -> tuple[str, int, str]:
+    site, _, number = participant.partition("-")
+    return (site, int(number) if re.fullmatch(r"\d+", number) else 0, number)
+
+
+class Monitor:
+    """Read side of one ledger: brings the read model up to date, then answers."""
+
+    def __init__(self, ledger: TrialLedger) -> None:
+        self.ledger = ledger
+        self.view = open_view(ledger)
+        catch_up(ledger, self.view)
+
+    def status(
+        self, as_of: dt.date, known_at: dt.datetime | None, participant: str | None = None
+    ) -> dict[str, Any]:
+        """``status`` of SPEC section 6: every participant screened on or before ``as_of``."""
+        rows = []
+        for history in histories(self.view, known_at, participant):
+            summary = summarise(history, as_of, self.ledger.protocol)
+            if summary is not None:
+                rows.append(summary.to_json())
+        rows.sort(key=lambda row: _code_order(row["participant"]))
+        return {"as_of": as_of.isoformat(), "known_at": _instant(known_at), "participants": rows}
+
+    def endpoints(self, as_of: dt.date, known_at: dt.datetime | None) -> dict[str, Any]:
+        """``endpoints`` of SPEC section 6, plus ``lock``: whether the data were locked then."""
+        result = endpoints(histories(self.view, known_at), as_of, self.ledger.protocol)
+        lock = self.lock(known_at).to_json()
+        return {"as_of": as_of.isoformat(), "known_at": _instant(known_at), **result, "lock": lock}
+
+    def lock(self, known_at: dt.datetime | None) -> LockState:
+        """The database lock as known at ``known_at``, from the trial-level stream alone."""
+        return lock_state(self.entries(Trial.STREAM, known_at))
+
+    def entries(self, stream: str, known_at: dt.datetime | None) -> Iterator[Entry]:
+        """One stream's stored events recorded by ``known_at``, in ledger order."""
+        return _known(stream, self.view.rows(stream), known_at)
+
+
+def _instant(moment: dt.datetime | None) -> str:
+    return (moment or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
