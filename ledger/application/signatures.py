@@ -223,9 +223,10 @@ def any_signed(ledger: TrialLedger) -> bool:
     """Whether the ledger holds a signature at all (one indexed look-up by topic)."""
     from eventsourcing.utils import get_topic
 
-    from ledger.domain.participant import Participant
+    from ledger.domain.participant import LEGACY_TOPIC, Participant
 
-    return bool(ledger.notification_log.select(start=1, limit=1, topics=(get_topic(Participant.Signed),)))
+    topics = (get_topic(Participant.Signed), f"{LEGACY_TOPIC}.Signed")
+    return bool(ledger.notification_log.select(start=1, limit=1, topics=topics))
 
 
 def check(
