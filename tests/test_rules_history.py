@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 
 from ledger.domain.events import CMVLoadMeasured
-from ledger.domain.rules.corrections import adverse_events, fold
+from ledger.domain.rules.corrections import fold
+from ledger.domain.rules.safety import adverse_events
 from tests.builders import D0, Ledger, day
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,13 +22,12 @@ from ledger.domain.rules.status import summarise
 from tests.builders import D0, Ledger, day
 
 PROTOCOL = load_protocol()
-RULES = PROTOCOL.remission
 LATE = day(400)
 
 
 def outcome(ledger: Ledger, as_of: dt.date = LATE, participant: str = "NFH-001") -> RemissionOutcome:
     history = fold(ledger.entries)[participant]
-    return participant_remission(history, D0, as_of, RULES)
+    return participant_remission(history, D0, as_of, PROTOCOL)
 
 
 def treated(**screening: object) -> Ledger:
@@ -111,7 +111,7 @@ def test_late_entered_earlier_sample_gains_and_loses_cr_retroactively() -> None:
     assert outcome(ledger).cr_date is None
     # As known before the positive was recorded, CR held on day 10.
     known = fold(ledger.entries[:-1])["NFH-001"]
-    assert participant_remission(known, D0, LATE, RULES).cr_date == day(10)
+    assert participant_remission(known, D0, LATE, PROTOCOL).cr_date == day(10)
 
 
 def test_correction_turns_a_negative_into_a_positive() -> None:
@@ -220,22 +220,23 @@ def test_no_infusion_no_remission() -> None:
     ledger.cmv(on=day(3))
     ledger.cmv(on=day(8))
     history = fold(ledger.entries)["NFH-001"]
-    assert participant_remission(history, None, LATE, RULES).cr_date is None
+    assert participant_remission(history, None, LATE, PROTOCOL).cr_date is None
     assert summarise(history, LATE, PROTOCOL).cr_date is None  # type: ignore[union-attr]
 
 
 def test_sample_count_is_a_parameter() -> None:
     samples = [Sample(day(3), 1, "not_detected"), Sample(day(8), 2, "not_detected")]
-    assert virological_cr_date(samples, D0, 2, 5) == day(8)
-    assert virological_cr_date(samples, D0, 3, 5) is None
+    two, three = Remission(samples=2, min_gap_days=5), Remission(samples=3, min_gap_days=5)
+    assert virological_cr_date(samples, D0, two) == day(8)
+    assert virological_cr_date(samples, D0, three) is None
     samples.append(Sample(day(5), 3, "below_lloq"))
-    assert virological_cr_date(samples, D0, 3, 5) == day(8)
+    assert virological_cr_date(samples, D0, three) == day(8)
     # Three negatives all within the gap do not suffice; a later one does.
     close = [Sample(day(d), d, "not_detected") for d in (3, 4, 5)]
-    assert virological_cr_date(close, D0, 3, 5) is None
+    assert virological_cr_date(close, D0, three) is None
     close.append(Sample(day(8), 9, "not_detected"))
-    assert virological_cr_date(close, D0, 3, 5) == day(8)
-    assert virological_cr_date(close, D0, 2, 7) is None
+    assert virological_cr_date(close, D0, three) == day(8)
+    assert virological_cr_date(close, D0, Remission(samples=2, min_gap_days=7)) is None
 
 
 def test_protocol_parameters_flow_through() -> None:
@@ -243,7 +244,7 @@ def test_protocol_parameters_flow_through() -> None:
     ledger.cmv(on=day(3))
     ledger.cmv(on=day(8))
     history = fold(ledger.entries)["NFH-001"]
-    strict = Remission(samples=2, min_gap_days=6)
+    strict = msgspec.structs.replace(PROTOCOL, remission=Remission(samples=2, min_gap_days=6))
     assert participant_remission(history, D0, LATE, strict).cr_date is None
 
 
@@ -308,4 +309,4 @@ def test_noop_corrections_change_nothing(plan: list[tuple[int, str]], targets: l
         ledger.correct(target, result=target.record.result, effective=target.record.effective)
     after = fold(ledger.entries)
     assert [e.record for e in after["NFH-001"].events] == [e.record for e in before["NFH-001"].events]
-    assert outcome(ledger) == participant_remission(before["NFH-001"], D0, LATE, RULES)
+    assert outcome(ledger) == participant_remission(before["NFH-001"], D0, LATE, PROTOCOL)

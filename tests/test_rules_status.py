@@ -9,7 +9,8 @@ import pytest
 
 from ledger.domain.events import EnrollmentRefused
 from ledger.domain.protocol import load_protocol
-from ledger.domain.rules.corrections import adverse_events, fold
+from ledger.domain.rules.corrections import fold
+from ledger.domain.rules.safety import adverse_events
 from ledger.domain.rules.status import ParticipantStatus, summarise
 from tests.builders import D0, Ledger, day
 

@@ -175,3 +175,157 @@ def test_user_is_required_and_site_must_be_known(ledger: TrialLedger) -> None:
         ledger.record(L.as_lines([L.enrollment()]), user="x", site="MARS")
     with pytest.raises(InvalidInput, match="reserved"):
         store(ledger, [L.screening(id="NFH-001#1")])
+
+
+# -- provenance and the end of participation (SPEC section 6; issue 11 item 6) ---------------
+
+
+def test_the_ledgers_own_records_cannot_be_corrected_or_voided(ledger: TrialLedger) -> None:
+    store(ledger, [L.screening(age_years=70)])
+    with pytest.raises(Refused):
+        ledger.record(L.as_lines([L.enrollment()]), user="nfh.chen", record_refusal=True)
+    refusal = next(e.record for e in ledger.entries() if isinstance(e.record, EnrollmentRefused))
+    before = snapshot(ledger)
+    for amendment in (L.correction(refusal.id, {"weight_kg": 70}), L.void(refusal.id)):
+        with pytest.raises(InvalidInput) as refused:
+            store(ledger, [amendment])
+        assert refused.value.exit_code == 2
+        assert refused.value.problems == [
+            f"line 1: NFH-001: target: {refusal.id} is a EnrollmentRefused, a record the ledger keeps itself:"
+            " it cannot be corrected or voided (rule amendable_events)"
+        ]
+    assert snapshot(ledger) == before
+
+
+@pytest.mark.parametrize(
+    "amendment",
+    [
+        L.correction("fix1", {"reason": "again"}),
+        L.void("fix1"),
+        L.correction("gone", {"weight_kg": 62}),
+        L.void("gone"),
+        L.void("void1"),
+        L.correction("void1", {"reason": "again"}),
+    ],
+)
+def test_corrections_voids_and_voided_events_cannot_be_amended(
+    ledger: TrialLedger, amendment: dict[str, Any]
+) -> None:
+    store(ledger, [*L.treated(), L.cmv(id="gone")])
+    store(ledger, [L.correction("NFH-001-enr", {"weight_kg": 62}, id="fix1"), L.void("gone", id="void1")])
+    before = snapshot(ledger)
+    with pytest.raises(InvalidInput) as refused:
+        store(ledger, [amendment])
+    assert str(refused.value).endswith("(rule amendable_events)")
+    assert snapshot(ledger) == before
+
+
+@pytest.mark.parametrize(
+    ("entered_at", "line"),
+    [
+        ("1970-01-01T00:00:00Z", L.cmv(id="c")),
+        ("9999-12-31T23:59:59Z", L.cmv(id="c")),
+        ("2014-01-15T09:59:59Z", L.cmv(id="c")),  # 2014-01-16 begins at 10:00 UTC at UTC+14
+        ("2099-01-01T00:00:00Z", L.cmv(id="c")),  # after the time it is recorded
+        ("2014-01-12T01:00:00+08:00", L.adverse_event(id="a")),  # before the site became aware
+        ("1970-01-01T00:00:00Z", L.correction("NFH-001-enr", {"weight_kg": 62})),
+        ("1970-01-01T00:00:00Z", L.void("NFH-001-inf1")),
+    ],
+)
+def test_entered_at_lies_between_the_clinical_date_and_the_recording(
+    ledger: TrialLedger, entered_at: str, line: dict[str, Any]
+) -> None:
+    store(ledger, L.treated())
+    before = snapshot(ledger)
+    with pytest.raises(InvalidInput) as refused:
+        store(ledger, [{**line, "entered_at": entered_at}])
+    assert refused.value.exit_code == 2
+    [problem] = refused.value.problems
+    assert problem.startswith("line 1: NFH-001: entered_at: ") and problem.endswith(
+        "(rule entered_at_bounds)"
+    )
+    assert snapshot(ledger) == before
+
+
+def test_entered_at_at_the_bounds_is_accepted(ledger: TrialLedger) -> None:
+    store(ledger, L.treated())
+    stored = store(
+        ledger,
+        [
+            L.cmv(id="first-instant", entered_at="2014-01-16T00:00:00+14:00"),
+            L.adverse_event(id="aware", entered_at="2014-01-12T09:30:00+08:00"),
+        ],
+    )
+    assert sorted(stored) == ["aware", "first-instant"]
+
+
+def test_an_early_entered_at_cannot_remove_a_late_sae_flag(ledger: TrialLedger) -> None:
+    from projections.readmodel.queries import Monitor
+
+    store(ledger, L.treated())
+    late = L.adverse_event(
+        id="sae", serious=True, criteria=["hospitalisation"], entered_at="2014-01-20T09:30:00+08:00"
+    )
+    with pytest.raises(InvalidInput, match="rule entered_at_bounds"):
+        store(ledger, [{**late, "entered_at": "2014-01-12T09:00:00+08:00"}])
+    store(ledger, [late])
+    [row] = Monitor(ledger).status(dt.date(2014, 2, 1), None)["participants"]
+    assert row["flags"] == ["late_sae_report"]
+    with pytest.raises(InvalidInput, match="rule entered_at_bounds"):
+        store(ledger, [L.correction("sae", {"aware_at": "2014-01-20T10:00:00+08:00"})])
+
+
+@pytest.mark.parametrize(
+    ("ending", "infused_on", "rule"),
+    [
+        (L.withdrawal(effective="2014-02-01"), "2014-02-02", "after the withdrawal on 2014-02-01"),
+        (L.death(effective="2014-02-01"), "2014-02-02", "after the death on 2014-02-01"),
+    ],
+)
+def test_no_infusion_after_withdrawal_or_death(
+    ledger: TrialLedger, ending: dict[str, Any], infused_on: str, rule: str
+) -> None:
+    store(ledger, [*L.treated(), ending])
+    before = snapshot(ledger)
+    with pytest.raises(InvalidInput) as refused:
+        store(ledger, [L.infusion(course=2, effective=infused_on)])
+    assert refused.value.exit_code == 2
+    assert refused.value.problems == [
+        f"line 1: NFH-001: effective: infusion on {infused_on} {rule} (rule no_infusion_after_exit)"
+    ]
+    assert snapshot(ledger) == before
+    # On the day itself the infusion may still have been given.
+    store(ledger, [L.infusion(course=2, effective=ending["effective"])])
+
+
+def test_a_withdrawal_dated_before_a_recorded_infusion_is_refused(ledger: TrialLedger) -> None:
+    store(ledger, [*L.treated(), L.infusion(course=2, effective="2014-02-01")])
+    with pytest.raises(InvalidInput) as refused:
+        store(ledger, [L.withdrawal(effective="2014-01-31")])
+    assert refused.value.problems == [
+        "line 1: NFH-001: effective: infusion on 2014-02-01 after the withdrawal on 2014-01-31"
+        " (rule no_infusion_after_exit)"
+    ]
+
+
+def test_a_second_withdrawal_is_refused(ledger: TrialLedger) -> None:
+    store(ledger, [*L.treated(), L.withdrawal(id="w1")])
+    before = snapshot(ledger)
+    with pytest.raises(InvalidInput) as refused:
+        store(ledger, [L.withdrawal(effective="2014-03-05")])
+    assert refused.value.exit_code == 2
+    assert refused.value.problems == [
+        "line 1: NFH-001: type: already withdrawn on 2014-03-01 (w1) (rule single_withdrawal)"
+    ]
+    assert snapshot(ledger) == before
+
+
+def test_a_downgrade_without_criteria_is_one_rule_on_write_and_read(ledger: TrialLedger) -> None:
+    from projections.readmodel.queries import Monitor
+
+    store(ledger, [*L.treated(), L.adverse_event(serious=True, criteria=["hospitalisation"], grade=3)])
+    store(ledger, [L.ae_update(serious=False)])
+    with pytest.raises(InvalidInput, match="must be empty when the adverse event is not serious"):
+        store(ledger, [L.ae_update(effective="2014-01-16", serious=False, criteria=["death"])])
+    secondary = Monitor(ledger).endpoints(dt.date(2014, 1, 20), None)["secondary"]
+    assert (secondary["participants_with_serious_ae"], secondary["participants_with_nonserious_ae"]) == (0, 1)

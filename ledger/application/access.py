@@ -60,6 +60,7 @@ from ledger.domain.events import (
     utc_text,
 )
 from ledger.domain.participant import RecordEvent, ledger_event_id
+from ledger.domain.rules.sites import site_of
 
 if TYPE_CHECKING:
     from ledger.application.trial_ledger import TrialLedger
@@ -171,7 +172,7 @@ def refusal(
     if member.role not in permission.roles:
         return f"{member.name} ({member.role}) may not {permission.what}"
     if member.role in SITE_ROLES:
-        for other in (participant.split("-")[0] if participant else None, site):
+        for other in (site_of(participant) if participant else None, site):
             if other is not None and other != member.user_site:
                 whom = f" (participant {participant})" if participant else ""
                 who = f"{member.name} ({member.role} of {member.user_site})"

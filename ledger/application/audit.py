@@ -42,8 +42,9 @@ from ledger.domain.events import (
     InvalidRecord,
     ParticipantEnrolled,
     Record,
-    apply_changes,
 )
+from ledger.domain.rules.corrections import corrected
+from ledger.domain.rules.sites import site_of
 
 if TYPE_CHECKING:
     from ledger.application.trial_ledger import TrialLedger
@@ -219,11 +220,11 @@ def _changes(target: Record | None, changes: dict[str, Any]) -> tuple[list[Chang
         return [Change(name, None, value) for name, value in changes.items()], None
     before = _fields(target)
     try:
-        corrected = apply_changes(target, changes)
+        changed = corrected(target, changes)
     except InvalidRecord:  # the ledger refuses these; show what was asked
         return [Change(name, before.get(name), value) for name, value in changes.items()], None
-    after = _fields(corrected)
-    return [Change(name, before.get(name), after.get(name, changes[name])) for name in changes], corrected
+    after = _fields(changed)
+    return [Change(name, before.get(name), after.get(name, changes[name])) for name in changes], changed
 
 
 def _fields(record: Record) -> dict[str, Any]:
@@ -263,7 +264,7 @@ def _reason(record: Record) -> str | None:
 
 
 def _site_of(participant: str | None) -> str | None:
-    return None if participant is None else participant.split("-")[0]
+    return None if participant is None else site_of(participant)
 
 
 def _instant(moment: dt.datetime | None) -> str | None:

@@ -45,6 +45,7 @@ from ledger.domain.events import (
 from ledger.domain.participant import EVENT_CLASS, Participant, ledger_event_id
 from ledger.domain.protocol import Protocol, load_protocol
 from ledger.domain.rules import ordering as rules
+from ledger.domain.rules.sites import site_of
 from ledger.storage.seal import content_hash
 from ledger.storage.stores import store_env, store_url
 from ledger.storage.transcoder import MsgspecTranscoder, decode_state
@@ -264,7 +265,7 @@ class TrialLedger(Application[str]):
                 continue
             where = record.site or site
             if where is None and isinstance(record, ClinicalRecord):
-                where = record.participant.split("-")[0]
+                where = site_of(record.participant)
             if where is not None and where not in self.protocol.sites:
                 problems.append(_at(ln, f"site: unknown site code '{where}'"))
                 continue
@@ -430,7 +431,7 @@ class _NewStream:
             raise InvalidInput(f"{self.id}: participant: not screened")
         if record.id is None:
             record = replace(record, id=ledger_event_id(self.id, version))
-        rules.check_clinical(self.chart, record, protocol, at.date())
+        rules.check_clinical(self.chart, record, protocol, at)
         if first:
             event: CanMutateAggregate[str] = Participant.Screened(
                 originator_id=self.id,

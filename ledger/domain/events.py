@@ -19,6 +19,8 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_typ
 import msgspec
 from msgspec import Meta
 
+from ledger.domain.rules.sites import site_of
+
 Text = Annotated[str, Meta(min_length=1, max_length=500)]
 ParticipantCode = Annotated[
     str,
@@ -125,7 +127,7 @@ class ParticipantScreened(ClinicalRecord, tag="ParticipantScreened", kw_only=Tru
     investigator_excluded: bool = False
 
     def __post_init__(self) -> None:
-        if self.participant.split("-")[0] != self.site:
+        if site_of(self.participant) != self.site:
             _fail("participant", f"code must start with its site code '{self.site}-'")
 
 

@@ -34,10 +34,10 @@ from ledger.domain.events import (
     ParticipantWithdrew,
     Record,
     RecordSigned,
-    apply_changes,
 )
 from ledger.domain.protocol import Protocol
 from ledger.domain.rules import ordering as rules
+from ledger.domain.rules.corrections import amendable, corrected
 
 
 def ledger_event_id(participant: str, version: int) -> str:
@@ -118,7 +118,7 @@ class Participant(BaseAggregate[str]):
     @classmethod
     def screen(cls, record: ParticipantScreened, protocol: Protocol, at: dt.datetime) -> "Participant":
         """Screen a new participant (the stream's first event)."""
-        rules.check_clinical(rules.Chart(), record, protocol, at.date())
+        rules.check_clinical(rules.Chart(), record, protocol, at)
         record = _with_id(record, record.participant, cls.INITIAL_VERSION)
         return cls._create(cls.Screened, record=record, timestamp=at)
 
@@ -130,12 +130,13 @@ class Participant(BaseAggregate[str]):
         """
         record = _with_id(record, self.id, self.version + 1)
         if isinstance(record, EventCorrected):
-            self._check_correction(record, protocol, at.date())
+            self._check_correction(record, protocol, at)
         elif isinstance(record, EventVoided):
-            self._amendable(record.target, "target")
+            target = self._amendable(record.target, "target")
+            rules.check_entered_at(self.id, record.entered_at, target, at)
         elif not isinstance(record, RecordSigned):
             assert isinstance(record, ClinicalRecord)
-            rules.check_clinical(self.chart, record, protocol, at.date())
+            rules.check_clinical(self.chart, record, protocol, at)
         self.trigger_event(EVENT_CLASS[type(record)], record=record, timestamp=at)
         return record.id or ""
 
@@ -148,7 +149,7 @@ class Participant(BaseAggregate[str]):
         if isinstance(record, RecordSigned):
             self.signatures.add(record_id)
         elif isinstance(record, EventCorrected):
-            records[record.target] = apply_changes(records[record.target], record.changes)  # type: ignore[assignment]
+            records[record.target] = corrected(records[record.target], record.changes)  # type: ignore[assignment]
         elif isinstance(record, EventVoided):
             self.voided.add(record.target)
             del records[record.target]
@@ -157,29 +158,41 @@ class Participant(BaseAggregate[str]):
             records[record_id] = record
 
     def _amendable(self, target: str, field: str) -> ClinicalRecord:
-        """The current value of a clinical event that a correction or void may name."""
+        """The current value of a clinical event that a correction or void may name (SPEC section 6).
+
+        Voided events, corrections and voids themselves, and the ledger's own
+        records (:func:`~ledger.domain.rules.corrections.amendable`) are refused.
+        """
         if target in self.voided:
-            raise InvalidInput(f"{self.id}: {field}: event {target} is voided")
-        try:
-            return self.chart.records[target]
-        except KeyError:
+            raise InvalidInput(f"{self.id}: {field}: event {target} is voided (rule amendable_events)")
+        record = self.chart.records.get(target)
+        if record is None:
             raise InvalidInput(
                 f"{self.id}: {field}: {target} is not a correctable event of this participant"
-            ) from None
+                " (rule amendable_events)"
+            )
+        if not amendable(record):
+            raise InvalidInput(
+                f"{self.id}: {field}: {target} is a {record.type}, a record the ledger keeps itself:"
+                " it cannot be corrected or voided (rule amendable_events)"
+            )
+        return record
 
-    def _check_correction(self, correction: EventCorrected, protocol: Protocol, today: dt.date) -> None:
+    def _check_correction(self, correction: EventCorrected, protocol: Protocol, at: dt.datetime) -> None:
         """A corrected event must still be valid, and so must the chart it leaves."""
         original = self._amendable(correction.target, "target")
         try:
-            corrected = apply_changes(original, correction.changes)
+            changed = corrected(original, correction.changes)
         except InvalidRecord as exc:
             raise InvalidInput(f"{self.id}: changes.{exc}") from None
-        if isinstance(corrected, ClinicalRecord) and corrected.participant != self.id:
+        if isinstance(changed, ClinicalRecord) and changed.participant != self.id:
             raise InvalidInput(f"{self.id}: changes.participant: cannot be corrected")
+        assert isinstance(changed, ClinicalRecord)
+        rules.check_entered_at(self.id, correction.entered_at, changed, at)
         records = [
-            corrected if key == correction.target else value for key, value in self.chart.records.items()
+            changed if key == correction.target else value for key, value in self.chart.records.items()
         ]
-        rules.replay(records, protocol, today)
+        rules.replay(records, protocol, at)
 
 
 def _with_id(record: Record, participant: str, version: int) -> Any:

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
+from typing import Annotated
 
 import msgspec
+from msgspec import Meta
+
+Positive = Annotated[int, Meta(ge=1)]
 
 DEFAULT_PROTOCOL = Path(__file__).parent.parent / "protocols" / "NFH-MSC-CMV-2014.toml"
 
@@ -24,18 +28,26 @@ class Eligibility(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class Treatment(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    target_cells_per_kg: float
-    dose_tolerance: float
-    second_course_from_day: int
+    """``max_courses``: courses beyond it are a ``course_deviation``."""
+
+    target_cells_per_kg: Annotated[float, Meta(gt=0)]
+    dose_tolerance: Annotated[float, Meta(ge=0)]
+    second_course_from_day: Positive
+    max_courses: Positive
 
 
 class Remission(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    samples: int
-    min_gap_days: int
+    samples: Positive
+    min_gap_days: Annotated[int, Meta(ge=0)]
 
 
 class FollowUp(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    window_days: int
+    """``milestone_days``: study days the report reads its curves off, besides the
+    second-course decision (the day before ``second_course_from_day``) and the
+    window's last day."""
+
+    window_days: Positive
+    milestone_days: list[Positive]
 
 
 class Safety(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -47,6 +59,7 @@ class Protocol(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     registry_id: str
     title: str
     planned_participants: int
+    country: Annotated[str, Meta(pattern="^[A-Z]{3}$", description="ISO 3166-1 alpha-3 of every site")]
     sites: dict[str, str]
     eligibility: Eligibility
     treatment: Treatment

@@ -63,6 +63,7 @@ from ledger.domain.events import (
     utc_text,
 )
 from ledger.domain.protocol import Protocol
+from ledger.domain.rules.sites import site_of
 
 NS = "http://www.cdisc.org/ns/odm/v1.3"
 TRIAL_LOCATION = "TRIAL"
@@ -331,7 +332,7 @@ def _clinical(root: Any, study: str, mdv: str, entries: list[Entry]) -> None:
             _signature(subject, record)
             continue
         if first:
-            _el(subject, "SiteRef", LocationOID=f"LOC.{entry.participant.split('-')[0]}")
+            _el(subject, "SiteRef", LocationOID=f"LOC.{site_of(entry.participant)}")
         if isinstance(record, ClinicalRecord):
             current[record.id or ""] = record
             group = _group(subject, record, record.id or "", "Insert")

@@ -38,10 +38,11 @@ from ledger.domain.events import (
     utc_text,
 )
 from ledger.domain.protocol import Protocol
-from ledger.domain.rules.corrections import ParticipantHistory, adverse_events, fold
-from ledger.domain.rules.status import ParticipantStatus, day_date, summarise
+from ledger.domain.rules.corrections import ParticipantHistory, fold
+from ledger.domain.rules.safety import adverse_events
+from ledger.domain.rules.status import ParticipantStatus, summarise
+from ledger.domain.rules.treatment import day_date
 
-COUNTRY = "CHN"  # every site of NCT02083731 is in China (registry record, Locations)
 TREATMENT = "MESENCHYMAL STEM CELLS"
 SEVERITY = {1: "MILD", 2: "MODERATE"}  # CTCAE grade 3 and above: SEVERE
 OUTCOMES = {
@@ -132,7 +133,7 @@ DATASETS: dict[str, list[Variable]] = {
             comment="MSC when infused, NOTTRT when enrolled only",
         ),
         _v("ACTARM", "Description of Actual Arm", origin="Derived"),
-        _v("COUNTRY", "Country", origin="Assigned", comment="all sites are in China"),
+        _v("COUNTRY", "Country", origin="Assigned", comment="the protocol's country of every site"),
         _v("DMDTC", "Date/Time of Collection", comment="screening date"),
         _day("DM", "", "Study Day of Collection"),
     ],
@@ -345,7 +346,7 @@ def _dm(s: Subject, protocol: Protocol, as_of: dt.date) -> Iterator[dict[str, An
         "ARM": arm[1],
         "ACTARMCD": actual[0],
         "ACTARM": actual[1],
-        "COUNTRY": COUNTRY,
+        "COUNTRY": protocol.country,
         "DMDTC": s.screening.effective.isoformat(),
         "DMDY": sdtm_day(s.day1, s.screening.effective),
     }

@@ -25,7 +25,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from ledger.domain.events import CATEGORIES
-from projections.presentation.report import MARK_DAYS, at_risk_on, incidence_at
+from projections.presentation.report import at_risk_on, incidence_at, mark_days
 
 if TYPE_CHECKING:
     from projections.presentation.report import Lane, ReportData
@@ -114,9 +114,9 @@ def swimmer_figure(data: ReportData) -> Figure:
     size = 6.5 if count > 60 else 8
     axes.set_yticks(list(rows), [lane.participant for lane in lanes], fontsize=size)
     axes.set_ylim(count - 0.4, -0.6)
-    ticks = sorted({1, 14, 28, 56, 90, 180, 270, window})
+    ticks = sorted({1, *mark_days(data.protocol), *range(90, window, 90)})
     axes.set_xticks(ticks)
-    axes.set_xlim(-2, window + 14)
+    axes.set_xlim(-2, window * 1.04)
     axes.tick_params(axis="x", labeltop=True, top=True, labelsize=9)
     axes.grid(axis="x", color="#b0bec5", linewidth=0.6, linestyle=":", zorder=0)
     axes.set_xlabel("Study day (day 1 = first infusion)")
@@ -198,7 +198,7 @@ def _swimmer_legend() -> list[Patch | Line2D]:
 
 
 def remission_figure(data: ReportData) -> Figure:
-    """Cumulative incidence of CR and of the competing events, read off at days 14, 28 and 365."""
+    """Cumulative incidence of CR and of the competing events, read off at the :func:`mark_days`."""
     window = data.protocol.follow_up.window_days
     steps = data.remission_steps()
     figure = Figure(figsize=(WIDTH, 6.0), layout="constrained")
@@ -248,7 +248,7 @@ def remission_figure(data: ReportData) -> Figure:
     )
     offsets = {0: (18, -22), 1: (18, -10), 2: (-20, -26)}
     unreached = []
-    for number, day in enumerate(MARK_DAYS):
+    for number, day in enumerate(mark_days(data.protocol)):
         step = incidence_at(steps, day)
         if step is None:
             unreached.append(f"day {day}")
@@ -276,7 +276,7 @@ def remission_figure(data: ReportData) -> Figure:
             fontsize=9,
             color="#4a5968",
         )
-    ticks = sorted({0, 14, 28, 90, 180, 270, window})
+    ticks = sorted({0, *mark_days(data.protocol), *range(90, window, 90)})
     axes.set_xticks(ticks, [f"{day}\n{at_risk_on(data.observations, day)}" for day in ticks])
     axes.set_xlim(0, window + 5)
     axes.set_ylim(0, 100)

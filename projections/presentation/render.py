@@ -86,7 +86,7 @@ def endpoints_view(data: dict[str, Any]) -> Group:
     secondary = data["secondary"]
     safety = Table(
         title=(
-            "Secondary endpoint: adverse events, days 1-365 of infused participants "
+            "Secondary endpoint: adverse events in the follow-up window of infused participants "
             f"(participants with serious AE: {secondary['participants_with_serious_ae']}, "
             f"with non-serious AE: {secondary['participants_with_nonserious_ae']})"
         ),

@@ -8,7 +8,7 @@ the report cannot disagree with those commands:
   <projections.readmodel.queries.Monitor.endpoints>`;
 - the figures read each participant's :class:`~ledger.domain.rules.status.ParticipantStatus`
   (:func:`~ledger.domain.rules.status.summarise`) and current adverse events
-  (:func:`~ledger.domain.rules.corrections.adverse_events`); populations and responders are
+  (:func:`~ledger.domain.rules.safety.adverse_events`); populations and responders are
   those of :mod:`ledger.domain.rules.endpoints`.
 
 :func:`collect` gathers it all for one ``--as-of`` date and ``--known-at``
@@ -35,15 +35,25 @@ from typing import Any, Literal, NamedTuple
 from ledger.application.trial_ledger import TrialLedger
 from ledger.domain.errors import InvalidInput
 from ledger.domain.protocol import Protocol
-from ledger.domain.rules.corrections import adverse_events
 from ledger.domain.rules.endpoints import in_population, responder
-from ledger.domain.rules.status import FLAGS, STATUS_PRECEDENCE, ParticipantStatus, study_day, summarise
+from ledger.domain.rules.safety import adverse_events
+from ledger.domain.rules.status import FLAGS, STATUS_PRECEDENCE, ParticipantStatus, summarise
+from ledger.domain.rules.treatment import study_day, within_follow_up
 from projections.readmodel.queries import Monitor, histories
 
 INSTALL_HINT = "pip install 'trial-ledger[report]'"
-MARK_DAYS = (14, 28, 365)
-"""Study days at which the remission curve is read off: the day-14 decision on a
-second course (SPEC section 2), day 28, and the end of the follow-up window."""
+
+
+def mark_days(protocol: Protocol) -> tuple[int, ...]:
+    """Study days at which the remission curve is read off (SPEC section 2, protocol values).
+
+    The second-course decision (the day before ``second_course_from_day``), the
+    protocol's ``follow_up.milestone_days`` and the last day of the window.
+    """
+    follow_up = protocol.follow_up
+    days = {protocol.treatment.second_course_from_day - 1, *follow_up.milestone_days, follow_up.window_days}
+    return tuple(sorted(day for day in days if 1 <= day <= follow_up.window_days))
+
 
 Outcome = Literal["remission", "competing", "censored"]
 
@@ -125,7 +135,6 @@ def collect(ledger: TrialLedger, as_of: dt.date, known_at: dt.datetime | None, s
     moment = known_at or dt.datetime.now(dt.UTC)
     monitor = Monitor(ledger)
     protocol = ledger.protocol
-    window = protocol.follow_up.window_days
     lanes: list[Lane] = []
     observations: list[Observation] = []
     enrollments: list[tuple[str, dt.date]] = []
@@ -141,7 +150,9 @@ def collect(ledger: TrialLedger, as_of: dt.date, known_at: dt.datetime | None, s
         assert status.first_infusion is not None
         day1 = status.first_infusion
         # The adverse events the secondary endpoint counts: onset on days 1 to the window's end.
-        window_aes = [ae for ae in adverse_events(history, as_of) if 1 <= study_day(day1, ae.onset) <= window]
+        window_aes = [
+            ae for ae in adverse_events(history, as_of) if within_follow_up(day1, ae.onset, protocol)
+        ]
         ae_counts.update((ae.category, ae.grade, ae.serious) for ae in window_aes)
         serious = tuple(study_day(day1, ae.onset) for ae in window_aes if ae.serious)
         lanes.append(lane(status, as_of, protocol, serious))
@@ -354,7 +365,7 @@ def _remission_caption(data: ReportData) -> str:
     window = data.protocol.follow_up.window_days
     steps = data.remission_steps()
     marks = []
-    for day in MARK_DAYS:
+    for day in mark_days(data.protocol):
         step = incidence_at(steps, day)
         marks.append(f"day {day}: " + ("not yet reached" if step is None else f"{step.remission:.1%}"))
     return (

@@ -12,9 +12,8 @@ by then, and corrections or voids recorded later are simply not among them.
 ``--as-of`` is a filter on the folded events' clinical ``effective`` dates;
 :meth:`ParticipantHistory.as_of` and :func:`adverse_events` apply it.
 
-Adverse events are folded further by :func:`adverse_events`: each
-``AdverseEventReported`` with the ``AdverseEventUpdated`` of the same ``ae_id``
-whose effective date is on or before the as-of date (SPEC section 3).
+Adverse events are folded further by
+:func:`ledger.domain.rules.safety.adverse_events`.
 """
 
 from __future__ import annotations
@@ -27,8 +26,8 @@ import msgspec
 
 from ledger.domain.entry import Entry
 from ledger.domain.events import (
-    AdverseEventReported,
-    AdverseEventUpdated,
+    RECORD_TYPES,
+    ClinicalRecord,
     EventCorrected,
     EventVoided,
     InvalidRecord,
@@ -122,9 +121,10 @@ def fold(entries: Iterable[Entry]) -> dict[str, ParticipantHistory]:
     - a voided event is dropped with everything aimed at it;
     - a void may also name a correction: that correction is then not applied
       (the ledger may refuse such voids; if one is stored, this is its meaning);
-    - corrections or voids of corrections and voids, of unknown ids, or of a
-      void, are ignored, as is a correction that would leave its target invalid
-      (the ledger refuses those when they are recorded, SPEC section 6).
+    - corrections or voids of corrections and voids, of unknown ids, of a
+      void or of the ledger's own records (:func:`amendable`), are ignored, as
+      is a correction that would leave its target invalid (the ledger refuses
+      those when they are recorded, SPEC section 6).
 
     Targets are resolved by event id across all participants' streams.
     """
@@ -141,7 +141,10 @@ def fold(entries: Iterable[Entry]) -> dict[str, ParticipantHistory]:
             originals.setdefault(record.id, entry)
     for entry in ordered:
         record = entry.record
-        if isinstance(record, EventVoided) and (record.target in originals or record.target in corrections):
+        if not isinstance(record, EventVoided):
+            continue
+        target = originals.get(record.target)
+        if record.target in corrections or (target is not None and amendable(target.record)):
             voided.add(record.target)
 
     versions: dict[str, list[Version]] = {
@@ -152,11 +155,13 @@ def fold(entries: Iterable[Entry]) -> dict[str, ParticipantHistory]:
         if not isinstance(record, EventCorrected) or record.id in voided:
             continue
         states = versions.get(record.target)
-        if states is None:
+        if states is None or not amendable(states[0].record):
             continue
-        changed = _corrected(states[-1].record, record.changes)
-        if changed is not None:
-            states.append(Version(changed, entry.position, entry.recorded_at, record.entered_at))
+        try:
+            changed = corrected(states[-1].record, record.changes)
+        except InvalidRecord:
+            continue
+        states.append(Version(changed, entry.position, entry.recorded_at, record.entered_at))
 
     streams: dict[str, list[CurrentEvent]] = {}
     for entry in ordered:
@@ -181,103 +186,25 @@ def _first_version(entry: Entry) -> Version:
     return Version(entry.record, entry.position, entry.recorded_at, entry.record.entered_at)
 
 
-def _corrected(record: Record, changes: dict[str, object]) -> Record | None:
-    """``record`` with ``changes`` applied and re-validated, or None if that is invalid.
+def corrected(record: Record, changes: dict[str, object]) -> Record:
+    """``record`` as a correction leaves it: ``changes`` over its fields, re-validated (SPEC section 6).
 
-    The id is set aside while validating and put back: corrections cannot
-    change it, and the stored id must survive whatever the schema says of ids.
+    The one application of a correction, for the write side, the fold and the
+    audit trail.  Raises :class:`~ledger.domain.events.InvalidRecord` naming the
+    field when the corrected event would be invalid.  The id is set aside while
+    validating and put back: corrections cannot change it, and the stored id
+    must survive whatever the schema says of ids.
     """
     event_id = record.id
-    try:
-        changed = apply_changes(msgspec.structs.replace(record, id=None), changes)
-    except InvalidRecord:
-        return None
+    changed = apply_changes(msgspec.structs.replace(record, id=None), changes)
     return msgspec.structs.replace(changed, id=event_id)
 
 
-@dataclass(frozen=True, slots=True)
-class AdverseEvent:
-    """An adverse event as it stands on a clinical date (SPEC section 3).
+def amendable(record: Record) -> bool:
+    """Whether a correction or void may name ``record`` (SPEC section 6).
 
-    The values of the report after its corrections, then the updates of the
-    same ``ae_id`` effective on or before that date, applied in effective-date
-    order (ties by ledger position).  ``onset`` is the report's effective date.
+    Only the clinical events of the import format: never a correction or void
+    itself, nor the ledger's own records (refused enrollments, signatures,
+    users, the lock, refused attempts).
     """
-
-    ae_id: str
-    report: CurrentEvent
-    updates: tuple[CurrentEvent, ...]
-    onset: dt.date
-    category: str
-    grade: int
-    serious: bool
-    criteria: tuple[str, ...]
-    outcome: str | None
-    resolved_date: dt.date | None
-
-
-def adverse_events(history: ParticipantHistory, as_of: dt.date) -> list[AdverseEvent]:
-    """The participant's adverse events with onset on or before ``as_of``, in onset order.
-
-    Each reflects the updates effective on or before ``as_of`` (SPEC section 3);
-    updates of a voided or unknown ``ae_id`` count nowhere.  If two reports
-    share an ``ae_id`` (the ledger should refuse that), the first stored wins and
-    the other stands alone under its own updates-free values.
-    """
-    reports = history.as_of(AdverseEventReported, as_of)
-    updates = history.as_of(AdverseEventUpdated, as_of)
-    owner: dict[str, int] = {}
-    for report in sorted(reports, key=lambda event: event.position):
-        owner.setdefault(report.record.ae_id, report.position)  # type: ignore[attr-defined]
-    result: list[AdverseEvent] = []
-    for report in reports:
-        ae: AdverseEventReported = report.record  # type: ignore[assignment]
-        mine = (
-            tuple(update for update in updates if update.record.ae_id == ae.ae_id)  # type: ignore[attr-defined]
-            if owner[ae.ae_id] == report.position
-            else ()
-        )
-        grade, serious, criteria = ae.grade, ae.serious, tuple(ae.criteria)
-        outcome: str | None = None
-        resolved: dt.date | None = None
-        for event in mine:
-            update: AdverseEventUpdated = event.record  # type: ignore[assignment]
-            grade, serious, criteria = apply_update(grade, serious, criteria, update)
-            if update.outcome is not None:
-                outcome = update.outcome
-            if update.resolved_date is not None:
-                resolved = update.resolved_date
-        result.append(
-            AdverseEvent(
-                ae_id=ae.ae_id,
-                report=report,
-                updates=mine,
-                onset=ae.effective,
-                category=ae.category,
-                grade=grade,
-                serious=serious,
-                criteria=criteria,
-                outcome=outcome,
-                resolved_date=resolved,
-            )
-        )
-    return result
-
-
-def apply_update(
-    grade: int, serious: bool, criteria: tuple[str, ...], update: AdverseEventUpdated
-) -> tuple[int, bool, tuple[str, ...]]:
-    """Grade, seriousness and criteria after one ``AdverseEventUpdated`` (fields it sets win).
-
-    An update that makes the event non-serious without naming criteria clears
-    them (criteria are empty when not serious, SPEC section 6).
-    """
-    if update.grade is not None:
-        grade = update.grade
-    if update.serious is not None:
-        serious = update.serious
-        if not serious and update.criteria is None:
-            criteria = ()
-    if update.criteria is not None:
-        criteria = tuple(update.criteria)
-    return grade, serious, criteria
+    return isinstance(record, ClinicalRecord) and RECORD_TYPES.get(record.type) is type(record)

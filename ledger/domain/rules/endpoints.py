@@ -20,9 +20,11 @@ from typing import Any
 
 from ledger.domain.events import CATEGORIES
 from ledger.domain.protocol import Protocol
-from ledger.domain.rules.corrections import ParticipantHistory, adverse_events
+from ledger.domain.rules.corrections import ParticipantHistory
+from ledger.domain.rules.safety import adverse_events
 from ledger.domain.rules.stats import proportion_percent
-from ledger.domain.rules.status import ParticipantStatus, study_day, summarise
+from ledger.domain.rules.status import ParticipantStatus, summarise
+from ledger.domain.rules.treatment import follow_up_closed, within_follow_up
 
 
 def endpoints(histories: Iterable[ParticipantHistory], as_of: dt.date, protocol: Protocol) -> dict[str, Any]:
@@ -54,10 +56,10 @@ def in_population(status: ParticipantStatus, population: str) -> bool:
 
 
 def responder(status: ParticipantStatus, protocol: Protocol) -> bool:
-    """Complete remission reached within the follow-up window (CR date on days 1..365)."""
+    """Complete remission reached within the follow-up window (CR date on days 1 to ``window_days``)."""
     if status.first_infusion is None or status.cr_date is None:
         return False
-    return study_day(status.first_infusion, status.cr_date) <= protocol.follow_up.window_days
+    return within_follow_up(status.first_infusion, status.cr_date, protocol)
 
 
 def ongoing(status: ParticipantStatus, as_of: dt.date, protocol: Protocol) -> bool:
@@ -65,13 +67,13 @@ def ongoing(status: ParticipantStatus, as_of: dt.date, protocol: Protocol) -> bo
 
     Not a responder, not died or withdrawn as of the date, and either not yet
     infused (only possible in ITT) or within the follow-up window (as_of on or
-    before day 365).
+    before the window's last day).
     """
     if responder(status, protocol) or status.died is not None or status.withdrawn is not None:
         return False
     if status.first_infusion is None:
         return True
-    return study_day(status.first_infusion, as_of) <= protocol.follow_up.window_days
+    return not follow_up_closed(status.first_infusion, as_of, protocol)
 
 
 def primary(
@@ -112,7 +114,6 @@ def secondary(
     study days 1 to ``window_days`` and on or before ``as_of``; seriousness
     and category are its current values.
     """
-    window = protocol.follow_up.window_days
     with_serious: set[str] = set()
     with_nonserious: set[str] = set()
     by_category: dict[str, dict[str, Any]] = {
@@ -123,7 +124,7 @@ def secondary(
         if day1 is None:
             continue
         for ae in adverse_events(history, as_of):
-            if not 1 <= study_day(day1, ae.onset) <= window:
+            if not within_follow_up(day1, ae.onset, protocol):
                 continue
             (with_serious if ae.serious else with_nonserious).add(status.participant)
             counts = by_category[ae.category]

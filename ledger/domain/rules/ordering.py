@@ -21,10 +21,14 @@ from ledger.domain.events import (
     ParticipantDied,
     ParticipantEnrolled,
     ParticipantScreened,
+    ParticipantWithdrew,
     check_seriousness,
+    utc_text,
 )
 from ledger.domain.protocol import Protocol
 from ledger.domain.rules.eligibility import enrollment_failures
+from ledger.domain.rules.safety import after_update
+from ledger.domain.rules.sites import site_of
 
 T = TypeVar("T", bound=ClinicalRecord)
 
@@ -47,20 +51,64 @@ def _invalid(participant: str, fld: str, problem: str) -> InvalidInput:
     return InvalidInput(f"{participant}: {fld}: {problem}")
 
 
-def check_clinical(chart: Chart, record: ClinicalRecord, protocol: Protocol, today: dt.date) -> None:
-    """Check one new clinical record against the participant's chart.
+# The earliest clock on Earth (UTC+14): a clinical date starts there first.  Stored
+# instants are UTC and keep no offset of the site, so the start of a clinical
+# date is taken where it comes first.
+EARLIEST_ZONE = dt.timezone(dt.timedelta(hours=14))
+
+
+def day_start(date: dt.date) -> dt.datetime:
+    """The first instant of a clinical date anywhere (00:00 at UTC+14)."""
+    return dt.datetime.combine(date, dt.time(), tzinfo=EARLIEST_ZONE)
+
+
+def check_entered_at(
+    who: str, entered_at: dt.datetime | None, about: ClinicalRecord, at: dt.datetime
+) -> None:
+    """Rule ``entered_at_bounds`` (SPEC section 6): when a source system first recorded an entry.
+
+    ``about`` is the clinical event the entry records (for a correction, the
+    event as corrected; for a void, its target).  ``entered_at`` lies between
+    the start of its clinical date and ``at``, the time the ledger records the
+    entry, and for an adverse event not before the site became aware of it.
+    """
+    if entered_at is None:
+        return
+    earliest = day_start(about.effective)
+    if isinstance(about, AdverseEventReported):
+        earliest = max(earliest, about.aware_at)
+    if entered_at < earliest:
+        raise _invalid(
+            who,
+            "entered_at",
+            f"{utc_text(entered_at)} is before {about.type} {about.id} could be known, {utc_text(earliest)}"
+            " (rule entered_at_bounds)",
+        )
+    if entered_at > at:
+        raise _invalid(
+            who,
+            "entered_at",
+            f"{utc_text(entered_at)} is after the time it is recorded, {utc_text(at)}"
+            " (rule entered_at_bounds)",
+        )
+
+
+def check_clinical(chart: Chart, record: ClinicalRecord, protocol: Protocol, at: dt.datetime) -> None:
+    """Check one new clinical record, recorded at ``at``, against the participant's chart.
 
     Raises on the first broken rule; :class:`Ineligible` for a failed
     eligibility without ``deviation``.
     """
     who = record.participant
-    site = who.split("-")[0]
+    today = at.date()
+    site = site_of(who)
     if site not in protocol.sites:
         raise _invalid(who, "participant", f"unknown site code '{site}' ({', '.join(protocol.sites)})")
     if record.site is not None and record.site not in protocol.sites:
         raise _invalid(who, "site", f"unknown site code '{record.site}'")
     if record.effective > today:
         raise _invalid(who, "effective", f"{record.effective} is in the future")
+    check_entered_at(who, record.entered_at, record, at)
     screening = chart.first(ParticipantScreened)
     if isinstance(record, ParticipantScreened):
         if screening is not None:
@@ -71,6 +119,9 @@ def check_clinical(chart: Chart, record: ClinicalRecord, protocol: Protocol, tod
     if screening is None:
         raise _invalid(who, "participant", "not screened: record ParticipantScreened first")
     death = chart.first(ParticipantDied)
+    withdrawal = chart.first(ParticipantWithdrew)
+    if isinstance(record, MSCInfused):
+        check_no_infusion_after_exit(who, record.effective, withdrawal, death)
     if death is not None and record.effective > death.effective:
         raise _invalid(who, "effective", f"{record.effective} is after the death on {death.effective}")
     enrollment = chart.first(ParticipantEnrolled)
@@ -91,6 +142,15 @@ def check_clinical(chart: Chart, record: ClinicalRecord, protocol: Protocol, tod
             for given in chart.of_type(MSCInfused):
                 if given.course == record.course:
                     raise _invalid(who, "course", f"course {record.course} already recorded ({given.id})")
+        case ParticipantWithdrew():
+            if withdrawal is not None:
+                raise _invalid(
+                    who,
+                    "type",
+                    f"already withdrawn on {withdrawal.effective} ({withdrawal.id}) (rule single_withdrawal)",
+                )
+            for given in chart.of_type(MSCInfused):
+                check_no_infusion_after_exit(who, given.effective, record, None)
         case ParticipantDied():
             if death is not None:
                 raise _invalid(who, "type", f"death already recorded on {death.effective}")
@@ -105,8 +165,28 @@ def check_clinical(chart: Chart, record: ClinicalRecord, protocol: Protocol, tod
             check_ae_update(chart, record)
 
 
+def check_no_infusion_after_exit(
+    who: str, infused: dt.date, withdrawal: ParticipantWithdrew | None, death: ParticipantDied | None
+) -> None:
+    """Rule ``no_infusion_after_exit`` (SPEC section 6): no infusion dated after the participant's
+    withdrawal or death (on the day itself it may still have been given)."""
+    for exit_record, what in ((withdrawal, "withdrawal"), (death, "death")):
+        if exit_record is not None and infused > exit_record.effective:
+            raise _invalid(
+                who,
+                "effective",
+                f"infusion on {infused} after the {what} on {exit_record.effective}"
+                " (rule no_infusion_after_exit)",
+            )
+
+
 def check_ae_update(chart: Chart, update: AdverseEventUpdated) -> None:
-    """An update names a reported AE, follows its onset and leaves it valid (SPEC section 2)."""
+    """An update names a reported AE, follows its onset and leaves it valid (SPEC section 2).
+
+    The AE's updates, this one among them, are applied in effective-date order
+    (ties in recorded order) with :func:`~ledger.domain.rules.safety.after_update`,
+    as the read side applies them; the AE must be valid after each.
+    """
     who = update.participant
     reports = [r for r in chart.of_type(AdverseEventReported) if r.ae_id == update.ae_id]
     if not reports:
@@ -114,33 +194,22 @@ def check_ae_update(chart: Chart, update: AdverseEventUpdated) -> None:
     report = reports[0]
     if update.effective < report.effective:
         raise _invalid(who, "effective", f"update before the AE onset {report.effective}")
-    grade, serious, criteria = report.grade, report.serious, list(report.criteria)
-    for earlier in chart.of_type(AdverseEventUpdated):
-        if earlier.ae_id == update.ae_id:
-            grade, serious, criteria = _merge(earlier, grade, serious, criteria)
-    grade, serious, criteria = _merge(update, grade, serious, criteria)
-    try:
-        check_seriousness(grade, serious, criteria)
-    except ValueError as exc:
-        raise InvalidInput(f"{who}: AE {update.ae_id} after update: {exc}") from None
+    updates = [u for u in chart.of_type(AdverseEventUpdated) if u.ae_id == update.ae_id] + [update]
+    grade, serious, criteria = report.grade, report.serious, tuple(report.criteria)
+    for step in sorted(updates, key=lambda u: u.effective):
+        grade, serious, criteria = after_update(grade, serious, criteria, step)
+        try:
+            check_seriousness(grade, serious, list(criteria))
+        except ValueError as exc:
+            raise InvalidInput(f"{who}: AE {update.ae_id} after update: {exc}") from None
     if update.resolved_date is not None and update.resolved_date < report.effective:
         raise _invalid(who, "resolved_date", f"before the AE onset {report.effective}")
 
 
-def _merge(
-    update: AdverseEventUpdated, grade: int, serious: bool, criteria: list[str]
-) -> tuple[int, bool, list[str]]:
-    return (
-        update.grade if update.grade is not None else grade,
-        update.serious if update.serious is not None else serious,
-        list(update.criteria) if update.criteria is not None else criteria,
-    )
-
-
-def replay(records: list[ClinicalRecord], protocol: Protocol, today: dt.date) -> Chart:
+def replay(records: list[ClinicalRecord], protocol: Protocol, at: dt.datetime) -> Chart:
     """Re-check a participant's whole chart in recorded order (used after a correction)."""
     chart = Chart()
     for record in records:
-        check_clinical(chart, record, protocol, today)
+        check_clinical(chart, record, protocol, at)
         chart.records[record.id or ""] = record
     return chart

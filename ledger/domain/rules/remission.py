@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from ledger.domain.events import CMVDiseaseAssessed, CMVLoadMeasured, ParticipantScreened
-from ledger.domain.protocol import Remission
+from ledger.domain.protocol import Protocol, Remission
 from ledger.domain.rules.corrections import ParticipantHistory
 
 NEGATIVE = frozenset({"not_detected", "below_lloq"})
@@ -58,18 +58,15 @@ class RemissionOutcome:
 NO_REMISSION = RemissionOutcome(None, None, None, None)
 
 
-def virological_cr_date(
-    samples: Iterable[Sample], day1: dt.date, count: int = 2, min_gap_days: int = 5
-) -> dt.date | None:
+def virological_cr_date(samples: Iterable[Sample], day1: dt.date, rules: Remission) -> dt.date | None:
     """Sample date of the earliest result completing a remission series, or None.
 
-    ``count`` negatives on or after ``day1``, the first and the last at least
-    ``min_gap_days`` apart, with no positive result between them in
+    ``rules.samples`` negatives on or after ``day1``, the first and the last at
+    least ``rules.min_gap_days`` apart, with no positive result between them in
     (sample date, position) order.
     """
-    if count < 1:
-        raise ValueError("a remission needs at least one sample")
-    gap = dt.timedelta(days=min_gap_days)
+    count = rules.samples
+    gap = dt.timedelta(days=rules.min_gap_days)
     run_start: dt.date | None = None
     run_length = 0
     for sample in sorted(samples, key=lambda s: (s.date, s.position)):
@@ -102,8 +99,8 @@ def remission(
     samples: Iterable[Sample],
     day1: dt.date | None,
     rules: Remission,
-    disease: bool = False,
-    assessments: Iterable[tuple[dt.date, str]] = (),
+    disease: bool,
+    assessments: Iterable[tuple[dt.date, str]],
 ) -> RemissionOutcome:
     """Complete remission and recurrence from results and disease assessments (SPEC section 2).
 
@@ -115,7 +112,7 @@ def remission(
     if day1 is None:
         return NO_REMISSION
     samples = list(samples)
-    virological = virological_cr_date(samples, day1, rules.samples, rules.min_gap_days)
+    virological = virological_cr_date(samples, day1, rules)
     resolution = resolution_date(assessments, day1) if disease else None
     if virological is None or (disease and resolution is None):
         return RemissionOutcome(virological, resolution, None, None)
@@ -124,7 +121,7 @@ def remission(
 
 
 def participant_remission(
-    history: ParticipantHistory, day1: dt.date | None, as_of: dt.date, rules: Remission
+    history: ParticipantHistory, day1: dt.date | None, as_of: dt.date, protocol: Protocol
 ) -> RemissionOutcome:
     """:func:`remission` of one participant's current events effective on or before ``as_of``.
 
@@ -141,4 +138,4 @@ def participant_remission(
         (event.effective, event.record.status)  # type: ignore[attr-defined]
         for event in history.as_of(CMVDiseaseAssessed, as_of)
     ]
-    return remission(samples, day1, rules, disease, assessments)
+    return remission(samples, day1, protocol.remission, disease, assessments)
