@@ -25,6 +25,7 @@ from ledger.domain.events import (
     ParticipantWithdrew,
     Record,
 )
+from ledger.domain.protocol import Remission
 
 D0 = dt.date(2015, 3, 2)
 T0 = dt.datetime(2015, 3, 1, 8, 0, tzinfo=dt.UTC)
@@ -38,9 +39,10 @@ def day(n: int, day1: dt.date = D0) -> dt.date:
 class Ledger:
     """Appends entries in ledger order."""
 
-    def __init__(self, start: dt.datetime = T0) -> None:
+    def __init__(self, start: dt.datetime = T0, dose: float = 1.0e6) -> None:
         self.entries: list[Entry] = []
         self.clock = start
+        self.dose = dose  # an infusion's default cells_per_kg: the protocol's target
 
     def add(
         self,
@@ -84,7 +86,7 @@ class Ledger:
         return self.add(ParticipantEnrolled, participant, **values)
 
     def infuse(self, participant: str = "NFH-001", on: dt.date = D0, course: int = 1, **fields: Any) -> Entry:
-        values: dict[str, Any] = {"effective": on, "course": course, "cells_per_kg": 1.0e6}
+        values: dict[str, Any] = {"effective": on, "course": course, "cells_per_kg": self.dose}
         values.update(fields)
         return self.add(MSCInfused, participant, **values)
 
@@ -165,3 +167,14 @@ class Ledger:
         self.screen(participant, **screening)
         self.enroll(participant)
         self.infuse(participant, on)
+
+
+def remission_days(last: int, remission: Remission) -> list[int]:
+    """Study days of the shortest negative series that completes remission on day ``last``.
+
+    The first sample ``min_gap_days`` before the last, the others on the days
+    just before the last (``min_gap_days`` must leave room for them).
+    """
+    between = [last - offset for offset in range(remission.samples - 2, 0, -1)]
+    assert remission.samples == 1 or (between or [last])[0] > last - remission.min_gap_days
+    return sorted({last - remission.min_gap_days, *between, last}) if remission.samples > 1 else [last]

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from ledger.domain.protocol import DEFAULT_PROTOCOL, Protocol, load_protocol
+
 # Machines here are small and noisy: no per-example deadline; CI prints the
 # failing example's reproduction blob.
 settings.register_profile("ledger", deadline=None, print_blob=True)
@@ -78,3 +80,15 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
     for name in ("TRIAL_LEDGER_STORE", "TRIAL_LEDGER_USER", "TRIAL_LEDGER_PROTOCOL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
+
+
+PROTOCOL_FILES = {
+    "NFH-MSC-CMV-2014": DEFAULT_PROTOCOL,
+    "second": Path(__file__).parent / "protocols" / "second.toml",
+}
+
+
+@pytest.fixture(params=list(PROTOCOL_FILES))
+def protocol(request: pytest.FixtureRequest) -> Protocol:
+    """The shipped protocol and a second one with other values for every rule parameter (issue 13)."""
+    return load_protocol(PROTOCOL_FILES[request.param])

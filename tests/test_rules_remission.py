@@ -5,12 +5,13 @@ from __future__ import annotations
 import datetime as dt
 
 import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.domain.entry import Entry
 from ledger.domain.events import CMVLoadMeasured
-from ledger.domain.protocol import Remission, load_protocol
+from ledger.domain.protocol import Protocol, Remission, load_protocol
 from ledger.domain.rules.corrections import fold
 from ledger.domain.rules.remission import (
     RemissionOutcome,
@@ -19,21 +20,42 @@ from ledger.domain.rules.remission import (
     virological_cr_date,
 )
 from ledger.domain.rules.status import summarise
-from tests.builders import D0, Ledger, day
+from tests.builders import D0, Ledger, day, remission_days
 
 PROTOCOL = load_protocol()
 LATE = day(400)
 
 
-def outcome(ledger: Ledger, as_of: dt.date = LATE, participant: str = "NFH-001") -> RemissionOutcome:
+def outcome(
+    ledger: Ledger, as_of: dt.date = LATE, participant: str = "NFH-001", protocol: Protocol = PROTOCOL
+) -> RemissionOutcome:
     history = fold(ledger.entries)[participant]
-    return participant_remission(history, D0, as_of, PROTOCOL)
+    return participant_remission(history, D0, as_of, protocol)
 
 
 def treated(**screening: object) -> Ledger:
     ledger = Ledger()
     ledger.treated(**screening)
     return ledger
+
+
+@pytest.mark.parametrize("shift", [0, 1])
+def test_the_protocols_samples_and_gap_complete_remission(protocol: Protocol, shift: int) -> None:
+    """The shortest series completes remission on its last day; the first sample one day
+    later (the gap one day short) does not."""
+    days = remission_days(20, protocol.remission)
+    ledger = treated()
+    for number in [days[0] + shift, *days[1:]]:
+        ledger.cmv(on=day(number))
+    expected = day(20) if shift == 0 else None
+    assert outcome(ledger, protocol=protocol).cr_date == expected
+
+
+def test_one_sample_short_is_no_remission(protocol: Protocol) -> None:
+    ledger = treated()
+    for number in remission_days(20, protocol.remission)[1:]:
+        ledger.cmv(on=day(number))
+    assert outcome(ledger, protocol=protocol).cr_date is None
 
 
 def test_two_negatives_five_days_apart() -> None:

@@ -3,28 +3,37 @@
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from ledger.domain.events import EnrollmentRefused
-from ledger.domain.protocol import load_protocol
+from ledger.domain.protocol import Protocol, load_protocol
 from ledger.domain.rules.corrections import fold
 from ledger.domain.rules.safety import adverse_events
 from ledger.domain.rules.status import ParticipantStatus, summarise
-from tests.builders import D0, Ledger, day
+from tests.builders import D0, Ledger, day, remission_days
 
 PROTOCOL = load_protocol()
 
 
-def status_of(ledger: Ledger, as_of: dt.date, participant: str = "NFH-001") -> ParticipantStatus:
-    result = summarise(fold(ledger.entries)[participant], as_of, PROTOCOL)
+def status_of(
+    ledger: Ledger, as_of: dt.date, participant: str = "NFH-001", protocol: Protocol = PROTOCOL
+) -> ParticipantStatus:
+    result = summarise(fold(ledger.entries)[participant], as_of, protocol)
     assert result is not None
     return result
 
 
-def treated(**screening: Any) -> Ledger:
-    ledger = Ledger()
+def negatives(ledger: Ledger, last: int, protocol: Protocol) -> None:
+    """The shortest negative series of ``protocol`` completing remission on study day ``last``."""
+    for number in remission_days(last, protocol.remission):
+        ledger.cmv(on=day(number))
+
+
+def treated(protocol: Protocol = PROTOCOL, **screening: Any) -> Ledger:
+    ledger = Ledger(dose=protocol.treatment.target_cells_per_kg)
     ledger.treated(**screening)
     return ledger
 
@@ -54,54 +63,55 @@ def test_screened_enrolled_treated_as_of_dates() -> None:
     }
 
 
-def test_second_course_due_from_day_15() -> None:
-    ledger = treated()
-    assert status_of(ledger, day(14)).status == "treated"
-    assert status_of(ledger, day(15)).status == "second_course_due"
-    ledger.infuse(on=day(16), course=2)
-    assert status_of(ledger, day(15)).status == "second_course_due"
-    row = status_of(ledger, day(16))
+def test_second_course_due_from_day_15(protocol: Protocol) -> None:
+    due = protocol.treatment.second_course_from_day
+    ledger = treated(protocol)
+    assert status_of(ledger, day(due - 1), protocol=protocol).status == "treated"
+    assert status_of(ledger, day(due), protocol=protocol).status == "second_course_due"
+    ledger.infuse(on=day(due + 1), course=2)
+    assert status_of(ledger, day(due), protocol=protocol).status == "second_course_due"
+    row = status_of(ledger, day(due + 1), protocol=protocol)
     assert (row.status, row.courses, row.flags) == ("treated", 2, ())
 
 
-def test_cr_by_day_14_means_no_second_course() -> None:
-    ledger = treated()
-    ledger.cmv(on=day(9))
-    ledger.cmv(on=day(14))
-    assert status_of(ledger, day(15)).status == "complete_remission"
-    assert status_of(ledger, day(15)).cr_date == day(14)
+def test_cr_by_day_14_means_no_second_course(protocol: Protocol) -> None:
+    due = protocol.treatment.second_course_from_day
+    ledger = treated(protocol)
+    negatives(ledger, due - 1, protocol)
+    assert status_of(ledger, day(due), protocol=protocol).status == "complete_remission"
+    assert status_of(ledger, day(due), protocol=protocol).cr_date == day(due - 1)
 
 
-def test_cr_after_day_14_ends_second_course_due() -> None:
-    ledger = treated()
-    ledger.cmv(on=day(10))
-    ledger.cmv(on=day(15))
-    assert status_of(ledger, day(14)).status == "treated"
-    assert status_of(ledger, day(15)).status == "complete_remission"
-    ledger2 = treated()
-    ledger2.cmv(on=day(11))
-    ledger2.cmv(on=day(16))
-    assert status_of(ledger2, day(15)).status == "second_course_due"
-    assert status_of(ledger2, day(16)).status == "complete_remission"
+def test_cr_after_day_14_ends_second_course_due(protocol: Protocol) -> None:
+    due = protocol.treatment.second_course_from_day
+    ledger = treated(protocol)
+    negatives(ledger, due, protocol)
+    assert status_of(ledger, day(due - 1), protocol=protocol).status == "treated"
+    assert status_of(ledger, day(due), protocol=protocol).status == "complete_remission"
+    ledger2 = treated(protocol)
+    negatives(ledger2, due + 1, protocol)
+    assert status_of(ledger2, day(due), protocol=protocol).status == "second_course_due"
+    assert status_of(ledger2, day(due + 1), protocol=protocol).status == "complete_remission"
 
 
-def test_recurrence_and_completed_window() -> None:
-    ledger = treated()
-    ledger.cmv(on=day(3))
-    ledger.cmv(on=day(8))
+def test_recurrence_and_completed_window(protocol: Protocol) -> None:
+    window = protocol.follow_up.window_days
+    ledger = treated(protocol)
+    negatives(ledger, 10, protocol)
     ledger.cmv(on=day(100), result="quantified")
-    assert status_of(ledger, day(99)).status == "complete_remission"
-    assert status_of(ledger, day(100)).status == "recurrence"
-    assert status_of(ledger, day(100)).cr_date == day(8)  # CR still achieved
-    assert status_of(ledger, day(365)).status == "recurrence"
-    assert status_of(ledger, day(366)).status == "completed"
+    assert status_of(ledger, day(99), protocol=protocol).status == "complete_remission"
+    assert status_of(ledger, day(100), protocol=protocol).status == "recurrence"
+    assert status_of(ledger, day(100), protocol=protocol).cr_date == day(10)  # CR still achieved
+    assert status_of(ledger, day(window), protocol=protocol).status == "recurrence"
+    assert status_of(ledger, day(window + 1), protocol=protocol).status == "completed"
 
 
-def test_completed_from_day_366_without_cr() -> None:
-    ledger = treated()
-    ledger.infuse(on=day(15), course=2)
-    assert status_of(ledger, day(365)).status == "treated"
-    assert status_of(ledger, day(366)).status == "completed"
+def test_completed_from_day_366_without_cr(protocol: Protocol) -> None:
+    window = protocol.follow_up.window_days
+    ledger = treated(protocol)
+    ledger.infuse(on=day(protocol.treatment.second_course_from_day), course=2)
+    assert status_of(ledger, day(window), protocol=protocol).status == "treated"
+    assert status_of(ledger, day(window + 1), protocol=protocol).status == "completed"
 
 
 @pytest.mark.parametrize("event", ["death", "withdraw"])
@@ -144,40 +154,45 @@ def test_voided_death_counts_nowhere() -> None:
 # -- screen failures -----------------------------------------------------------------
 
 
+def _bounds(protocol: Protocol) -> dict[str, tuple[int, int]]:
+    rules = protocol.eligibility
+    return {
+        "age_years": (rules.age_min, rules.age_max),
+        "hr": rules.hr,
+        "rr": rules.rr,
+        "sbp": rules.sbp,
+        "dbp": rules.dbp,
+    }
+
+
 @pytest.mark.parametrize(
-    "screening",
-    [
-        {"age_years": 13},
-        {"age_years": 66},
-        {"refractory_cmv": None},
-        {"hr": 59},
-        {"hr": 101},
-        {"rr": 11},
-        {"rr": 21},
-        {"sbp": 89},
-        {"sbp": 141},
-        {"dbp": 59},
-        {"dbp": 91},
-        {"investigator_excluded": True},
-    ],
+    ("field", "side"),
+    [(f, side) for f in ("age_years", "hr", "rr", "sbp", "dbp") for side in ("below", "above")]
+    + [("refractory_cmv", None), ("investigator_excluded", None)],
 )
-def test_each_failed_criterion_gives_screen_failed(screening: dict[str, Any]) -> None:
+def test_each_failed_criterion_gives_screen_failed(protocol: Protocol, field: str, side: str | None) -> None:
+    if side is None:
+        value: Any = None if field == "refractory_cmv" else True
+    else:
+        low, high = _bounds(protocol)[field]
+        value = low - 1 if side == "below" else high + 1
     ledger = Ledger()
-    ledger.screen(**screening)
-    row = status_of(ledger, D0)
+    ledger.screen(**{field: value})
+    row = status_of(ledger, D0, protocol=protocol)
     assert row.status == "screen_failed"
     assert len(row.screen_failures) == 1
-    assert row.screen_failures[0].split(":")[0] == next(iter(screening)).replace("_years", "")
+    assert row.screen_failures[0].split(":")[0] == field.replace("_years", "")
 
 
 @pytest.mark.parametrize(
-    "screening",
-    [{"age_years": 14}, {"age_years": 65}, {"hr": 60}, {"hr": 100}, {"dbp": 90}, {"sbp": 90}],
+    ("field", "side"), [(f, side) for f in ("age_years", "hr", "rr", "sbp", "dbp") for side in (0, 1)]
 )
-def test_boundaries_are_eligible(screening: dict[str, Any]) -> None:
+def test_boundaries_are_eligible(protocol: Protocol, field: str, side: int) -> None:
+    bounds = _bounds(protocol)
+    middle = {name: (low + high) // 2 for name, (low, high) in bounds.items()}
     ledger = Ledger()
-    ledger.screen(**screening)
-    assert status_of(ledger, D0).status == "screened"
+    ledger.screen(**{**middle, field: bounds[field][side]})
+    assert status_of(ledger, D0, protocol=protocol).status == "screened"
 
 
 def test_recorded_enrollment_refusal_is_a_screen_failure() -> None:
@@ -207,56 +222,79 @@ def test_correction_of_screening_makes_a_screen_failure() -> None:
 # -- flags ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("cells", "flagged"),
-    [(0.89e6, True), (0.9e6, False), (1.0e6, False), (1.1e6, False), (1.11e6, True)],
-)
-def test_dose_deviation(cells: float, flagged: bool) -> None:
+def _dose(protocol: Protocol, relative: str) -> float:
+    """``target * (1 + relative)``, computed in decimal as the rule reads doses."""
+    target = Decimal(repr(protocol.treatment.target_cells_per_kg))
+    return float(target * (1 + Decimal(relative)))
+
+
+def _dose_table() -> list[tuple[str, bool]]:
+    # Relative offsets from the target, as multiples of the tolerance t: "-t" is
+    # the lower bound (in), "-t-0.01" just outside it.
+    return [("-t-0.01", True), ("-t", False), ("0", False), ("t", False), ("t+0.01", True)]
+
+
+@pytest.mark.parametrize(("offset", "flagged"), _dose_table())
+def test_dose_deviation(protocol: Protocol, offset: str, flagged: bool) -> None:
+    tolerance = Decimal(repr(protocol.treatment.dose_tolerance))
+    relative = {
+        "-t-0.01": -tolerance - Decimal("0.01"),
+        "-t": -tolerance,
+        "0": Decimal(0),
+        "t": tolerance,
+        "t+0.01": tolerance + Decimal("0.01"),
+    }[offset]
     ledger = Ledger()
     ledger.screen()
     ledger.enroll()
-    ledger.infuse(cells_per_kg=cells)
-    assert ("dose_deviation" in status_of(ledger, D0).flags) is flagged
+    ledger.infuse(cells_per_kg=_dose(protocol, str(relative)))
+    assert ("dose_deviation" in status_of(ledger, D0, protocol=protocol).flags) is flagged
 
 
-def test_dose_deviation_on_a_later_course_and_corrected_away() -> None:
-    ledger = treated()
-    second = ledger.infuse(on=day(15), course=2, cells_per_kg=1.2e6)
-    assert status_of(ledger, day(14)).flags == ()
-    assert status_of(ledger, day(15)).flags == ("dose_deviation",)
-    ledger.correct(second, cells_per_kg=1.05e6)
-    assert status_of(ledger, day(15)).flags == ()
+def test_dose_deviation_on_a_later_course_and_corrected_away(protocol: Protocol) -> None:
+    due = protocol.treatment.second_course_from_day
+    ledger = treated(protocol)
+    tolerance = Decimal(repr(protocol.treatment.dose_tolerance))
+    second = ledger.infuse(on=day(due), course=2, cells_per_kg=_dose(protocol, str(tolerance * 2)))
+    assert status_of(ledger, day(due - 1), protocol=protocol).flags == ()
+    assert status_of(ledger, day(due), protocol=protocol).flags == ("dose_deviation",)
+    ledger.correct(second, cells_per_kg=_dose(protocol, str(tolerance / 2)))
+    assert status_of(ledger, day(due), protocol=protocol).flags == ()
 
 
-@pytest.mark.parametrize(("second_day", "flagged"), [(14, True), (15, False), (20, False)])
-def test_second_course_before_day_15(second_day: int, flagged: bool) -> None:
-    ledger = treated()
-    ledger.infuse(on=day(second_day), course=2)
-    assert ("course_deviation" in status_of(ledger, day(30)).flags) is flagged
+@pytest.mark.parametrize(("offset", "flagged"), [(-1, True), (0, False), (5, False)])
+def test_second_course_before_day_15(protocol: Protocol, offset: int, flagged: bool) -> None:
+    due = protocol.treatment.second_course_from_day
+    ledger = treated(protocol)
+    ledger.infuse(on=day(due + offset), course=2)
+    assert ("course_deviation" in status_of(ledger, day(due + 15), protocol=protocol).flags) is flagged
 
 
-def test_second_course_after_cr_date() -> None:
-    ledger = treated()
-    ledger.cmv(on=day(12))
-    ledger.cmv(on=day(17))
-    ledger.infuse(on=day(17), course=2)  # on the CR date: allowed
-    assert status_of(ledger, day(30)).flags == ()
-    other = treated()
-    other.cmv(on=day(12))
-    other.cmv(on=day(17))
-    other.infuse(on=day(18), course=2)
-    assert status_of(other, day(30)).flags == ("course_deviation",)
-    # As of day 17, before the second course, nothing to flag.
-    assert status_of(other, day(17)).flags == ()
+def test_second_course_after_cr_date(protocol: Protocol) -> None:
+    cr_day = protocol.treatment.second_course_from_day + 2
+    ledger = treated(protocol)
+    negatives(ledger, cr_day, protocol)
+    ledger.infuse(on=day(cr_day), course=2)  # on the CR date: allowed
+    assert status_of(ledger, day(cr_day + 13), protocol=protocol).flags == ()
+    other = treated(protocol)
+    negatives(other, cr_day, protocol)
+    other.infuse(on=day(cr_day + 1), course=2)
+    assert status_of(other, day(cr_day + 13), protocol=protocol).flags == ("course_deviation",)
+    # As of the CR date, before the second course, nothing to flag.
+    assert status_of(other, day(cr_day), protocol=protocol).flags == ()
 
 
-def test_third_course_is_a_deviation() -> None:
-    ledger = treated()
-    ledger.infuse(on=day(15), course=2)
-    ledger.infuse(on=day(30), course=3)
-    assert status_of(ledger, day(29)).flags == ()
-    row = status_of(ledger, day(30))
-    assert (row.courses, row.flags) == (3, ("course_deviation",))
+def test_third_course_is_a_deviation(protocol: Protocol) -> None:
+    due = protocol.treatment.second_course_from_day
+    most = protocol.treatment.max_courses
+    ledger = treated(protocol)
+    for course in range(2, most + 1):
+        ledger.infuse(on=day(due + course), course=course)
+    extra = due + most + 15
+    ledger.infuse(on=day(extra), course=most + 1)
+    assert status_of(ledger, day(extra - 1), protocol=protocol).flags == ()
+    row = status_of(ledger, day(extra), protocol=protocol)
+    assert (row.courses, row.flags) == (most + 1, ("course_deviation",))
 
 
 def test_courses_counted_in_infusion_date_order() -> None:
@@ -270,17 +308,20 @@ def test_courses_counted_in_infusion_date_order() -> None:
     assert (row.first_infusion, row.course_dates, row.flags) == (D0, (D0, day(15)), ())
 
 
-@pytest.mark.parametrize(("hours", "flagged"), [(24, False), (25, True)])
-def test_late_sae_report(hours: int, flagged: bool) -> None:
-    ledger = treated()
+@pytest.mark.parametrize(
+    ("extra", "flagged"),
+    [(dt.timedelta(0), False), (dt.timedelta(seconds=1), True), (dt.timedelta(hours=1), True)],
+)
+def test_late_sae_report(protocol: Protocol, extra: dt.timedelta, flagged: bool) -> None:
+    ledger = treated(protocol)
     aware = ledger.clock
     ledger.ae(
         on=day(2),
         serious=True,
         aware_at=aware,
-        recorded_at=aware + dt.timedelta(hours=hours),
+        recorded_at=aware + dt.timedelta(hours=protocol.safety.sae_report_hours) + extra,
     )
-    assert ("late_sae_report" in status_of(ledger, day(2)).flags) is flagged
+    assert ("late_sae_report" in status_of(ledger, day(2), protocol=protocol).flags) is flagged
 
 
 def test_non_serious_ae_is_never_late() -> None:
@@ -290,19 +331,19 @@ def test_non_serious_ae_is_never_late() -> None:
     assert status_of(ledger, day(40)).flags == ()
 
 
-@pytest.mark.parametrize(("hours", "flagged"), [(23, False), (25, True)])
-def test_late_sae_uses_entered_at(hours: int, flagged: bool) -> None:
+@pytest.mark.parametrize(("hours", "flagged"), [(-1, False), (1, True)])
+def test_late_sae_uses_entered_at(protocol: Protocol, hours: int, flagged: bool) -> None:
     # Migrated data: stored by the ledger months later, first entered at the source in time.
-    ledger = treated()
+    ledger = treated(protocol)
     aware = dt.datetime(2015, 3, 3, 9, 0, tzinfo=dt.UTC)
     ledger.ae(
         on=day(2),
         serious=True,
         aware_at=aware,
-        entered_at=aware + dt.timedelta(hours=hours),
+        entered_at=aware + dt.timedelta(hours=protocol.safety.sae_report_hours + hours),
         recorded_at=aware + dt.timedelta(days=90),
     )
-    assert ("late_sae_report" in status_of(ledger, day(2)).flags) is flagged
+    assert ("late_sae_report" in status_of(ledger, day(2), protocol=protocol).flags) is flagged
 
 
 def test_late_sae_when_a_correction_makes_it_serious() -> None:
