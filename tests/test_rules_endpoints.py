@@ -5,12 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import pytest
+
 from ledger.domain.events import CATEGORIES
-from ledger.domain.protocol import load_protocol
+from ledger.domain.protocol import Protocol, load_protocol
 from ledger.domain.rules.corrections import fold
 from ledger.domain.rules.endpoints import endpoints
 from ledger.domain.rules.stats import proportion_percent
-from tests.builders import D0, Ledger, day
+from tests.builders import D0, Ledger, day, remission_days
 
 PROTOCOL = load_protocol()
 
@@ -197,3 +199,20 @@ def test_known_at_is_a_prefix_of_the_ledger() -> None:
     now = run(ledger, day(30))["secondary"]["by_category"]
     assert (then["other"]["events"], then["renal_toxicity"]["events"]) == (1, 0)
     assert (now["other"]["events"], now["renal_toxicity"]["events"]) == (0, 1)
+
+
+@pytest.mark.parametrize("offset", [0, 1])
+def test_the_window_bounds_responders_ongoing_and_safety(protocol: Protocol, offset: int) -> None:
+    """Under each protocol: CR and AE onset on the window's last day count, the day after not."""
+    window = protocol.follow_up.window_days
+    ledger = Ledger(dose=protocol.treatment.target_cells_per_kg)
+    ledger.treated("NFH-001")
+    for number in remission_days(window + offset, protocol.remission):
+        ledger.cmv("NFH-001", on=day(number))
+    ledger.treated("NFH-002")
+    ledger.ae("NFH-002", on=day(window + offset), serious=True)
+    result = endpoints(fold(ledger.entries).values(), day(window + offset), protocol)
+    inside = offset == 0
+    assert (result["primary"]["n"], result["primary"]["N"]) == (1 if inside else 0, 2)
+    assert result["primary"]["ongoing"] == (1 if inside else 0)  # NFH-002 while the window is open
+    assert result["secondary"]["participants_with_serious_ae"] == (1 if inside else 0)

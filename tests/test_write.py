@@ -14,6 +14,7 @@ import pytest
 from ledger.application.trial_ledger import TrialLedger
 from ledger.domain.errors import InvalidInput, Refused
 from ledger.domain.events import EnrollmentRefused, ParticipantEnrolled
+from ledger.domain.protocol import Protocol
 from tests import lines as L
 
 
@@ -85,8 +86,12 @@ def test_nothing_after_death(ledger: TrialLedger) -> None:
     store(ledger, [L.cmv(effective="2014-01-30", id="late-entered-before-death")])
 
 
-def test_ineligible_enrollment_is_refused_naming_every_criterion_and_recorded(ledger: TrialLedger) -> None:
-    store(ledger, [L.screening(age_years=70, hr=110, refractory_cmv=None)])
+def test_ineligible_enrollment_is_refused_naming_every_criterion_and_recorded(
+    store_url: str, protocol: Protocol
+) -> None:
+    ledger = TrialLedger(store_url, protocol=protocol)
+    rules = protocol.eligibility
+    store(ledger, [L.screening(age_years=rules.age_max + 5, hr=rules.hr[1] + 10, refractory_cmv=None)])
     before = snapshot(ledger)
     with pytest.raises(Refused) as refused:
         ledger.record(L.as_lines([L.enrollment()]), user="nfh.chen", record_refusal=True)
@@ -109,8 +114,10 @@ def test_an_ineligible_line_refuses_a_whole_import_with_nothing_stored(ledger: T
     assert snapshot(ledger) == []
 
 
-def test_deviation_stores_a_historical_ineligible_enrollment(ledger: TrialLedger) -> None:
-    store(ledger, [L.screening(age_years=66), L.enrollment(deviation="enrolled in 2014 under waiver W-3")])
+def test_deviation_stores_a_historical_ineligible_enrollment(store_url: str, protocol: Protocol) -> None:
+    ledger = TrialLedger(store_url, protocol=protocol)
+    age = protocol.eligibility.age_max + 1
+    store(ledger, [L.screening(age_years=age), L.enrollment(deviation="enrolled in 2014 under waiver W-3")])
     enrolled = [e.record for e in ledger.entries() if isinstance(e.record, ParticipantEnrolled)]
     assert enrolled[0].deviation == "enrolled in 2014 under waiver W-3"
 
