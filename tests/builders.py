@@ -26,6 +26,7 @@ from ledger.domain.events import (
     Record,
 )
 from ledger.domain.protocol import Remission
+from ledger.domain.rules.sites import site_of
 
 D0 = dt.date(2015, 3, 2)
 T0 = dt.datetime(2015, 3, 1, 8, 0, tzinfo=dt.UTC)
@@ -57,7 +58,7 @@ class Ledger:
         self.clock = recorded_at if recorded_at is not None else self.clock + dt.timedelta(hours=1)
         fields.setdefault("id", f"{participant}#{position}")
         fields.setdefault("user", "tester")
-        fields.setdefault("site", participant.split("-")[0])
+        fields.setdefault("site", site_of(participant))
         if record_type not in (EventCorrected, EventVoided):
             fields.setdefault("participant", participant)
         entry = Entry(position, self.clock, participant, record_type(**fields))

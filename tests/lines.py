@@ -7,13 +7,14 @@ from typing import Any
 
 from ledger.application.trial_ledger import Line
 from ledger.domain.events import decode_line
+from ledger.domain.rules.sites import site_of
 
 
 def screening(participant: str = "NFH-001", **fields: Any) -> dict[str, Any]:
     return {
         "type": "ParticipantScreened",
         "participant": participant,
-        "site": participant.split("-")[0],
+        "site": site_of(participant),
         "effective": "2014-01-06",
         "age_years": 42,
         "sex": "F",

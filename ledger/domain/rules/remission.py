@@ -10,7 +10,7 @@ With the protocol parameters ``samples`` (k) and ``min_gap_days`` (g), a run of
 is the k-th or later negative since the last ``quantified``/``above_uloq``
 result (counting only samples on or after day 1) and whose sample date is at
 least g days after the first negative of that run.  For k = 2 this is exactly
-the SPEC rule: two negatives at least 5 days apart with no positive between
+the SPEC rule: two negatives at least g days apart with no positive between
 them (negatives in between are fine).  The virological CR date is the sample
 date of the earliest completing result.
 """

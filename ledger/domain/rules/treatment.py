@@ -36,8 +36,8 @@ def follow_up_closed(day1: dt.date, as_of: dt.date, protocol: Protocol) -> bool:
 def dose_deviation(cells_per_kg: float, protocol: Protocol) -> bool:
     """Whether a dose lies outside target +/- tolerance (``dose_deviation``; the bounds are in).
 
-    Computed in decimal on the numbers as written, so 0.9e6 and 1.1e6 are within
-    a 10% tolerance of 1.0e6 and 0.89e6 and 1.11e6 are not.
+    Computed in decimal on the numbers as written, so a dose written exactly at
+    ``target * (1 +/- tolerance)`` is within, whatever binary rounding says.
     """
     target = Decimal(repr(protocol.treatment.target_cells_per_kg))
     tolerance = Decimal(repr(protocol.treatment.dose_tolerance))
