@@ -45,7 +45,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from ledger.domain.events import CATEGORIES
-from ledger.domain.protocol import Protocol, load_protocol
+from ledger.domain.protocol import Protocol, Remission, load_protocol
+from ledger.domain.rules.remission import Sample, virological_cr_date
+from ledger.domain.rules.treatment import day_date, study_day
 
 __all__ = ["generate_trial", "write_jsonl"]
 
@@ -392,30 +394,22 @@ def _quota(n: int, rate: float, minimum: int) -> int:
     return min(wanted, n)
 
 
-def _virological_cr_day(
-    samples: Iterable[tuple[int, str]], samples_needed: int = 2, min_gap_days: int = 5
-) -> int | None:
+# Any calendar date: the simulator plans in study days and places them on a calendar
+# from here to ask the domain's own remission rule.
+_PLAN_DAY1 = dt.date(2000, 1, 1)
+
+
+def _virological_cr_day(samples: Iterable[tuple[int, str]], rules: Remission) -> int | None:
     """Study day of virological complete remission (SPEC section 2), or None.
 
-    ``samples`` are (study day, result) in sample-date order.  A run of
-    ``not_detected``/``below_lloq`` results on or after day 1 with no positive
-    result in between completes remission at its ``samples_needed``-th or later
-    result collected at least ``min_gap_days`` after the first of the run.
+    ``samples`` are (study day, result) in sample-date order; the rule is
+    :func:`ledger.domain.rules.remission.virological_cr_date`.
     """
-    first: int | None = None
-    count = 0
-    for day, result in samples:
-        if day < 1:
-            continue
-        if result in ("quantified", "above_uloq"):
-            first, count = None, 0
-            continue
-        if first is None:
-            first = day
-        count += 1
-        if count >= samples_needed and day - first >= min_gap_days:
-            return day
-    return None
+    placed = [
+        Sample(day_date(_PLAN_DAY1, day), position, result) for position, (day, result) in enumerate(samples)
+    ]
+    found = virological_cr_date(placed, _PLAN_DAY1, rules)
+    return None if found is None else study_day(_PLAN_DAY1, found)
 
 
 class _Simulator:
@@ -859,9 +853,7 @@ class _Simulator:
     def recurrence(self, samples: list[_Sample], floor: float) -> None:
         """A quantified result some weeks after remission, cleared again or not."""
         rng, remission = self.rng, self.protocol.remission
-        cr = _virological_cr_day(
-            ((s.day, s.result) for s in samples), remission.samples, remission.min_gap_days
-        )
+        cr = _virological_cr_day(((s.day, s.result) for s in samples), remission)
         if cr is None:
             return
         later = [i for i, s in enumerate(samples) if s.day >= max(cr + 28, 56)]
@@ -916,13 +908,12 @@ class _Simulator:
                 resolution = max(second_day + 5, 22) + rng.randint(0, 25)
             elif rng.random() < 0.45:
                 resolution = rng.randint(28, 90)
-        gap, needed = protocol.remission.min_gap_days, protocol.remission.samples
         early_samples = [(s.day, s.result) for s in samples if s.day < from_day]
-        early_cr = _virological_cr_day(early_samples, needed, gap)
+        early_cr = _virological_cr_day(early_samples, protocol.remission)
         cr_by_day_14 = early_cr is not None and (
             not plan.disease or (resolution is not None and resolution < from_day)
         )
-        virological = _virological_cr_day(((s.day, s.result) for s in samples), needed, gap)
+        virological = _virological_cr_day(((s.day, s.result) for s in samples), protocol.remission)
         cr_day = None
         if virological is not None and (not plan.disease or resolution is not None):
             cr_day = max(virological, resolution or 0)
