@@ -198,7 +198,7 @@ def test_the_ledgers_own_records_cannot_be_corrected_or_voided(ledger: TrialLedg
             store(ledger, [amendment])
         assert refused.value.exit_code == 2
         assert refused.value.problems == [
-            f"line 1: NFH-001: target: {refusal.id} is a EnrollmentRefused, a record the ledger keeps itself:"
+            f"line 1: NFH-001: target: {refusal.id} (EnrollmentRefused) is a record the ledger keeps itself:"
             " it cannot be corrected or voided (rule amendable_events)"
         ]
     assert snapshot(ledger) == before

@@ -173,7 +173,7 @@ class Participant(BaseAggregate[str]):
             )
         if not amendable(record):
             raise InvalidInput(
-                f"{self.id}: {field}: {target} is a {record.type}, a record the ledger keeps itself:"
+                f"{self.id}: {field}: {target} ({record.type}) is a record the ledger keeps itself:"
                 " it cannot be corrected or voided (rule amendable_events)"
             )
         return record

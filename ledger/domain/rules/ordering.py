@@ -74,22 +74,26 @@ def check_entered_at(
     """
     if entered_at is None:
         return
-    earliest = day_start(about.effective)
-    if isinstance(about, AdverseEventReported):
-        earliest = max(earliest, about.aware_at)
-    if entered_at < earliest:
+    when, start = utc_text(entered_at), day_start(about.effective)
+    if entered_at < start:
         raise _invalid(
             who,
             "entered_at",
-            f"{utc_text(entered_at)} is before {about.type} {about.id} could be known, {utc_text(earliest)}"
+            f"{when} is before the clinical date {about.effective} began ({utc_text(start)})"
+            " (rule entered_at_bounds)",
+        )
+    if isinstance(about, AdverseEventReported) and entered_at < about.aware_at:
+        raise _invalid(
+            who,
+            "entered_at",
+            f"{when} is before the site became aware of AE {about.ae_id} ({utc_text(about.aware_at)})"
             " (rule entered_at_bounds)",
         )
     if entered_at > at:
         raise _invalid(
             who,
             "entered_at",
-            f"{utc_text(entered_at)} is after the time it is recorded, {utc_text(at)}"
-            " (rule entered_at_bounds)",
+            f"{when} is after the time it is recorded, {utc_text(at)} (rule entered_at_bounds)",
         )
 
 
