@@ -413,20 +413,18 @@ def endpoints(as_of: dt.date, known_at: dt.datetime | None) -> None:
 @refusals
 def rebuild() -> None:
     """Recompute the read models from the first event, with a progress bar (SPEC section 4)."""
-    from projections.readmodel.timeline import open_view
     from projections.readmodel.timeline import rebuild as replay
 
     ledger = open_ledger()
     total = ledger.recorder.max_notification_id() or 0
-    view = open_view(ledger)
     if settings().json:
-        emit({"events": replay(ledger, view)}, "")
+        emit({"events": replay(ledger)}, "")
         return
     from rich.progress import Progress
 
     with Progress(transient=False) as bar:
         task = bar.add_task("rebuilding participant timelines", total=total)
-        count = replay(ledger, view, lambda n: bar.advance(task, n))
+        count = replay(ledger, lambda n: bar.advance(task, n))
     click.echo(f"rebuilt from {count} events")
 
 
@@ -612,6 +610,15 @@ def verify(digest_file: str | None) -> None:
         with Console(stderr=True).status("recomputing the hash chain and the Merkle tree..."):
             verdict = check(ledger, published)
     data = verdict.to_json()
+    if verdict.ok:
+        from projections.readmodel.check import check_read_model
+
+        read_model = check_read_model(ledger)
+        if not read_model.ok:
+            first_bad = {"position": read_model.position, "event_id": None, "problem": read_model.text}
+            data |= {"ok": False, "first_bad": first_bad, "read_model": read_model.to_json()}
+            emit(data, read_model.text)
+            sys.exit(1)
     invalid = _invalid_signatures(ledger) if verdict.ok else []
     if invalid:
         first = invalid[0]

@@ -45,7 +45,7 @@ def test_incremental_read_model_equals_a_rebuild(store_url: str) -> None:
     assert catch_up(ledger, view) == 5
     assert catch_up(ledger, view) == 0
     incremental = list(view.rows())
-    assert rebuild(ledger, view) == 8
+    assert rebuild(ledger) == 8
     assert list(view.rows()) == incremental
     assert [row[1] for row in incremental] == [1, 2, 3, 4, 8, 5, 6, 7]
 
@@ -183,7 +183,7 @@ def test_catching_up_at_any_points_equals_a_rebuild(
             catch_up(ledger, view)
     catch_up(ledger, view)
     incremental = list(view.rows())
-    rebuild(ledger, view)
+    rebuild(ledger)
     assert list(view.rows()) == incremental
     assert len(incremental) == sum(len(batch) for batch in batches)
 

@@ -20,26 +20,26 @@ from ledger.domain.entry import Entry
 from ledger.domain.rules.corrections import ParticipantHistory, fold
 from ledger.domain.rules.endpoints import endpoints
 from ledger.domain.rules.status import summarise
-from ledger.storage.transcoder import decode_state
-from projections.readmodel.timeline import Row, TimelineView, catch_up, open_view
+from ledger.storage.timelines import Row, Timelines
+from projections.readmodel.timeline import catch_up, open_view, read_rows, read_state
 
 
 def histories(
-    view: TimelineView, known_at: dt.datetime | None, participant: str | None = None
+    view: Timelines, known_at: dt.datetime | None, participant: str | None = None
 ) -> Iterator[ParticipantHistory]:
     """Each participant's current events as known at ``known_at`` (all if None)."""
-    for code, rows in groupby(view.rows(participant), key=lambda row: row[0]):
-        folded = fold(_known(code, rows, known_at))
+    for code, stream in groupby(read_rows(view, participant), key=lambda row: row[0]):
+        folded = fold(_known(code, stream, known_at))
         if code in folded:
             yield folded[code]
 
 
-def _known(code: str, rows: Iterable[Row], known_at: dt.datetime | None) -> Iterator[Entry]:
+def _known(code: str, stream: Iterable[Row], known_at: dt.datetime | None) -> Iterator[Entry]:
     """The entries of one stream's rows that the ledger had recorded by ``known_at``."""
-    for _, position, state in rows:
-        stored = decode_state(state)
+    for row in stream:
+        stored = read_state(row)
         if known_at is None or stored.timestamp <= known_at:
-            yield Entry(position, stored.timestamp, code, stored.record)
+            yield Entry(row[1], stored.timestamp, code, stored.record)
 
 
 def _code_order(participant: str) -> tuple[str, int, str]:
@@ -79,7 +79,7 @@ class Monitor:
 
     def entries(self, stream: str, known_at: dt.datetime | None) -> Iterator[Entry]:
         """One stream's stored events recorded by ``known_at``, in ledger order."""
-        return _known(stream, self.view.rows(stream), known_at)
+        return _known(stream, read_rows(self.view, stream), known_at)
 
 
 def _instant(moment: dt.datetime | None) -> str:

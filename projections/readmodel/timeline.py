@@ -6,150 +6,169 @@ events, grouped by participant and kept in ledger order, each with the time the
 ledger recorded it: any as-of date and any known-at moment can then be answered
 from it (:mod:`projections.readmodel.queries`).
 
-The view is an eventsourcing tracking recorder: every batch of rows is written
-in the same transaction as the tracking record of the last notification it
-covers, so a projection killed mid-way restarts exactly where it stopped and
-never applies an event twice.  It follows the application through the
-library's notification log; ``rebuild`` empties it and replays from the first
-event.
+The projection follows the application through the library's notification log
+and writes into a tracking recorder (:mod:`ledger.storage.timelines`): every
+batch of rows goes in the same transaction as the tracking record of the last
+notification it covers, so a projection killed mid-way restarts exactly where it
+stopped and never applies an event twice.  ``rebuild`` empties it and replays
+from the first event.
+
+The read model is checked, not trusted (issue 11 item 8).  Each notification
+becomes exactly one row keyed by its position, so a sound view tracked at
+position P holds one row for each of the ledger's events up to P and none after
+it, and P is not beyond the ledger.  :func:`catch_up` checks that with one
+statement (two counts and three maxima over indexed columns, one snapshot)
+before it applies anything, and refuses to go on otherwise
+(:class:`ReadModelDamaged`, exit 2 saying to run ``rebuild``); every round of
+the catch-up then advances the tracked position or stops, so it ends.  A row
+that does not decode is refused where it is read.  What the counts cannot see,
+a row altered into another well-formed row, is what
+:func:`projections.readmodel.check.check_read_model` (run by ``verify``) finds,
+row against event.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from functools import singledispatchmethod
 from typing import Any
 
+import msgspec
 from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing.projection import Projection
-from eventsourcing.sqlite import SQLiteTrackingRecorder
 
 from ledger.application.trial_ledger import TrialLedger
-from ledger.storage.transcoder import MsgspecTranscoder
+from ledger.domain.errors import InvalidInput
+from ledger.storage.timelines import (
+    Row,
+    RowUnreadable,
+    Shape,
+    Timelines,
+    TimelinesUnreadable,
+    open_timelines,
+    remake_timelines,
+)
+from ledger.storage.transcoder import MsgspecTranscoder, StoredState, decode_state
 
-Row = tuple[str, int, bytes]
 BATCH = 20_000
+REBUILD = "run `trial-ledger rebuild`"
 
 
-class TimelineSQL:
-    """The view's statements, for either database (placeholder and schema differ)."""
+class ReadModelDamaged(InvalidInput):
+    """The read model is not what the events make it: exit 2, one line naming the damage (issue 11)."""
 
-    def __init__(self, table: str, placeholder: str, blob: str) -> None:
-        p = placeholder
-        self.create = (
-            f"CREATE TABLE IF NOT EXISTS {table} (participant TEXT NOT NULL, position BIGINT NOT NULL, "
-            f"state {blob} NOT NULL, PRIMARY KEY (participant, position))"
-        )
-        self.insert = f"INSERT INTO {table} VALUES ({p},{p},{p})"
-        self.clear = f"DELETE FROM {table}"
-        self.select_all = f"SELECT participant, position, state FROM {table} ORDER BY participant, position"
-        self.select_one = (
-            f"SELECT participant, position, state FROM {table} WHERE participant = {p} ORDER BY position"
-        )
+    def __init__(self, damage: str) -> None:
+        super().__init__(f"read model: {damage}; {REBUILD}")
 
 
-class TimelineView:
-    """Rows ``(participant, position, stored state)`` plus the projection's tracking."""
-
-    sql: TimelineSQL
-    clear_tracking: str
-    datastore: Any
-
-    def append(self, rows: Sequence[Row], tracking: Tracking) -> None:
-        """Add rows and record the tracking position, in one transaction."""
-        with self.datastore.transaction(commit=True) as cursor:
-            if rows:
-                cursor.executemany(self.sql.insert, rows)
-            self._insert_tracking(cursor, tracking)  # type: ignore[attr-defined]
-
-    def reset(self, application_name: str) -> None:
-        """Empty the view and forget the position (before a rebuild)."""
-        with self.datastore.transaction(commit=True) as cursor:
-            cursor.execute(self.sql.clear)
-            cursor.execute(self.clear_tracking, (application_name,))
-
-    def rows(self, participant: str | None = None) -> Iterator[Row]:
-        """Every row, by participant then ledger position (or one participant's)."""
-        with self.datastore.transaction(commit=False) as cursor:
-            if participant is None:
-                cursor.execute(self.sql.select_all)
-            else:
-                cursor.execute(self.sql.select_one, (participant,))
-            for row in cursor.fetchall():
-                yield row["participant"], row["position"], bytes(row["state"])
-
-
-class SQLiteTimelineView(TimelineView, SQLiteTrackingRecorder):
-    sql = TimelineSQL("rm_timeline", "?", "BLOB")
-    clear_tracking = "DELETE FROM tracking WHERE application_name = ?"
-
-    def construct_create_table_statements(self) -> list[str]:
-        return [*super().construct_create_table_statements(), self.sql.create]
-
-
-def postgres_view_class() -> type[TimelineView]:
-    """The PostgreSQL view, imported only when the store is PostgreSQL."""
-    from eventsourcing.postgres import PostgresTrackingRecorder
-    from psycopg.sql import SQL
-
-    class PostgresTimelineView(TimelineView, PostgresTrackingRecorder):
-        def __init__(self, datastore: Any, **kwargs: Any) -> None:
-            super().__init__(datastore, **kwargs)
-            schema = f'"{self.datastore.schema}"'
-            self.sql = TimelineSQL(f"{schema}.rm_timeline", "%s", "BYTEA")
-            self.clear_tracking = (
-                f"DELETE FROM {schema}.{self.tracking_table_name} WHERE application_name = %s"
-            )
-            self.sql_create_statements.append(SQL(self.sql.create))  # type: ignore[arg-type]
-
-    return PostgresTimelineView
-
-
-class ParticipantTimelines(Projection[TimelineView]):
+class ParticipantTimelines(Projection[Any]):
     """Projects the ledger's events into per-participant timelines."""
 
     name = "participant_timelines"
     _encode = MsgspecTranscoder().encode
 
+    def __init__(self, view: Timelines) -> None:
+        super().__init__(view)
+        self.timelines = view
+
     @singledispatchmethod
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         """One domain event, as the library's projection runner delivers them."""
         state = self._encode({"timestamp": domain_event.timestamp, "record": domain_event.record})
-        self.view.append([(domain_event.originator_id, tracking.notification_id, state)], tracking)
+        self.timelines.append([(domain_event.originator_id, tracking.notification_id, state)], tracking)
+
+    def process_notifications(self, ledger: TrialLedger, after: int, batch: int) -> int:
+        """Apply up to ``batch`` notifications after position ``after``; the position reached."""
+        notifications = ledger.notification_log.select(start=after + 1, limit=batch)
+        if not notifications:
+            return after
+        rows = [(str(n.originator_id), n.id, n.state) for n in notifications]
+        tracking = Tracking(notification_id=notifications[-1].id, application_name=ledger.name)
+        self.timelines.append(rows, tracking)
+        return tracking.notification_id
 
 
-def open_view(ledger: TrialLedger) -> TimelineView:
+def open_view(ledger: TrialLedger) -> Timelines:
     """The view in the ledger's own database (SQLite file or PostgreSQL schema)."""
-    view_class: Any = SQLiteTimelineView if not ledger.store.startswith("postgres") else postgres_view_class()
-    return ledger.factory.tracking_recorder(view_class)  # type: ignore[no-any-return]
+    try:
+        return open_timelines(ledger.factory, ledger.store, ledger.recorder.events_table_name)
+    except TimelinesUnreadable as exc:
+        raise ReadModelDamaged(f"its tables cannot be opened ({exc})") from exc
+
+
+def shape(ledger: TrialLedger, view: Timelines) -> Shape:
+    """The view's row count, highest row position and tracked position."""
+    try:
+        return view.shape(ledger.name)
+    except TimelinesUnreadable as exc:
+        raise ReadModelDamaged(f"its tables cannot be read ({exc})") from exc
+
+
+def damage(found: Shape) -> str | None:
+    """What is wrong with a view of this shape (None when sound)."""
+    if found.tracked > found.size:
+        return f"tracked at position {found.tracked}, beyond the ledger's {found.size} events"
+    if found.last > found.tracked:
+        return f"a row at position {found.last}, beyond the tracked position {found.tracked}"
+    if found.held != found.covered:
+        return f"{found.held} rows for the {found.covered} events it tracks"
+    return None
 
 
 def catch_up(
     ledger: TrialLedger,
-    view: TimelineView,
+    view: Timelines,
     progress: Callable[[int], None] | None = None,
     batch: int = BATCH,
 ) -> int:
-    """Apply every notification after the view's tracked position; the number applied."""
-    applied = 0
+    """Check the view, then apply every notification after its tracked position; the number applied.
+
+    Every round either advances the tracked position or stops, so this ends.
+    """
+    found = shape(ledger, view)
+    problem = damage(found)
+    if problem is not None:
+        raise ReadModelDamaged(problem)
+    projection = ParticipantTimelines(view)
+    position = start = found.tracked
     while True:
-        position = view.max_tracking_id(ledger.name) or 0  # type: ignore[attr-defined]
-        notifications = ledger.notification_log.select(start=position + 1, limit=batch)
-        if not notifications:
-            return applied
-        rows = [(str(n.originator_id), n.id, n.state) for n in notifications]
-        tracking = Tracking(notification_id=notifications[-1].id, application_name=ledger.name)
         try:
-            view.append(rows, tracking)
-        except IntegrityError:
-            # Another process caught up over the same rows first: read its position.
-            continue
-        applied += len(rows)
+            reached = projection.process_notifications(ledger, position, batch)
+        except IntegrityError as exc:
+            # Another process caught up over the same rows first: go on from its position.
+            reached = shape(ledger, view).tracked
+            if reached <= position:
+                uncovered = f"rows after position {position} that its tracking does not cover"
+                raise ReadModelDamaged(uncovered) from exc
+        if reached == position:
+            return position - start
         if progress is not None:
-            progress(len(rows))
+            progress(reached - position)
+        position = reached
 
 
-def rebuild(ledger: TrialLedger, view: TimelineView, progress: Callable[[int], None] | None = None) -> int:
-    """Empty the view and replay the whole ledger into it."""
-    view.reset(ledger.name)
+def rebuild(ledger: TrialLedger, progress: Callable[[int], None] | None = None) -> int:
+    """Make the view anew, whatever was done to its tables, and replay the whole ledger into it."""
+    try:
+        view = remake_timelines(ledger.factory, ledger.store, ledger.recorder.events_table_name)
+    except TimelinesUnreadable as exc:
+        raise ReadModelDamaged(f"its tables cannot be made again ({exc})") from exc
     return catch_up(ledger, view, progress)
+
+
+def read_state(row: Row) -> StoredState:
+    """The stored state of one row; a row that does not decode is damage (exit 2)."""
+    try:
+        return decode_state(row[2])
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ReadModelDamaged(f"the row of {row[0]} at position {row[1]} does not decode") from exc
+
+
+def read_rows(view: Timelines, participant: str | None = None) -> Iterator[Row]:
+    """The view's rows (see :meth:`Timelines.rows`), damage reported as :class:`ReadModelDamaged`."""
+    try:
+        yield from view.rows(participant)
+    except TimelinesUnreadable as exc:
+        raise ReadModelDamaged(f"its tables cannot be read ({exc})") from exc
+    except RowUnreadable as exc:
+        raise ReadModelDamaged(str(exc)) from exc
