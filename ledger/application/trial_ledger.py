@@ -138,10 +138,24 @@ class TrialLedger(Application[str]):
         return self.write(lambda: self._record_once(lines, user, site, record_refusal))
 
     def write(self, attempt: Callable[[], T]) -> T:
-        """Run ``attempt`` (read, check, save) until no other writer got in between."""
+        """Run ``attempt`` (read, check, save) until no other writer got in between.
+
+        A conflict (another writer appended to the same streams, or stored the
+        same id, after ``attempt`` read them) reruns the whole attempt from a new
+        read: its idempotency check then skips what the other writer stored
+        (issue 11, item 9: a retry is safe under concurrency).  So does invalid
+        input found while another writer committed: the reads may have straddled
+        that commit, and the answer stands only if a consistent read repeats it.
+        """
         for number in range(MAX_ATTEMPTS):
+            read_at = self.recorder.max_notification_id() or 0
             try:
                 return attempt()
+            except InvalidInput:
+                # Judged on reads that another writer's commit fell between (the ids
+                # before it, the streams after it: "already screened"): judge again.
+                if number == MAX_ATTEMPTS - 1 or (self.recorder.max_notification_id() or 0) == read_at:
+                    raise
             except RecordConflictError:
                 # Another writer appended to the same participant meanwhile, or
                 # stored the same id: read again and redo the checks.
@@ -158,6 +172,9 @@ class TrialLedger(Application[str]):
         ineligible: list[Ineligible] = []
         receipt = Receipt()
         at = self.clock()
+        # Every read below sees at least this much; the save is refused as a
+        # conflict if one of the batch's streams grew after it.
+        read_at = self.recorder.max_notification_id() or 0
         filled = self._fill(lines, user, site, problems)
         users = access.Registry.load(self)
         known = self.lookup(
@@ -227,7 +244,7 @@ class TrialLedger(Application[str]):
             if len(ineligible) == len(problems):
                 raise Refused(_summary(problems, "refused"), problems=problems)
             raise InvalidInput(_summary(problems, "invalid"), problems=problems)
-        self.save(*aggregates)
+        self.save(*aggregates, read_at=read_at)
         return receipt
 
     def _check_access(self, users: access.Registry | None, lines: list[Line], owners: dict[str, str]) -> None:

@@ -7,8 +7,8 @@ bytes as stored), the RFC 6962 leaf hash of its canonical bytes
 (:func:`ledger.storage.seal.canonical_entry`: position, originator id, version, topic
 and the stored MessagePack state) and the chain hash ``sha256(previous chain ||
 leaf)``; and in ``ledger_meta`` the Merkle frontier (the tree head: size and
-root) and the last chain hash (its ``lock`` row belongs to the database lock
-and is not part of the evidence).
+root) and the last chain hash (a ``lock`` row kept there by older versions is
+not read: the lock is what the sealed events say).
 
 :func:`verify` trusts none of that.  It streams the stored events table
 (``stored_events`` in SQLite, ``trialledger_events`` in PostgreSQL) in ledger
@@ -33,7 +33,12 @@ problem):
   content hash): it no longer matches what is recomputed from its event;
 - ``ledger_meta`` edited: the recomputed frontier or chain differs (no event
   is at fault: ``first_bad`` has a null position);
-- bytes that are not a ledger event at all, even with every hash rewritten.
+- bytes that are not a ledger event at all, even with every hash rewritten;
+- an event sealed while the ledger was locked (issue 11, item 7): read in
+  ledger order, the ``TRIAL`` stream's lock and unlock say when the ledger was
+  locked, and nothing but the unlock may follow a lock; whatever does (a cache
+  of the lock opened by hand, an event forged between a lock and its unlock,
+  even with every hash rewritten) is named.
 
 What it cannot catch on its own: an attacker who edits both tables
 consistently - rewrites an event, recomputes every later leaf and chain hash
@@ -70,7 +75,7 @@ import msgspec
 from ledger.domain.errors import InvalidInput, LedgerError
 from ledger.evidence.merkle import EMPTY_ROOT, Frontier
 from ledger.storage.scan import SealedRow, Snapshot, snapshot
-from ledger.storage.seal import GENESIS
+from ledger.storage.seal import GENESIS, TRIAL_STREAM, lock_change
 
 if TYPE_CHECKING:
     from ledger.application.trial_ledger import TrialLedger
@@ -241,6 +246,7 @@ class _Scan:
         self.head, self.head_chain = read_head(snap)
         self.beyond_head: tuple[int, str | None] | None = None  # the first event beyond the head
         self.published_root: bytes | None = EMPTY_ROOT if published and published.size == 0 else None
+        self.locked_at: int | None = None  # position of the lock in force, in ledger order
 
     def run(self, batch: int) -> Verdict:
         try:
@@ -280,10 +286,30 @@ class _Scan:
                 same = False
             if not same:
                 self._diagnose(row, leaf, previous)
+            if self.locked_at is not None or originator == TRIAL_STREAM:
+                self._follow_lock(position, event_id, record)  # type: ignore[arg-type]
             leaves.append(leaf)
         self.chain = chain
         self.last = rows[-1][0]
         self._extend(leaves, rows)
+
+    def _follow_lock(self, position: int, event_id: str | None, record: bytes) -> None:
+        """Follow the lock through one sealed event; raises :class:`_Found` for one sealed while locked."""
+        change = lock_change(record)
+        if self.locked_at is None:
+            if change is True:
+                self.locked_at = position
+            return
+        if change is not False:
+            raise _Found(
+                Mismatch(
+                    position,
+                    event_id,
+                    f"this event was sealed while the ledger was locked (locked at position {self.locked_at},"
+                    " nothing but the unlock may follow): the lock was bypassed",
+                )
+            )
+        self.locked_at = None
 
     def _extend(self, leaves: list[bytes], rows: list[SealedRow]) -> None:
         """Grow the tree; note the root at the published size and where the head ends."""

@@ -54,7 +54,11 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
     def __init__(self, datastore: Any, **kwargs: Any) -> None:
         super().__init__(datastore, **kwargs)
         self.seal = CopySeal(
-            prefix=f'"{self.datastore.schema}".', placeholder="%s", blob="BYTEA", position="BIGINT"
+            f'"{self.datastore.schema}"."{self.events_table_name}"',
+            prefix=f'"{self.datastore.schema}".',
+            placeholder="%s",
+            blob="BYTEA",
+            position="BIGINT",
         )
         self.sql_create_statements.extend(SQL(s) for s in self.seal.create_statements)  # type: ignore[arg-type]
         table = SQL("{0}.{1}").format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
@@ -117,7 +121,9 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 time.sleep(0.2 * attempt)
         raise AssertionError("unreachable")
 
-    def _insert_sealed(self, stored_events: Sequence[StoredEvent], **_: Any) -> list[int]:
+    def _insert_sealed(
+        self, stored_events: Sequence[StoredEvent], *, read_at: int | None = None, **_: Any
+    ) -> list[int]:
         with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
             self._lock_table(curs)
             self._notify_channel(curs)
@@ -130,7 +136,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                     copy.write_row((position, s.originator_id, s.originator_version, s.topic, s.state))
             if stored_events:
                 curs.execute(self.advance_sequence, (self.sequence_of, positions[-1]))
-            self.seal.seal(curs, positions, stored_events)
+            self.seal.seal(curs, positions, stored_events, read_at)
             return list(positions)
 
     def scan(self, after: int, limit: int) -> list[ScannedRow]:

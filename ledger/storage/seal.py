@@ -7,11 +7,20 @@ leaf hash, chain hash) and the Merkle frontier in ``ledger_meta``, all committed
 together or not at all.  The same code serves SQLite and PostgreSQL; only the
 parameter placeholder and the schema prefix differ.
 
-The database lock (issue #6) is enforced here too, inside the same transaction:
-``ledger_meta`` row ``lock`` holds the lock while it stands (empty when not
-locked), written with the :class:`~ledger.domain.events.DatabaseLocked` or
-:class:`~ledger.domain.events.DatabaseUnlocked` event itself, so a writer racing a lock
-either commits before it or is refused after it.
+The database lock (issue #6) is enforced here too, inside the same transaction,
+and it is what the sealed events say (issue 11, item 7): nothing but the
+:class:`~ledger.domain.events.DatabaseUnlocked` may be appended while the ledger is
+locked, so the ledger is locked exactly when the last event of the ``TRIAL``
+stream is a :class:`~ledger.domain.events.DatabaseLocked`.  Each write reads that
+one event (a primary-key lookup) under the write lock; no mutable row holds the
+lock, so no SQL statement on a cache can open it (a ``lock`` row that older
+versions kept in ``ledger_meta`` is ignored).  A writer racing a lock either
+commits before it or is refused after it.
+
+A write that read the ledger before its transaction (``read_at``: the last
+position then) is refused with a conflict when another writer has meanwhile
+appended to one of its streams (issue 11, item 9): the application then reads
+again and redoes every check, idempotency included.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import msgspec
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import RecordConflictError, StoredEvent
 
 from ledger.domain.errors import Refused
 from ledger.domain.events import DatabaseLocked, DatabaseUnlocked, Record, utc_text
@@ -30,8 +39,14 @@ from ledger.evidence.merkle import Frontier, leaf_hash
 from ledger.storage.transcoder import decode_state, record_bytes, record_head
 
 GENESIS = bytes(32)
+# The stream of the lock's events (:class:`ledger.application.access.Trial`).
+TRIAL_STREAM = "TRIAL"
+_LOCKED = DatabaseLocked.__struct_config__.tag
+_UNLOCKED = DatabaseUnlocked.__struct_config__.tag
+# Beyond every stream version (a BIGINT): the whole ``TRIAL`` stream is before the batch.
+_NO_VERSION = 2**63 - 1
 # Records that change the database lock: the only ones the seal must decode fully.
-_LOCK_TYPES = frozenset({DatabaseLocked.__struct_config__.tag, DatabaseUnlocked.__struct_config__.tag})
+_LOCK_TYPES = frozenset({_LOCKED, _UNLOCKED})
 _sha256 = hashlib.sha256
 # Values per ``IN (...)`` query: well below SQLite's and PostgreSQL's parameter limits.
 _IN_CHUNK = 5000
@@ -63,9 +78,17 @@ class Seal:
     """The SQL that keeps ``ledger_entries`` and ``ledger_meta`` in step with the events."""
 
     def __init__(
-        self, prefix: str = "", placeholder: str = "?", blob: str = "BLOB", position: str = "INTEGER"
+        self,
+        events: str,
+        prefix: str = "",
+        placeholder: str = "?",
+        blob: str = "BLOB",
+        position: str = "INTEGER",
     ) -> None:
-        """``position`` is the key's type: SQLite's ``INTEGER`` makes it the rowid (one index less)."""
+        """``events`` is the stored events table (qualified); ``position`` the entries key's type.
+
+        SQLite's ``INTEGER`` makes the key the rowid (one index less).
+        """
         self.entries = f"{prefix}ledger_entries"
         self.meta = f"{prefix}ledger_meta"
         p = placeholder
@@ -83,25 +106,61 @@ class Seal:
         ]
         self.placeholder = placeholder
         self.insert_entry = f"INSERT INTO {self.entries} VALUES ({p},{p},{p},{p},{p},{p})"
-        self.select_meta = f"SELECT key, value FROM {self.meta} WHERE key IN ('frontier', 'chain', 'lock')"
+        self.select_meta = f"SELECT key, value FROM {self.meta} WHERE key IN ('frontier', 'chain')"
+        self.select_last_trial_event = (
+            f"SELECT state FROM {events} WHERE originator_id = '{TRIAL_STREAM}' AND originator_version < {p} "
+            "ORDER BY originator_version DESC LIMIT 1"
+        )
+        self.select_streams_after = f"SELECT DISTINCT participant FROM {self.entries} WHERE position > {p}"
         self.upsert_meta = (
             f"INSERT INTO {self.meta} (key, value) VALUES ({p},{p}) "
             "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
         )
 
-    def seal(self, cursor: Any, positions: Sequence[int], stored_events: Sequence[StoredEvent]) -> None:
-        """Index, chain and add to the tree the events just inserted at ``positions``."""
+    def seal(
+        self,
+        cursor: Any,
+        positions: Sequence[int],
+        stored_events: Sequence[StoredEvent],
+        read_at: int | None = None,
+    ) -> None:
+        """Index, chain and add to the tree the events just inserted at ``positions``.
+
+        Raises :class:`~ledger.domain.errors.Refused` for an append while locked,
+        and :class:`RecordConflictError` when the batch was checked against a
+        ledger that changed under it (``read_at``, see the module).
+        """
+        if read_at is not None:
+            self._check_unchanged(cursor, read_at, stored_events)
         cursor.execute(self.select_meta)
         meta = {row["key"]: bytes(row["value"]) for row in cursor.fetchall()}
         frontier = Frontier.from_bytes(meta["frontier"]) if "frontier" in meta else Frontier()
-        sealing = _Sealing(meta.get("chain", GENESIS), meta.get("lock", b""))
+        sealing = _Sealing(meta.get("chain", GENESIS), self._lock_in_force(cursor, stored_events))
         # The rows are made while the database takes them: no list of a million rows.
         self.write_entries(cursor, sealing.rows(positions, stored_events))
         frontier.extend(sealing.leaves)
-        updates = [("frontier", frontier.to_bytes()), ("chain", sealing.chain)]
-        if sealing.lock != meta.get("lock", b""):
-            updates.append(("lock", sealing.lock))
-        cursor.executemany(self.upsert_meta, updates)
+        cursor.executemany(self.upsert_meta, [("frontier", frontier.to_bytes()), ("chain", sealing.chain)])
+
+    def _lock_in_force(self, cursor: Any, stored_events: Sequence[StoredEvent]) -> bytes:
+        """The lock as the sealed ``TRIAL`` stream said before this batch (empty when not locked)."""
+        batch = [s.originator_version for s in stored_events if s.originator_id == TRIAL_STREAM]
+        cursor.execute(self.select_last_trial_event, (min(batch, default=_NO_VERSION),))
+        row = cursor.fetchone()
+        if row is None:
+            return b""
+        state = bytes(row["state"])
+        if lock_change(record_bytes(state)) is not True:
+            return b""
+        decoded = decode_state(state)
+        return _next_lock(b"", decoded.record, decoded.timestamp)
+
+    def _check_unchanged(self, cursor: Any, read_at: int, stored_events: Sequence[StoredEvent]) -> None:
+        """Raise :class:`RecordConflictError` if a stream of the batch changed after ``read_at``."""
+        cursor.execute(self.select_streams_after, (read_at,))
+        changed = {row["participant"] for row in cursor.fetchall()}
+        if changed and changed.intersection(str(s.originator_id) for s in stored_events):
+            msg = "another writer appended to these participants since this batch was checked"
+            raise RecordConflictError(msg)
 
     def write_entries(self, cursor: Any, rows: Iterable[EntryRow]) -> None:
         """Insert ``ledger_entries`` rows (PostgreSQL uses COPY instead)."""
@@ -166,6 +225,12 @@ class _Sealing:
             chain = self.chain = chain_hash(chain, leaf)
             leaves.append(leaf)
             yield (position, head.id, str(stored.originator_id), _sha256(record).digest(), leaf, chain)
+
+
+def lock_change(record: bytes) -> bool | None:
+    """True for a lock's record bytes (:func:`record_bytes`), False for an unlock's, None for others."""
+    kind = record_head(record).type
+    return True if kind == _LOCKED else False if kind == _UNLOCKED else None
 
 
 def _lock_after(lock: bytes, state: bytes, record_type: str) -> bytes:

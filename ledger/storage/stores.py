@@ -61,9 +61,8 @@ class ImmediateTransaction(SQLiteTransaction):
 
 
 class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
-    seal = Seal()
-
     def __init__(self, datastore: Any, events_table_name: str = "stored_events") -> None:
+        self.seal = Seal(events_table_name)  # before the library asks for the create statements
         super().__init__(datastore, events_table_name)
         self.insert_at_positions = (
             f"INSERT INTO {self.events_table_name} "
@@ -77,8 +76,13 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
     def construct_create_table_statements(self) -> list[str]:
         return [*super().construct_create_table_statements(), *self.seal.create_statements]
 
-    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
-        """Insert and seal a batch in one write transaction; returns the positions given."""
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], *, read_at: int | None = None, **_: Any
+    ) -> Sequence[int] | None:
+        """Insert and seal a batch in one write transaction; returns the positions given.
+
+        ``read_at``: the last position when the batch was checked (see :mod:`ledger.storage.seal`).
+        """
         with self.datastore.get_connection(commit=True) as conn:
             assert isinstance(conn, SQLiteConnection)
             with ImmediateTransaction(conn, commit=True) as cursor:
@@ -92,7 +96,7 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
                         for position, s in zip(positions, stored_events, strict=True)
                     ),
                 )
-                self.seal.seal(cursor, positions, stored_events)
+                self.seal.seal(cursor, positions, stored_events, read_at)
                 return list(positions)
 
     def scan(self, after: int, limit: int) -> list[ScannedRow]:
