@@ -280,12 +280,12 @@ def ledger_trail(ledger: TrialLedger, filters: Filters | None = None) -> list[Ro
 def _entries(ledger: TrialLedger, filters: Filters) -> Iterator[Entry]:
     """The stored events to replay, read in one snapshot, decoded one at a time."""
     from ledger.storage.scan import snapshot
-    from ledger.storage.transcoder import decode_state
 
+    decode = ledger.codec.decode
     with snapshot(ledger) as snap:
         if filters.participant is None:
             for position, stream, state in snap.events():
-                stored = decode_state(state)
+                stored = decode(state)
                 yield Entry(position, stored.timestamp, stream, stored.record)
             return
         # Corrections and voids are events of the stream they amend (ledger.domain.participant),
@@ -299,7 +299,7 @@ def _entries(ledger: TrialLedger, filters: Filters) -> Iterator[Entry]:
             raise InvalidInput(f"participant: no events of {filters.participant} in the ledger")
         rows += [(position, TRIAL_STREAM, state) for position, state in snap.participant_events(TRIAL_STREAM)]
     for position, stream, state in sorted(rows, key=lambda row: row[0]):
-        stored = decode_state(state)
+        stored = decode(state)
         yield Entry(position, stored.timestamp, stream, stored.record)
 
 

@@ -75,7 +75,7 @@ def inclusion(ledger: TrialLedger, event_id: str, size: int | None = None) -> di
             )
         doc = inclusion_proof_document(leaves, index, size)
         _check_root(doc, head)
-        doc["event"] = {**read_entry(entry).to_json(), "entry": entry.hex()}
+        doc["event"] = {**read_entry(entry, ledger.codec.plain).to_json(), "entry": entry.hex()}
         return doc
 
 

@@ -38,7 +38,6 @@ from ledger.domain.events import MEANINGS, RecordSigned, UserRegistered, utc_tex
 from ledger.domain.participant import Participant
 from ledger.evidence.merkle import leaf_hash
 from ledger.storage.seal import canonical_entry
-from ledger.storage.transcoder import decode_state
 
 if TYPE_CHECKING:
     from ledger.application.trial_ledger import TrialLedger
@@ -241,8 +240,9 @@ def check(
     leaves: dict[str, bytes] = {}
     streams: dict[str, list[str]] = defaultdict(list)
     found: list[tuple[RecordSigned, UserRegistered | None]] = []
+    decode = ledger.codec.decode
     for n in ledger.notifications():
-        state = decode_state(n.state)
+        state = decode(n.state)
         if known_at is not None and state.timestamp > known_at:
             continue
         record = state.record

@@ -46,9 +46,10 @@ from ledger.domain.participant import EVENT_CLASS, Participant, ledger_event_id
 from ledger.domain.protocol import Protocol, load_protocol
 from ledger.domain.rules import ordering as rules
 from ledger.domain.rules.sites import site_of
+from ledger.storage.codec import Codec
 from ledger.storage.seal import content_hash
 from ledger.storage.stores import store_env, store_url
-from ledger.storage.transcoder import MsgspecTranscoder, decode_state
+from ledger.storage.transcoder import MsgspecTranscoder
 
 # Records of one participant in one batch are applied by clinical date, then in
 # this order on the same date, then in the order given (SPEC section 6: an
@@ -112,6 +113,8 @@ class TrialLedger(Application[str]):
         self.protocol = protocol or load_protocol()
         self.clock = clock
         super().__init__(store_env(self.store))
+        # Stored bytes as the mapper writes them (compressed, enciphered: issue 13).
+        self.codec = Codec.of(self.mapper)
 
     def construct_transcoder(self) -> MsgspecTranscoder:
         return MsgspecTranscoder()
@@ -331,10 +334,11 @@ class TrialLedger(Application[str]):
         log (one msgspec pass per row), so a rebuild streams in constant memory.
         """
         scan = self.recorder.scan  # type: ignore[attr-defined]
+        decode = self.codec.decode
         while True:
             rows = scan(after, batch)
             for position, participant, stored in rows:
-                state = decode_state(stored)
+                state = decode(stored)
                 if known_at is None or state.timestamp <= known_at:
                     yield Entry(position, state.timestamp, participant, state.record)
             if len(rows) < batch:

@@ -74,6 +74,7 @@ import msgspec
 
 from ledger.domain.errors import InvalidInput, LedgerError
 from ledger.evidence.merkle import EMPTY_ROOT, Frontier
+from ledger.storage.codec import StateCodec
 from ledger.storage.scan import SealedRow, Snapshot, snapshot
 from ledger.storage.seal import GENESIS, TRIAL_STREAM, lock_change
 
@@ -188,11 +189,11 @@ _decode_state = msgspec.msgpack.Decoder(_State).decode
 _decode_id = msgspec.msgpack.Decoder(_RecordId).decode
 
 
-def _stored_id(state: bytes) -> str | None:
+def _stored_id(state: bytes, codec: StateCodec) -> str | None:
     """The event id inside a stored state, if it can be read at all."""
     try:
-        return _decode_id(_decode_state(state).record).id
-    except (msgspec.DecodeError, msgspec.ValidationError):
+        return _decode_id(_decode_state(codec.plain(state)).record).id
+    except Exception:  # whatever the bytes are (not deciphered, not decompressed): no id
         return None
 
 
@@ -231,14 +232,15 @@ def verify(ledger: TrialLedger, published: Digest | None = None, batch: int | No
     """
     with snapshot(ledger) as snap:
         size = batch or (BATCH_POSTGRES if snap.tables.postgres else BATCH_SQLITE)
-        return _Scan(snap, published).run(size)
+        return _Scan(snap, published, ledger.codec).run(size)
 
 
 class _Scan:
     """One pass of :func:`verify` over a snapshot."""
 
-    def __init__(self, snap: Snapshot, published: Digest | None) -> None:
+    def __init__(self, snap: Snapshot, published: Digest | None, codec: StateCodec) -> None:
         self.snap = snap
+        self.codec = codec
         self.published = published
         self.frontier = Frontier()
         self.chain = GENESIS
@@ -270,6 +272,7 @@ class _Scan:
         sha = hashlib.sha256
         pack = msgpack.Packer(use_bin_type=True).pack  # exactly ledger.storage.seal.canonical_entry
         decode_state, decode_id = _decode_state, _decode_id
+        plain = None if self.codec.transparent else self.codec.plain  # stored bytes as the mapper wrote them
         chain = self.chain
         leaves = []
         for row in rows:
@@ -280,9 +283,9 @@ class _Scan:
             if leaf != leaf_ or chain != chain_ or originator != participant:
                 self._diagnose(row, leaf, previous)
             try:
-                record = decode_state(state).record
+                record = decode_state(state if plain is None else plain(state)).record
                 same = decode_id(record).id == event_id and sha(record).digest() == content
-            except (msgspec.DecodeError, msgspec.ValidationError):
+            except Exception:  # not a readable ledger event (or not deciphered): diagnosed below
                 same = False
             if not same:
                 self._diagnose(row, leaf, previous)
@@ -340,11 +343,11 @@ class _Scan:
             raise _Found(
                 Mismatch(
                     position,
-                    _stored_id(state),
+                    _stored_id(state, self.codec),
                     "this stored event has no ledger entry: it was inserted directly in the database",
                 )
             )
-        stored_id = _stored_id(state)
+        stored_id = _stored_id(state, self.codec)
         chain = hashlib.sha256(previous + leaf).digest()
         if leaf != leaf_:
             if chain == chain_:

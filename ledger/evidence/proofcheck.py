@@ -25,7 +25,7 @@ import datetime as dt
 import json
 import struct
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -187,8 +187,12 @@ class EventView:
         }
 
 
-def read_entry(entry: bytes) -> EventView:
-    """Decode the canonical bytes of one stored event; raises :class:`MalformedEntry`."""
+def read_entry(entry: bytes, plain: Callable[[bytes], bytes] = bytes) -> EventView:
+    """Decode the canonical bytes of one stored event; raises :class:`MalformedEntry`.
+
+    ``plain`` undoes the store's compression or cipher on the state inside
+    (:class:`ledger.storage.codec.Codec`); by default the state is read as it is.
+    """
     value = _decode(entry)
     if not (isinstance(value, list) and len(value) == 5):
         raise MalformedEntry("an entry is an array of 5 values")
@@ -201,7 +205,7 @@ def read_entry(entry: bytes) -> EventView:
         and isinstance(state, bytes)
     ):
         raise MalformedEntry("an entry is [position, participant, version, topic, state]")
-    stored = _decode(state)
+    stored = _decode(plain(state))
     if not isinstance(stored, dict):
         raise MalformedEntry("the stored state is not a map")
     timestamp, record = stored.get("timestamp"), stored.get("record")

@@ -27,6 +27,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
+from ledger.storage.codec import CodecFactory
 from ledger.storage.seal import EntryRow, Seal
 from ledger.storage.stores import ScannedRow
 
@@ -154,5 +155,5 @@ def _connection_lost(exc: PersistenceError) -> bool:
     return isinstance(exc, OperationalError) or isinstance(cause, psycopg.InterfaceError)
 
 
-class LedgerPostgresFactory(PostgresFactory):
+class LedgerPostgresFactory(CodecFactory, PostgresFactory):
     application_recorder_class = LedgerPostgresRecorder

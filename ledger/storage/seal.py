@@ -36,7 +36,8 @@ from eventsourcing.persistence import RecordConflictError, StoredEvent
 from ledger.domain.errors import Refused
 from ledger.domain.events import DatabaseLocked, DatabaseUnlocked, Record, utc_text
 from ledger.evidence.merkle import Frontier, leaf_hash
-from ledger.storage.transcoder import decode_state, record_bytes, record_head
+from ledger.storage.codec import Codec, StateCodec
+from ledger.storage.transcoder import record_head
 
 GENESIS = bytes(32)
 # The stream of the lock's events (:class:`ledger.application.access.Trial`).
@@ -105,6 +106,8 @@ class Seal:
             f"CREATE TABLE IF NOT EXISTS {self.meta} (key TEXT PRIMARY KEY, value {blob} NOT NULL)",
         ]
         self.placeholder = placeholder
+        # How stored bytes read: the factory sets the mapper's (:class:`~ledger.storage.codec.CodecFactory`).
+        self.codec: StateCodec = Codec()
         self.insert_entry = f"INSERT INTO {self.entries} VALUES ({p},{p},{p},{p},{p},{p})"
         self.select_meta = f"SELECT key, value FROM {self.meta} WHERE key IN ('frontier', 'chain')"
         self.select_last_trial_event = (
@@ -135,7 +138,7 @@ class Seal:
         cursor.execute(self.select_meta)
         meta = {row["key"]: bytes(row["value"]) for row in cursor.fetchall()}
         frontier = Frontier.from_bytes(meta["frontier"]) if "frontier" in meta else Frontier()
-        sealing = _Sealing(meta.get("chain", GENESIS), self._lock_in_force(cursor, stored_events))
+        sealing = _Sealing(meta.get("chain", GENESIS), self._lock_in_force(cursor, stored_events), self.codec)
         # The rows are made while the database takes them: no list of a million rows.
         self.write_entries(cursor, sealing.rows(positions, stored_events))
         frontier.extend(sealing.leaves)
@@ -149,9 +152,9 @@ class Seal:
         if row is None:
             return b""
         state = bytes(row["state"])
-        if lock_change(record_bytes(state)) is not True:
+        if lock_change(self.codec.record(state)) is not True:
             return b""
-        decoded = decode_state(state)
+        decoded = self.codec.decode(state)
         return _next_lock(b"", decoded.record, decoded.timestamp)
 
     def _check_unchanged(self, cursor: Any, read_at: int, stored_events: Sequence[StoredEvent]) -> None:
@@ -203,20 +206,22 @@ class Seal:
 class _Sealing:
     """The chain head, the lock and the new leaves while one batch is sealed."""
 
-    def __init__(self, chain: bytes, lock: bytes) -> None:
+    def __init__(self, chain: bytes, lock: bytes, codec: StateCodec) -> None:
         self.chain = chain
         self.lock = lock
+        self.codec = codec
         self.leaves: list[bytes] = []
 
     def rows(self, positions: Sequence[int], stored_events: Sequence[StoredEvent]) -> Iterator[EntryRow]:
         """The ``ledger_entries`` row of each event, in order, chaining as it goes."""
-        chain, lock, leaves = self.chain, self.lock, self.leaves
+        chain, lock, leaves, codec = self.chain, self.lock, self.leaves, self.codec
         for position, stored in zip(positions, stored_events, strict=True):
             # Only the record's type and id are decoded; its bytes are hashed as
-            # they are (the same bytes content_hash would encode).
-            record = record_bytes(stored.state)
+            # they are (the same bytes content_hash would encode); the leaf covers
+            # the bytes as stored.
+            record = codec.record(stored.state)
             head = record_head(record)
-            lock = self.lock = _lock_after(lock, stored.state, head.type)
+            lock = self.lock = _lock_after(lock, stored.state, head.type, codec)
             leaf = leaf_hash(
                 canonical_entry(
                     position, stored.originator_id, stored.originator_version, stored.topic, stored.state
@@ -233,11 +238,11 @@ def lock_change(record: bytes) -> bool | None:
     return True if kind == _LOCKED else False if kind == _UNLOCKED else None
 
 
-def _lock_after(lock: bytes, state: bytes, record_type: str) -> bytes:
+def _lock_after(lock: bytes, state: bytes, record_type: str, codec: StateCodec) -> bytes:
     """:func:`_next_lock` of a stored state, decoded only when the lock is concerned."""
     if not lock and record_type not in _LOCK_TYPES:
         return lock
-    decoded = decode_state(state)
+    decoded = codec.decode(state)
     return _next_lock(lock, decoded.record, decoded.timestamp)
 
 

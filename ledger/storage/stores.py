@@ -4,10 +4,10 @@ application recorders, extended so that every insert also seals its events
 :func:`store_env`, which turns a ``--store`` URL into the library's environment
 (SPEC section 6: ``--store``, ``TRIAL_LEDGER_STORE``).
 
-Writes go below the library's per-row ``INSERT``: under ``BEGIN IMMEDIATE`` no
-other writer can append, so the positions of a batch are known before it is
-inserted (``MAX(rowid) + 1`` onwards, exactly what SQLite would assign) and
-the whole batch is one ``executemany``.  Reads for rebuilds and ``entries()``
+Writes extend the library's insert through its ``_insert_events`` hook, inside
+the library's write transaction: the whole batch is one ``executemany`` (not the
+library's statement per row), whose first row takes SQLite's write lock, so no
+other writer appends until the batch and its seal commit together.  Reads for rebuilds and ``entries()``
 scan the table with plain tuples (:meth:`LedgerSQLiteRecorder.scan`).
 
 A writer that finds the database busy waits up to ``TRIAL_LEDGER_BUSY_TIMEOUT``
@@ -18,20 +18,18 @@ locked); nothing is stored.
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
-from eventsourcing.persistence import OperationalError, StoredEvent
+from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import (
     SQLiteApplicationRecorder,
-    SQLiteConnection,
     SQLiteCursor,
     SQLiteFactory,
-    SQLiteTransaction,
 )
 
+from ledger.storage.codec import CodecFactory
 from ledger.storage.seal import Seal
 
 DEFAULT_STORE = "trial-ledger.db"
@@ -40,24 +38,6 @@ BUSY_TIMEOUT_SECONDS = 30
 BUSY_TIMEOUT_VARIABLE = "TRIAL_LEDGER_BUSY_TIMEOUT"
 # One stored event as the read paths see it: position, participant, state bytes.
 ScannedRow = tuple[int, str, bytes]
-
-
-class ImmediateTransaction(SQLiteTransaction):
-    """A write transaction that takes SQLite's write lock at BEGIN.
-
-    The seal reads the frontier and then writes; a deferred transaction could
-    not upgrade its read to a write when another writer committed first.
-    """
-
-    def __enter__(self) -> SQLiteCursor:
-        cursor = self.connection.cursor()
-        try:
-            cursor.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            # Still busy after the busy timeout: the library's error, which the
-            # application turns into exit 3.
-            raise OperationalError(exc) from exc
-        return cursor
 
 
 class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
@@ -76,28 +56,28 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
     def construct_create_table_statements(self) -> list[str]:
         return [*super().construct_create_table_statements(), *self.seal.create_statements]
 
-    def insert_events(
-        self, stored_events: Sequence[StoredEvent], *, read_at: int | None = None, **_: Any
+    def _insert_events(
+        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], *, read_at: int | None = None, **_: Any
     ) -> Sequence[int] | None:
-        """Insert and seal a batch in one write transaction; returns the positions given.
+        """The library's hook inside its write transaction: insert and seal a batch; the positions given.
 
-        ``read_at``: the last position when the batch was checked (see :mod:`ledger.storage.seal`).
+        The first statement writes, so SQLite takes its write lock there (waiting
+        up to the busy timeout) before anything is read: the positions SQLite
+        gives (``MAX(rowid) + 1`` onwards, one ``executemany``) and the seal's
+        reads then see every earlier commit.  ``read_at``: the last position when
+        the batch was checked (see :mod:`ledger.storage.seal`).
         """
-        with self.datastore.get_connection(commit=True) as conn:
-            assert isinstance(conn, SQLiteConnection)
-            with ImmediateTransaction(conn, commit=True) as cursor:
-                cursor.execute(self.select_max_notification_id_statement)
-                last = cursor.fetchone()[0] or 0
-                positions = range(last + 1, last + 1 + len(stored_events))
-                cursor.executemany(
-                    self.insert_at_positions,
-                    (
-                        (position, s.originator_id, s.originator_version, s.topic, s.state)
-                        for position, s in zip(positions, stored_events, strict=True)
-                    ),
-                )
-                self.seal.seal(cursor, positions, stored_events, read_at)
-                return list(positions)
+        if not stored_events:
+            return []
+        c.executemany(
+            self.insert_events_statement,
+            ((s.originator_id, s.originator_version, s.topic, s.state) for s in stored_events),
+        )
+        c.execute(self.select_max_notification_id_statement)
+        last = c.fetchone()[0]
+        positions = range(last - len(stored_events) + 1, last + 1)
+        self.seal.seal(c, positions, stored_events, read_at)
+        return list(positions)
 
     def scan(self, after: int, limit: int) -> list[ScannedRow]:
         """Up to ``limit`` stored events after position ``after``, in ledger order (SPEC section 4)."""
@@ -108,7 +88,7 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
             return raw.fetchall()
 
 
-class LedgerSQLiteFactory(SQLiteFactory):
+class LedgerSQLiteFactory(CodecFactory, SQLiteFactory):
     application_recorder_class = LedgerSQLiteRecorder
 
 

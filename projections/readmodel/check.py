@@ -77,13 +77,17 @@ def check_read_model(ledger: TrialLedger) -> ReadModelCheck:
 
 
 def _events(ledger: TrialLedger, batch: int = 20_000) -> Iterator[Row]:
-    """The stored events as rows ``(participant, position, stored state)``, page by page."""
+    """The stored events as rows ``(participant, position, state)``, page by page.
+
+    The state as the view keeps it: undeciphered and decompressed (:class:`ledger.storage.codec.Codec`).
+    """
     scan = ledger.recorder.scan  # type: ignore[attr-defined]
+    plain = ledger.codec.plain
     after = 0
     while True:
         page = scan(after, batch)
         for position, participant, state in page:
-            yield str(participant), position, bytes(state)
+            yield str(participant), position, plain(bytes(state))
         if len(page) < batch:
             return
         after = page[-1][0]

@@ -82,7 +82,7 @@ class ParticipantTimelines(Projection[Any]):
         notifications = ledger.notification_log.select(start=after + 1, limit=batch)
         if not notifications:
             return after
-        rows = [(str(n.originator_id), n.id, n.state) for n in notifications]
+        rows = [(str(n.originator_id), n.id, ledger.codec.plain(n.state)) for n in notifications]
         tracking = Tracking(notification_id=notifications[-1].id, application_name=ledger.name)
         self.timelines.append(rows, tracking)
         return tracking.notification_id
