@@ -32,7 +32,7 @@ from ledger.domain.errors import Refused
 from ledger.evidence.merkle import Frontier, leaf_hash
 from ledger.simulation.demo import generate_trial, write_jsonl
 from ledger.storage.seal import GENESIS, Seal, chain_hash, content_hash
-from ledger.storage.stores import ImmediateTransaction, LedgerSQLiteRecorder
+from ledger.storage.stores import LedgerSQLiteRecorder
 from ledger.storage.transcoder import decode_state
 from tests import lines as L
 
@@ -61,17 +61,13 @@ def _plain_seal(
 
 
 def _plain_insert(
-    self: LedgerSQLiteRecorder, stored_events: Sequence[StoredEvent], **kwargs: Any
-) -> Sequence[int] | None:
-    """The library's row-by-row insert (``lastrowid``), then the plain seal, in one transaction."""
-    with (
-        self.datastore.get_connection(commit=True) as conn,
-        ImmediateTransaction(conn, commit=True) as cursor,
-    ):
-        positions = SQLiteApplicationRecorder._insert_events(self, cursor, stored_events, **kwargs)
-        assert positions is not None
-        _plain_seal(self.seal, cursor, positions, stored_events)
-        return positions
+    self: LedgerSQLiteRecorder, cursor: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
+) -> Sequence[int]:
+    """The library's row-by-row insert (``lastrowid``), then the plain seal, in the library's transaction."""
+    positions = SQLiteApplicationRecorder._insert_events(self, cursor, stored_events, **kwargs)
+    assert positions is not None
+    _plain_seal(self.seal, cursor, positions, stored_events)
+    return positions
 
 
 @pytest.fixture
@@ -83,7 +79,7 @@ def plain_path(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
         # the aggregate for every line, a plain chart, the library's insert.
         monkeypatch.setattr(Seal, "participants", lambda self, datastore, candidates: set(candidates))
         monkeypatch.setattr(application, "_indexed", lambda aggregate: aggregate)
-        monkeypatch.setattr(LedgerSQLiteRecorder, "insert_events", _plain_insert)
+        monkeypatch.setattr(LedgerSQLiteRecorder, "_insert_events", _plain_insert)
 
     return switch
 
