@@ -79,7 +79,7 @@ def check_read_model(ledger: TrialLedger) -> ReadModelCheck:
 def _events(ledger: TrialLedger, batch: int = 20_000) -> Iterator[Row]:
     """The stored events as rows ``(participant, position, state)``, page by page.
 
-    The state as the view keeps it: undeciphered and decompressed (:class:`ledger.storage.codec.Codec`).
+    The state as the view keeps it: deciphered and decompressed (:class:`ledger.storage.codec.Codec`).
     """
     scan = ledger.recorder.scan  # type: ignore[attr-defined]
     plain = ledger.codec.plain
