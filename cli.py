@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ledger.domain.events import WRITE_COMMANDS
+from ledger.domain.text import printable
+
 if TYPE_CHECKING:
     from ledger.application.trial_ledger import Receipt, TrialLedger
 
@@ -103,7 +106,7 @@ def emit(data: Any, text: str | Callable[[], None]) -> None:
     elif callable(text):
         text()
     else:
-        click.echo(text)
+        click.echo(printable(text))
 
 
 def refusals(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -119,7 +122,7 @@ def refusals(command: Callable[..., Any]) -> Callable[..., Any]:
             if settings().json:
                 click.echo(json.dumps({"error": str(exc), "problems": exc.problems}, indent=2))
             for problem in exc.problems:
-                click.echo(f"error: {problem}", err=True)
+                click.echo(f"error: {printable(problem)}", err=True)
             sys.exit(exc.exit_code)
 
     return wrapper
@@ -133,19 +136,6 @@ def main() -> None:
 
 # -- writing -------------------------------------------------------------------------------
 
-WRITE_COMMANDS = {
-    "screen": "ParticipantScreened",
-    "enroll": "ParticipantEnrolled",
-    "infuse": "MSCInfused",
-    "cmv": "CMVLoadMeasured",
-    "disease": "CMVDiseaseAssessed",
-    "ae": "AdverseEventReported",
-    "ae-update": "AdverseEventUpdated",
-    "withdraw": "ParticipantWithdrew",
-    "death": "ParticipantDied",
-    "correct": "EventCorrected",
-    "void": "EventVoided",
-}
 # Options of every write command that are not fields of the record (SPEC section 6).
 _NOT_FIELDS = {"site"}
 
@@ -275,6 +265,7 @@ class WriteCommand(click.Command):
         _receipt(receipt)
 
 
+# One command per import type, named by the type itself (ledger.domain.events.Record.command).
 for _command, _type_name in WRITE_COMMANDS.items():
     main.add_command(WriteCommand(_command, _type_name))
 

@@ -57,6 +57,7 @@ from ledger.domain.events import (
     UserName,
     UserRegistered,
     convert,
+    fill,
     utc_text,
 )
 from ledger.domain.participant import RecordEvent, ledger_event_id
@@ -98,9 +99,9 @@ class RecordLog(BaseAggregate[str]):
     def append(cls, log: Self | None, record: Record, at: dt.datetime) -> Self:
         """``log`` (or a new stream) with ``record`` appended under the ledger's next event id."""
         if log is None:
-            record = msgspec.structs.replace(record, id=ledger_event_id(cls.STREAM, cls.INITIAL_VERSION))
+            record = fill(record, id=ledger_event_id(cls.STREAM, cls.INITIAL_VERSION))
             return cls._create(cls.Opened, id=cls.STREAM, record=record, timestamp=at)
-        record = msgspec.structs.replace(record, id=ledger_event_id(log.id, log.version + 1))
+        record = fill(record, id=ledger_event_id(log.id, log.version + 1))
         log.trigger_event(cls.Recorded, record=record, timestamp=at)
         return log
 

@@ -45,6 +45,7 @@ from ledger.domain.events import (
 )
 from ledger.domain.rules.corrections import corrected
 from ledger.domain.rules.sites import site_of
+from ledger.domain.text import printable
 
 if TYPE_CHECKING:
     from ledger.application.trial_ledger import TrialLedger
@@ -322,7 +323,11 @@ def table(rows: list[Row], filters: Filters) -> Any:
     title = "Audit trail" + (f" of {filters.participant}" if filters.participant else " of the trial")
     if filters.known_at is not None:
         title += f" as known at {_instant(filters.known_at)}"
-    grid = Table(title=title, show_lines=True, caption=f"{len(rows)} row{'' if len(rows) == 1 else 's'}")
+    grid = Table(
+        title=Text(printable(title)),
+        show_lines=True,
+        caption=f"{len(rows)} row{'' if len(rows) == 1 else 's'}",
+    )
     grid.add_column("#", justify="right", no_wrap=True)
     grid.add_column("Recorded\n(UTC)", overflow="fold")
     grid.add_column("Effective", overflow="fold")
@@ -330,17 +335,19 @@ def table(rows: list[Row], filters: Filters) -> Any:
     grid.add_column("What and why", ratio=1, overflow="fold")
     for row in rows:
         by_whom = f"by {row.user or '?'} ({row.site or '?'})"
-        event = Text(f"{row.type}\n{row.event_id}\n{row.participant or row.stream}\n{by_whom}")
-        what = Text(_what(row))
+        event = Text(printable(f"{row.type}\n{row.event_id}\n{row.participant or row.stream}\n{by_whom}"))
+        what = Text(printable(_what(row)))
         if row.reason:
-            what.append(f"\nreason: {row.reason}", style="italic")
+            what.append(printable(f"\nreason: {row.reason}"), style="italic")
         if row.status == "voided" and row.voided_by is not None:
             event.append("\nVOIDED", style="bold red")
             by = row.voided_by
-            what.append(f"\nVOIDED by {by['event_id']} ({by['user']}, {by['recorded_at']}): {by['reason']}")
+            what.append(
+                printable(f"\nVOIDED by {by['event_id']} ({by['user']}, {by['recorded_at']}): {by['reason']}")
+            )
         elif row.status == "corrected":
             event.append("\ncorrected", style="yellow")
-            what.append("\ncorrected by " + ", ".join(row.corrected_by))
+            what.append(printable("\ncorrected by " + ", ".join(row.corrected_by)))
         grid.add_row(
             str(row.position),
             (_instant(row.recorded_at) or "").replace("T", "\n"),

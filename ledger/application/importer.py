@@ -20,15 +20,36 @@ from ledger.domain.errors import InvalidInput
 from ledger.domain.events import InvalidRecord, decode_line
 
 MAX_REPORTED = 50
+UTF8_BOM = b"\xef\xbb\xbf"
+# Byte-order marks of encodings the import format is not (SPEC section 6: UTF-8).
+_OTHER_BOMS = (
+    (b"\x00\x00\xfe\xff", "UTF-32"),
+    (b"\xff\xfe\x00\x00", "UTF-32"),
+    (b"\xfe\xff", "UTF-16"),
+    (b"\xff\xfe", "UTF-16"),
+)
 _BYTE = re.compile(r"\(byte (\d+)\)")
 _KEY = re.compile(rb'"((?:[^"\\]|\\.)*)"\s*:')
 
 
 def read_lines(source: BinaryIO) -> list[Line]:
-    """Decode and validate every line; raise :class:`InvalidInput` naming each bad one."""
+    """Decode and validate every line; raise :class:`InvalidInput` naming each bad one.
+
+    A UTF-8 byte-order mark at the start of the file, as some editors save one,
+    is skipped (docs/decisions.md); anywhere else, or one of another encoding,
+    is named.
+    """
     lines: list[Line] = []
     problems: list[str] = []
     for number, raw in enumerate(source, start=1):
+        if number == 1:
+            encoding = next((name for bom, name in _OTHER_BOMS if raw.startswith(bom)), None)
+            if encoding is not None:
+                raise InvalidInput(f"line 1: the file is {encoding} (byte-order mark); save it as UTF-8")
+            raw = raw.removeprefix(UTF8_BOM)
+        if raw.startswith(UTF8_BOM):
+            problems.append(f"line {number}: a byte-order mark (U+FEFF) starts the line; only the file may")
+            continue
         if not raw.strip():
             continue
         try:

@@ -34,8 +34,8 @@ from eventsourcing.application import AggregateNotFoundError
 
 from ledger.application import access
 from ledger.domain.errors import InvalidInput
-from ledger.domain.events import MEANINGS, RecordSigned, UserRegistered, utc_text
-from ledger.domain.participant import Participant
+from ledger.domain.events import MEANINGS, RecordSigned, UserRegistered, fill, utc_text
+from ledger.domain.participant import EVENT_CLASS, Participant
 from ledger.evidence.merkle import leaf_hash
 from ledger.storage.seal import canonical_entry
 
@@ -164,12 +164,10 @@ def sign(
             "signature": "0" * 128,  # the draft the signature is made over; message() leaves it out
         }
         draft: RecordSigned = access.checked(RecordSigned, fields)
-        record = msgspec.structs.replace(
-            draft, signature=key.sign(message(ledger.protocol.study, draft)).hex()
-        )
+        record = fill(draft, signature=key.sign(message(ledger.protocol.study, draft)).hex())
         event_id = aggregate.append(record, ledger.protocol, at)
         ledger.save(aggregate)
-        return msgspec.structs.replace(record, id=event_id)
+        return fill(record, id=event_id)
 
     return ledger.write(attempt)
 
@@ -222,9 +220,9 @@ def any_signed(ledger: TrialLedger) -> bool:
     """Whether the ledger holds a signature at all (one indexed look-up by topic)."""
     from eventsourcing.utils import get_topic
 
-    from ledger.domain.participant import LEGACY_TOPIC, Participant
+    from ledger.domain.participant import LEGACY_TOPIC
 
-    topics = (get_topic(Participant.Signed), f"{LEGACY_TOPIC}.Signed")
+    topics = (get_topic(EVENT_CLASS[RecordSigned]), f"{LEGACY_TOPIC}.Signed")
     return bool(ledger.notification_log.select(start=1, limit=1, topics=topics))
 
 

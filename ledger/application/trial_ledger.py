@@ -28,19 +28,21 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import CanMutateAggregate
 from eventsourcing.persistence import Notification, OperationalError, RecordConflictError
 from eventsourcing.utils import get_topic
-from msgspec.structs import replace
 
 from ledger.application import access
 from ledger.domain.entry import Entry
 from ledger.domain.errors import Ineligible, InvalidInput, LedgerError, Refused
 from ledger.domain.events import (
+    SAME_DAY_ORDER,
     ClinicalRecord,
     EnrollmentRefused,
     EventCorrected,
     EventVoided,
+    InvalidRecord,
     ParticipantEnrolled,
     ParticipantScreened,
     Record,
+    fill,
 )
 from ledger.domain.participant import EVENT_CLASS, Participant, ledger_event_id
 from ledger.domain.protocol import Protocol, load_protocol
@@ -51,20 +53,6 @@ from ledger.storage.seal import content_hash
 from ledger.storage.stores import store_env, store_url
 from ledger.storage.transcoder import MsgspecTranscoder
 
-# Records of one participant in one batch are applied by clinical date, then in
-# this order on the same date, then in the order given (SPEC section 6: an
-# import may list lines in any order).
-_SAME_DAY_ORDER = {
-    "ParticipantScreened": 0,
-    "ParticipantEnrolled": 1,
-    "MSCInfused": 2,
-    "CMVLoadMeasured": 3,
-    "CMVDiseaseAssessed": 3,
-    "AdverseEventReported": 4,
-    "AdverseEventUpdated": 5,
-    "ParticipantWithdrew": 6,
-    "ParticipantDied": 7,
-}
 MAX_ATTEMPTS = 5
 T = TypeVar("T")
 
@@ -290,7 +278,11 @@ class TrialLedger(Application[str]):
                 problems.append(_at(ln, f"site: unknown site code '{where}'"))
                 continue
             if who != record.user or where != record.site:
-                ln = Line(ln.number, replace(record, user=who, site=where))
+                try:
+                    ln = Line(ln.number, fill(record, user=who, site=where))
+                except InvalidRecord as exc:
+                    problems.append(_at(ln, str(exc)))
+                    continue
             filled.append(ln)
         return filled
 
@@ -451,7 +443,7 @@ class _NewStream:
         if first and not isinstance(record, ParticipantScreened):
             raise InvalidInput(f"{self.id}: participant: not screened")
         if record.id is None:
-            record = replace(record, id=ledger_event_id(self.id, version))
+            record = fill(record, id=ledger_event_id(self.id, version))
         rules.check_clinical(self.chart, record, protocol, at)
         if first:
             event: CanMutateAggregate[str] = Participant.Screened(
@@ -503,5 +495,5 @@ def _participant_of(record: Record, owners: dict[str, str]) -> str | None:
 def _batch_order(line: Line) -> tuple[int, dt.date, int, int]:
     record = line.record
     if isinstance(record, ClinicalRecord):
-        return (0, record.effective, _SAME_DAY_ORDER[record.type], line.number)
+        return (0, record.effective, SAME_DAY_ORDER[record.type], line.number)
     return (1, dt.date.min, 0, line.number)

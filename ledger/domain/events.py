@@ -5,23 +5,34 @@ fields are refused (SPEC section 1: no identifier slips in).  One C pass decodes
 a JSON line, checks types, enumerations, formats and ranges, and the same
 struct is what the ledger stores (MessagePack) inside its domain events.
 
-Rules that tie several fields of one record together live in ``__post_init__``
-and name the field they blame, so that every message reads ``at $.field: ...``.
+Rules that tie several fields of one record together live in ``check``
+(:class:`CrossChecked`) and name the field they blame, so that every message
+reads ``at $.field: ...``.  Stored records are read back by the same classes,
+leniently when a constraint tightened since refuses them (:func:`from_twin`).
 Rules that need the protocol (site codes, vital ranges) or the participant's
 history live in :mod:`ledger.domain.rules.ordering`.
 """
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
-from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
+import functools
+import types
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import msgspec
 from msgspec import Meta
 
 from ledger.domain.rules.sites import site_of
 
-Text = Annotated[str, Meta(min_length=1, max_length=500)]
+# SPEC section 6: free text holds no control characters but tab and newline
+# (C0, DEL and C1 are refused); every other text field is a code or an id whose
+# pattern admits none at all.
+FREE_TEXT = r"^[^\x00-\x08\x0b-\x1f\x7f-\x9f]*$"
+Text = Annotated[str, Meta(min_length=1, max_length=500, pattern=FREE_TEXT)]
 ParticipantCode = Annotated[
     str,
     Meta(pattern=r"^[A-Z][A-Z0-9]{0,9}-[0-9]{3,9}$", description="<SITE>-<NNN>"),
@@ -86,6 +97,24 @@ def check_seriousness(grade: int | None, serious: bool | None, criteria: list[st
         _fail("grade", "grade 5 requires serious = true with the criterion 'death'")
 
 
+# Off only while a stored event is read leniently (:func:`lenient`): what was
+# accepted once is never refused again by a rule tightened since.
+_EDGE_CHECKS: contextvars.ContextVar[bool] = contextvars.ContextVar("edge_checks", default=True)
+
+
+class CrossChecked:
+    """A record whose fields are tied together by :meth:`check`, run wherever it is built at the edge."""
+
+    __slots__ = ()
+
+    def __post_init__(self) -> None:
+        if _EDGE_CHECKS.get():
+            self.check()
+
+    def check(self) -> None:
+        """Raise ``ValueError`` naming the field (``problem - at `$.field```) when the fields disagree."""
+
+
 class Record(
     msgspec.Struct,
     tag_field="type",
@@ -94,7 +123,20 @@ class Record(
     kw_only=True,
     omit_defaults=True,
 ):
-    """Fields every line may carry (SPEC section 6, import format)."""
+    """Fields every line may carry (SPEC section 6, import format).
+
+    Each concrete record type declares, next to its fields (issue 13, one place
+    per type): ``command``, the write command that appends it (import types
+    only); ``same_day_order``, its place among a participant's records of one
+    clinical date in a batch; ``event``, the name of the participant
+    aggregate's event class that carries it (the name is in stored topics and
+    sealed: never rename one).  Records of the ledger's own streams (users,
+    lock, refusals) have no ``event``.
+    """
+
+    command: ClassVar[str | None] = None
+    same_day_order: ClassVar[int | None] = None
+    event: ClassVar[str | None] = None
 
     id: EventId | None = None
     user: UserName | None = None
@@ -113,7 +155,10 @@ class ClinicalRecord(Record, kw_only=True):
     effective: dt.date
 
 
-class ParticipantScreened(ClinicalRecord, tag="ParticipantScreened", kw_only=True):
+class ParticipantScreened(ClinicalRecord, CrossChecked, tag="ParticipantScreened", kw_only=True):
+    command = "screen"
+    same_day_order = 0
+    event = "Screened"
     site: SiteCode
     age_years: Annotated[int, Meta(ge=0, le=130)]
     sex: Sex
@@ -126,30 +171,39 @@ class ParticipantScreened(ClinicalRecord, tag="ParticipantScreened", kw_only=Tru
     dbp: Annotated[int, Meta(ge=1, le=250)]
     investigator_excluded: bool = False
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         if site_of(self.participant) != self.site:
             _fail("participant", f"code must start with its site code '{self.site}-'")
 
 
 class ParticipantEnrolled(ClinicalRecord, tag="ParticipantEnrolled", kw_only=True):
+    command = "enroll"
+    same_day_order = 1
+    event = "Enrolled"
     weight_kg: Annotated[float, Meta(gt=0, le=400)]
     deviation: Text | None = None
 
 
 class MSCInfused(ClinicalRecord, tag="MSCInfused", kw_only=True):
+    command = "infuse"
+    same_day_order = 2
+    event = "Infused"
     course: Annotated[int, Meta(ge=1, le=99)]
     cells_per_kg: Annotated[float, Meta(gt=0, le=1e9)]
     lot: Text | None = None
 
 
-class CMVLoadMeasured(ClinicalRecord, tag="CMVLoadMeasured", kw_only=True):
+class CMVLoadMeasured(ClinicalRecord, CrossChecked, tag="CMVLoadMeasured", kw_only=True):
+    command = "cmv"
+    same_day_order = 3
+    event = "CMVLoadMeasured"
     specimen: Specimen
     assay: Text
     lloq_iu_ml: Annotated[float, Meta(gt=0, le=1e6)]
     result: CmvResult
     value_iu_ml: Annotated[float, Meta(gt=0, le=1e12)] | None = None
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         if self.result == "quantified" and self.value_iu_ml is None:
             _fail("value_iu_ml", "is required when result is 'quantified'")
         if self.result != "quantified" and self.value_iu_ml is not None:
@@ -157,11 +211,17 @@ class CMVLoadMeasured(ClinicalRecord, tag="CMVLoadMeasured", kw_only=True):
 
 
 class CMVDiseaseAssessed(ClinicalRecord, tag="CMVDiseaseAssessed", kw_only=True):
+    command = "disease"
+    same_day_order = 3
+    event = "CMVDiseaseAssessed"
     status: DiseaseStatus
     organ: Text | None = None
 
 
-class AdverseEventReported(ClinicalRecord, tag="AdverseEventReported", kw_only=True):
+class AdverseEventReported(ClinicalRecord, CrossChecked, tag="AdverseEventReported", kw_only=True):
+    command = "ae"
+    same_day_order = 4
+    event = "AdverseEventReported"
     ae_id: AeId
     term: Text
     category: Category
@@ -171,11 +231,14 @@ class AdverseEventReported(ClinicalRecord, tag="AdverseEventReported", kw_only=T
     causality: Causality
     aware_at: Instant
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         check_seriousness(self.grade, self.serious, self.criteria)
 
 
 class AdverseEventUpdated(ClinicalRecord, tag="AdverseEventUpdated", kw_only=True):
+    command = "ae-update"
+    same_day_order = 5
+    event = "AdverseEventUpdated"
     ae_id: AeId
     grade: Grade | None = None
     serious: bool | None = None
@@ -185,10 +248,16 @@ class AdverseEventUpdated(ClinicalRecord, tag="AdverseEventUpdated", kw_only=Tru
 
 
 class ParticipantWithdrew(ClinicalRecord, tag="ParticipantWithdrew", kw_only=True):
+    command = "withdraw"
+    same_day_order = 6
+    event = "Withdrew"
     reason: Text
 
 
 class ParticipantDied(ClinicalRecord, tag="ParticipantDied", kw_only=True):
+    command = "death"
+    same_day_order = 7
+    event = "Died"
     cause: Text | None = None
 
 
@@ -205,38 +274,31 @@ def _check_changed_value(name: str, value: Any) -> None:
             _fail(f"changes.{name}", f"number out of range (at most {_SAFE_INTEGER} in size)")
 
 
-class EventCorrected(Record, tag="EventCorrected", kw_only=True):
+# SPEC section 6: what identifies an event and who, where and when entered it.
+PROVENANCE: tuple[str, ...] = ("type", "id", "participant", "site", "user", "entered_at")
+
+
+class EventCorrected(Record, CrossChecked, tag="EventCorrected", kw_only=True):
+    command = "correct"
+    event = "Corrected"
     target: EventId
     changes: dict[str, Any]
     reason: Text
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         if not self.changes:
             _fail("changes", "must change at least one field")
         for name, value in self.changes.items():
-            if name in ("type", "id", "participant"):
+            if name in PROVENANCE:
                 _fail(f"changes.{name}", "cannot be corrected")
             _check_changed_value(name, value)
 
 
 class EventVoided(Record, tag="EventVoided", kw_only=True):
+    command = "void"
+    event = "Voided"
     target: EventId
     reason: Text
-
-
-Line = Union[  # noqa: UP007 - a runtime union msgspec tags
-    ParticipantScreened,
-    ParticipantEnrolled,
-    MSCInfused,
-    CMVLoadMeasured,
-    CMVDiseaseAssessed,
-    AdverseEventReported,
-    AdverseEventUpdated,
-    ParticipantWithdrew,
-    ParticipantDied,
-    EventCorrected,
-    EventVoided,
-]
 
 
 class EnrollmentRefused(ClinicalRecord, tag="EnrollmentRefused", kw_only=True):
@@ -246,6 +308,7 @@ class EnrollmentRefused(ClinicalRecord, tag="EnrollmentRefused", kw_only=True):
     import type.
     """
 
+    event = "EnrollmentRefused"
     weight_kg: Annotated[float, Meta(gt=0, le=400)]
     criteria: list[Text]
 
@@ -258,7 +321,7 @@ MEANINGS: tuple[str, ...] = Meaning.__args__  # type: ignore[attr-defined]
 Hex32 = Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")]
 
 
-class UserRegistered(Record, tag="UserRegistered", kw_only=True):
+class UserRegistered(Record, CrossChecked, tag="UserRegistered", kw_only=True):
     """A user of the ledger: role, site and Ed25519 public key (issue #6, roles and signatures).
 
     ``user`` is who registered them; ``user_site`` the site of a ``site_staff`` or
@@ -272,7 +335,7 @@ class UserRegistered(Record, tag="UserRegistered", kw_only=True):
     user_site: SiteCode | None = None
     public_key: Hex32
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         if self.role in SITE_ROLES and self.user_site is None:
             _fail("user_site", f"a {self.role} belongs to one site: give it")
         if self.role not in SITE_ROLES and self.user_site is not None:
@@ -312,6 +375,7 @@ class RecordSigned(Record, tag="RecordSigned", kw_only=True):
     :func:`ledger.application.signatures.message`.  Stored in the participant's stream.
     """
 
+    event = "Signed"
     participant: ParticipantCode
     meaning: Meaning
     signed_at: Instant
@@ -319,15 +383,30 @@ class RecordSigned(Record, tag="RecordSigned", kw_only=True):
     signature: Annotated[str, Meta(pattern=r"^[0-9a-f]{128}$")]
 
 
+def _concrete(base: type[Record]) -> Iterator[type[Record]]:
+    """The record types below ``base`` that have no subtypes, in the order they are declared."""
+    for sub in base.__subclasses__():
+        if sub.__subclasses__():
+            yield from _concrete(sub)
+        else:
+            yield sub
+
+
 # Everything a stream may hold: the import types and the ledger's own records (a
 # participant's refused enrollments and signatures, the users, the lock, refusals).
-Stored = Union[  # noqa: UP007
-    Line, EnrollmentRefused, RecordSigned, UserRegistered, DatabaseLocked, DatabaseUnlocked, ActionRefused
-]
+STORED_TYPES: tuple[type[Record], ...] = tuple(_concrete(Record))
+IMPORT_TYPES: tuple[type[Record], ...] = tuple(t for t in STORED_TYPES if t.command is not None)
+Line = Union[IMPORT_TYPES]  # type: ignore[valid-type]  # noqa: UP007 - a runtime union msgspec tags
+Stored = Union[STORED_TYPES]  # type: ignore[valid-type]  # noqa: UP007
 
-RECORD_TYPES: dict[str, type[Record]] = {
-    cls.__struct_config__.tag: cls  # type: ignore[misc]
-    for cls in Line.__args__  # type: ignore[attr-defined]
+RECORD_TYPES: dict[str, type[Record]] = {t.__struct_config__.tag: t for t in IMPORT_TYPES}  # type: ignore[misc]
+# The write command of every import type (SPEC section 6: one command per type).
+WRITE_COMMANDS: dict[str, str] = {t.command: tag for tag, t in RECORD_TYPES.items() if t.command}
+# Records of one participant in one batch are applied by clinical date, then in
+# this order on the same date, then in the order given (SPEC section 6: an
+# import may list lines in any order).
+SAME_DAY_ORDER: dict[str, int] = {
+    tag: t.same_day_order for tag, t in RECORD_TYPES.items() if t.same_day_order is not None
 }
 
 _json_decoder = msgspec.json.Decoder(Line)
@@ -356,6 +435,30 @@ def convert(fields: dict[str, Any], record_type: type[Record]) -> Record:
         return msgspec.convert(fields, record_type, strict=False)
     except msgspec.ValidationError as exc:
         raise InvalidRecord(_readable(str(exc))) from None
+
+
+R = TypeVar("R", bound=Record)
+
+
+@functools.cache
+def _field_type(record_type: type[Record], name: str) -> Any:
+    return get_type_hints(record_type, include_extras=True)[name]
+
+
+def fill(record: R, **values: Any) -> R:
+    """``record`` with ``values`` set, each checked first against its field's type in the import schema.
+
+    Issue 11: the ledger fills ``id``, ``user`` and ``site`` into records it
+    stores; a value the import would refuse is refused here too (raises
+    :class:`InvalidRecord` naming the field), so that nothing is stored that
+    the schema cannot read back.
+    """
+    for name, value in values.items():
+        try:
+            msgspec.convert(value, _field_type(type(record), name))
+        except msgspec.ValidationError as exc:
+            raise InvalidRecord(_readable(f"{exc} - at `$.{name}`")) from None
+    return msgspec.structs.replace(record, **values)
 
 
 def utc_text(moment: dt.datetime) -> str:
@@ -387,6 +490,8 @@ def _readable(message: str) -> str:
         problem, _, where = message.rpartition(" - at `$.")
         field = where.rstrip("`")
         base = field.split("[")[0].split(".")[0]
+        if repr(FREE_TEXT) in problem:
+            problem = "Control characters are not allowed (free text may hold tab and newline)"
         if problem.startswith("Invalid enum value") and base in CHOICES:
             problem += f" (expected one of {', '.join(CHOICES[base])})"
         return f"{field}: {problem[0].lower() + problem[1:]}"
@@ -401,15 +506,102 @@ def _readable(message: str) -> str:
     return message
 
 
-def apply_changes(record: Record, changes: dict[str, Any]) -> Record:
-    """The record as a correction leaves it: ``changes`` over its fields, re-validated.
+def checked_changes(record: Record, changes: dict[str, Any]) -> Record:
+    """The record as a new correction would leave it: ``changes`` over its fields, re-validated.
 
     SPEC section 6: a corrected event must still be valid; raises
-    :class:`InvalidRecord` naming the field otherwise.
+    :class:`InvalidRecord` naming ``changes.<field>``, or ``target.<field>``
+    when the value at fault is one the event was stored with by a version
+    whose schema accepted it (docs/decisions.md: such an event is voided and
+    entered again).
     """
-    fields = to_fields(record)
-    fields.update(changes)
-    return convert(fields, type(record))
+    try:
+        return convert({**to_fields(record), **changes}, type(record))
+    except InvalidRecord as exc:
+        try:
+            convert(to_fields(record), type(record))
+        except InvalidRecord:
+            raise InvalidRecord(f"target.{exc}") from None
+        raise InvalidRecord(f"changes.{exc}") from None
+
+
+def apply_changes(record: Record, changes: dict[str, Any]) -> Record:
+    """The record as a stored correction left it (the read side of SPEC section 6).
+
+    The correction passed :func:`checked_changes` when it was stored; a
+    constraint tightened since never undoes it: the record is then built
+    leniently, as stored events are (:func:`from_twin`).  Raises
+    :class:`InvalidRecord` only for values of the wrong type.
+    """
+    fields = {**to_fields(record), **changes}
+    try:
+        return convert(fields, type(record))
+    except InvalidRecord:
+        try:
+            twin = msgspec.convert(fields, _TWIN_OF[type(record)], strict=False)
+        except msgspec.ValidationError as exc:
+            raise InvalidRecord(_readable(str(exc))) from None
+        return from_twin(twin)
 
 
 CHOICES = _choices()
+
+
+# -- reading what was stored (issue 11: what was accepted stays readable) -----------------------
+
+
+@contextmanager
+def lenient() -> Iterator[None]:
+    """Records built inside skip the cross-field checks (:class:`CrossChecked`)."""
+    token = _EDGE_CHECKS.set(False)
+    try:
+        yield
+    finally:
+        _EDGE_CHECKS.reset(token)
+
+
+def _relaxed(hint: Any) -> Any:
+    """``hint`` without the edge's constraints: no lengths, patterns or ranges, literals as their type."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is Annotated:
+        return _relaxed(args[0])
+    if origin is Literal:
+        return Union[tuple({type(arg) for arg in args})]  # noqa: UP007
+    if origin in (Union, types.UnionType):
+        return Union[tuple(_relaxed(arg) for arg in args)]  # noqa: UP007
+    if origin in (list, tuple, dict):
+        return origin[tuple(_relaxed(arg) for arg in args)]
+    return hint
+
+
+def _twin(record_type: type[Record]) -> type[msgspec.Struct]:
+    """A Struct with ``record_type``'s tag and fields, and none of its constraints or checks."""
+    hints = get_type_hints(record_type, include_extras=True)
+    fields = [
+        (f.name, _relaxed(hints[f.name]), f.default)
+        if f.default is not msgspec.NODEFAULT
+        else (f.name, _relaxed(hints[f.name]))
+        for f in msgspec.structs.fields(record_type)
+    ]
+    config = record_type.__struct_config__
+    return msgspec.defstruct(
+        f"Lenient{record_type.__name__}",
+        fields,
+        tag_field=config.tag_field,
+        tag=config.tag,
+        kw_only=True,
+        frozen=True,
+        forbid_unknown_fields=True,  # a field is never dropped unseen (docs/decisions.md)
+    )
+
+
+_TWINS: dict[type[msgspec.Struct], type[Record]] = {_twin(t): t for t in STORED_TYPES}
+_TWIN_OF = {record_type: twin for twin, record_type in _TWINS.items()}
+LenientStored = Union[tuple(_TWINS)]  # type: ignore[valid-type]  # noqa: UP007
+
+
+def from_twin(twin: msgspec.Struct) -> Record:
+    """The record a lenient twin (:data:`LenientStored`) stands for, built without re-running any check."""
+    record_type = _TWINS[type(twin)]
+    with lenient():
+        return record_type(**msgspec.structs.asdict(twin))

@@ -14,26 +14,19 @@ from typing import Any
 
 from eventsourcing.domain import BaseAggregate, CanInitAggregate, CanMutateAggregate
 from eventsourcing.utils import register_topic
-from msgspec.structs import replace
 
 from ledger.domain.errors import InvalidInput
 from ledger.domain.events import (
-    AdverseEventReported,
-    AdverseEventUpdated,
+    STORED_TYPES,
     ClinicalRecord,
-    CMVDiseaseAssessed,
-    CMVLoadMeasured,
-    EnrollmentRefused,
     EventCorrected,
     EventVoided,
     InvalidRecord,
-    MSCInfused,
-    ParticipantDied,
-    ParticipantEnrolled,
     ParticipantScreened,
-    ParticipantWithdrew,
     Record,
     RecordSigned,
+    checked_changes,
+    fill,
 )
 from ledger.domain.protocol import Protocol
 from ledger.domain.rules import ordering as rules
@@ -68,41 +61,8 @@ class Participant(BaseAggregate[str]):
     class Screened(Event, CanInitAggregate[str]):
         originator_topic: str
 
-    class Enrolled(Event):
-        pass
-
-    class Infused(Event):
-        pass
-
-    class CMVLoadMeasured(Event):
-        pass
-
-    class CMVDiseaseAssessed(Event):
-        pass
-
-    class AdverseEventReported(Event):
-        pass
-
-    class AdverseEventUpdated(Event):
-        pass
-
-    class EnrollmentRefused(Event):
-        pass
-
-    class Withdrew(Event):
-        pass
-
-    class Died(Event):
-        pass
-
-    class Corrected(Event):
-        pass
-
-    class Voided(Event):
-        pass
-
-    class Signed(Event):
-        pass
+    # The event classes of the other records are made from the records' own
+    # declarations (:func:`_event_classes`): Participant.Enrolled, .Infused, ...
 
     def __init__(self, record: ParticipantScreened) -> None:
         self.chart = rules.Chart()
@@ -182,9 +142,10 @@ class Participant(BaseAggregate[str]):
         """A corrected event must still be valid, and so must the chart it leaves."""
         original = self._amendable(correction.target, "target")
         try:
-            changed = corrected(original, correction.changes)
+            checked_changes(original, correction.changes)
         except InvalidRecord as exc:
-            raise InvalidInput(f"{self.id}: changes.{exc}") from None
+            raise InvalidInput(f"{self.id}: {exc}") from None
+        changed = corrected(original, correction.changes)
         if isinstance(changed, ClinicalRecord) and changed.participant != self.id:
             raise InvalidInput(f"{self.id}: changes.participant: cannot be corrected")
         assert isinstance(changed, ClinicalRecord)
@@ -199,24 +160,34 @@ def _with_id(record: Record, participant: str, version: int) -> Any:
     """The record with its event id: the client's ``id`` or the ledger's."""
     if record.id is not None:
         return record
-    return replace(record, id=ledger_event_id(participant, version))
+    return fill(record, id=ledger_event_id(participant, version))
 
 
-EVENT_CLASS: dict[type[Record], type[Participant.Event]] = {
-    ParticipantScreened: Participant.Screened,
-    ParticipantEnrolled: Participant.Enrolled,
-    MSCInfused: Participant.Infused,
-    CMVLoadMeasured: Participant.CMVLoadMeasured,
-    CMVDiseaseAssessed: Participant.CMVDiseaseAssessed,
-    AdverseEventReported: Participant.AdverseEventReported,
-    AdverseEventUpdated: Participant.AdverseEventUpdated,
-    EnrollmentRefused: Participant.EnrollmentRefused,
-    ParticipantWithdrew: Participant.Withdrew,
-    ParticipantDied: Participant.Died,
-    EventCorrected: Participant.Corrected,
-    EventVoided: Participant.Voided,
-    RecordSigned: Participant.Signed,
-}
+def _event_classes() -> dict[type[Record], type[Participant.Event]]:
+    """The aggregate's event class of every record its streams hold, named by the record's ``event``.
+
+    Issue 13: a record type declares its event class in one place
+    (:class:`~ledger.domain.events.Record`); the class is made here as
+    ``Participant.<event>``, so its topic (stored and sealed) is the one it has
+    always had.  Classes declared above (:class:`Participant.Screened`) are used as they are.
+    """
+    classes: dict[type[Record], type[Participant.Event]] = {}
+    for record_type in STORED_TYPES:
+        if record_type.event is None:
+            continue
+        event_class = getattr(Participant, record_type.event, None)
+        if event_class is None:
+            event_class = type(
+                record_type.event,
+                (Participant.Event,),
+                {"__module__": __name__, "__qualname__": f"Participant.{record_type.event}"},
+            )
+            setattr(Participant, record_type.event, event_class)
+        classes[record_type] = event_class
+    return classes
+
+
+EVENT_CLASS = _event_classes()
 
 # Stored events name their class by topic, and the seal covers it.  Before the
 # layers of the package were made visible this aggregate lived in module

@@ -64,6 +64,7 @@ from ledger.domain.events import (
 )
 from ledger.domain.protocol import Protocol
 from ledger.domain.rules.sites import site_of
+from ledger.domain.text import xml_text
 
 NS = "http://www.cdisc.org/ns/odm/v1.3"
 TRIAL_LOCATION = "TRIAL"
@@ -159,9 +160,12 @@ def odm_value(value: Any) -> str:
 
 
 def _el(parent: Any, tag: str, text: str | None = None, **attrs: str | None) -> Any:
-    element = etree.SubElement(parent, f"{{{NS}}}{tag}", {k: v for k, v in attrs.items() if v is not None})
+    """An element; characters XML 1.0 cannot hold (stored by an older version) escaped (issue 11)."""
+    element = etree.SubElement(
+        parent, f"{{{NS}}}{tag}", {k: xml_text(v) for k, v in attrs.items() if v is not None}
+    )
     if text is not None:
-        element.text = text
+        element.text = xml_text(text)
     return element
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -42,6 +43,7 @@ from ledger.domain.rules.corrections import ParticipantHistory, fold
 from ledger.domain.rules.safety import adverse_events
 from ledger.domain.rules.status import ParticipantStatus, summarise
 from ledger.domain.rules.treatment import day_date
+from ledger.domain.text import printable
 
 TREATMENT = "MESENCHYMAL STEM CELLS"
 SEVERITY = {1: "MILD", 2: "MODERATE"}  # CTCAE grade 3 and above: SEVERE
@@ -481,12 +483,34 @@ BUILDERS: dict[str, Builder] = {"DM": _dm, "EX": _ex, "LB": _lb, "AE": _ae, "DS"
 DATE_COLUMNS = {"EX": "EXSTDTC", "LB": "LBDTC", "AE": "AESTDTC", "DS": "DSSTDTC"}
 
 
+# OWASP CSV injection: a cell starting with one of these runs as a spreadsheet
+# formula, unless it is a plain number (a study day of -1, a value of -1.5).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?")
+
+
+def spreadsheet_cell(value: Any) -> Any:
+    """A CSV cell that a spreadsheet shows as text and never runs (issue 11: text is text).
+
+    A text starting with ``=``, ``+``, ``-``, ``@``, tab or carriage return is
+    prefixed with ``'``; control characters a store of an older version may hold
+    are escaped (:func:`ledger.domain.text.printable`); numbers stay as they are.
+    """
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        return value
+    if value.startswith(_FORMULA_START) and not _PLAIN_NUMBER.fullmatch(value):
+        value = "'" + value
+    return printable(value)
+
+
 def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
     with path.open("w", newline="", encoding="utf-8") as file:
         writer = csv.DictWriter(file, columns, extrasaction="raise")
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: "" if v is None else v for k, v in row.items()})
+            writer.writerow({k: spreadsheet_cell(v) for k, v in row.items()})
 
 
 def _number(value: float | None) -> str:

@@ -6,6 +6,12 @@ first event of a stream, ``originator_topic``).  Encoding and decoding are one
 msgspec C pass each: the record comes back validated and typed, with no JSON
 and no per-field Python work.  Read models use :func:`decode_state` directly on
 stored rows, below the Mapper, for rebuilds (SPEC section 4).
+
+A stored event is never refused because today's edge is stricter than the one
+that accepted it (issue 11): when the typed decode fails, the state is decoded
+again against constraint-free twins of the records and the same record classes
+are built from them without re-running any check (:func:`~ledger.domain.events.from_twin`).
+The fast path is untouched: the fallback costs only the events that need it.
 """
 
 from __future__ import annotations
@@ -16,15 +22,28 @@ from typing import Any
 import msgspec
 from eventsourcing.persistence import Transcoder, Transcoding
 
-from ledger.domain.events import Stored
+from ledger.domain.events import LenientStored, Stored, from_twin
 
 
 class StoredState(msgspec.Struct, frozen=True, omit_defaults=True):
-    """The bytes in the ``state`` column of one stored event."""
+    """The bytes in the ``state`` column of one stored event.
+
+    ``class_version`` is the library's: it is stored for event classes whose
+    ``class_version`` is above 1, and the Mapper runs their ``upcast_vN_vN+1``
+    (docs/decisions.md, schema evolution).
+    """
 
     timestamp: dt.datetime
     record: Stored
     originator_topic: str | None = None
+    class_version: int | None = None
+
+
+class _LenientState(msgspec.Struct, frozen=True):
+    timestamp: dt.datetime
+    record: LenientStored
+    originator_topic: str | None = None
+    class_version: int | None = None
 
 
 class RecordHead(msgspec.Struct, frozen=True):
@@ -40,7 +59,25 @@ class _RawRecord(msgspec.Struct, frozen=True):
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(StoredState)
-decode_state = _decoder.decode
+_strict_decode = _decoder.decode
+_lenient_decode = msgspec.msgpack.Decoder(_LenientState).decode
+
+
+def decode_state(state: bytes) -> StoredState:
+    """The stored state, typed; never refused for a constraint that was not there when it was stored."""
+    try:
+        return _strict_decode(state)
+    except msgspec.ValidationError:
+        # A state that fits not even the twins (a field whose type changed) is an upcaster's job.
+        lenient = _lenient_decode(state)
+        return StoredState(
+            timestamp=lenient.timestamp,
+            record=from_twin(lenient.record),
+            originator_topic=lenient.originator_topic,
+            class_version=lenient.class_version,
+        )
+
+
 _raw_decoder = msgspec.msgpack.Decoder(_RawRecord)
 _head_decoder = msgspec.msgpack.Decoder(RecordHead)
 
@@ -66,10 +103,12 @@ class MsgspecTranscoder(Transcoder):
         return _encoder.encode(obj)
 
     def decode(self, data: bytes) -> dict[str, Any]:
-        state = _decoder.decode(data)
+        state = decode_state(data)
         fields: dict[str, Any] = {"timestamp": state.timestamp, "record": state.record}
         if state.originator_topic is not None:
             fields["originator_topic"] = state.originator_topic
+        if state.class_version is not None:
+            fields["class_version"] = state.class_version
         return fields
 
     def register(self, transcoding: Transcoding) -> None:

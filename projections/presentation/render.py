@@ -1,4 +1,8 @@
-"""Tables a person would rather read than JSON: ``status`` and ``endpoints`` (SPEC section 6)."""
+"""Tables a person would rather read than JSON: ``status`` and ``endpoints`` (SPEC section 6).
+
+Every value from the ledger goes through :func:`cell`: rich markup in it is
+not interpreted and control characters reach the terminal escaped (issue 11).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,10 @@ from collections import Counter
 from typing import Any
 
 from rich.console import Group
+from rich.markup import escape
 from rich.table import Table
+
+from ledger.domain.text import printable
 
 STATUS_STYLE = {
     "complete_remission": "green",
@@ -19,26 +26,31 @@ STATUS_STYLE = {
 }
 
 
+def cell(value: object) -> str:
+    """A stored value as table text: shown as it is, never acting as markup or a terminal escape."""
+    return escape(printable(str(value)))
+
+
 def status_view(data: dict[str, Any]) -> Group:
     """One row per participant, then a count per status."""
     return Group(status_table(data), status_summary(data))
 
 
 def status_table(data: dict[str, Any]) -> Table:
-    title = f"Participants as of {data['as_of']} (known at {data['known_at']})"
+    title = cell(f"Participants as of {data['as_of']} (known at {data['known_at']})")
     table = Table(title=title, title_justify="left")
     for column in ("participant", "site", "status", "courses", "day 1", "CR date", "flags"):
         table.add_column(column, justify="right" if column == "courses" else "left")
     for row in data["participants"]:
         style = STATUS_STYLE.get(row["status"], "")
         table.add_row(
-            row["participant"],
-            row["site"],
-            f"[{style}]{row['status']}[/]" if style else row["status"],
+            cell(row["participant"]),
+            cell(row["site"]),
+            f"[{style}]{row['status']}[/]" if style else cell(row["status"]),
             str(row["courses"]),
-            row["first_infusion"] or "",
-            row["cr_date"] or "",
-            ", ".join(row["flags"]),
+            cell(row["first_infusion"] or ""),
+            cell(row["cr_date"] or ""),
+            cell(", ".join(row["flags"])),
         )
     return table
 
@@ -52,10 +64,10 @@ def status_summary(data: dict[str, Any]) -> Table:
     summary.add_column("participants", justify="right")
     for status, count in counts.most_common():
         style = STATUS_STYLE.get(status, "")
-        summary.add_row(f"[{style}]{status}[/]" if style else status, str(count))
+        summary.add_row(f"[{style}]{status}[/]" if style else cell(status), str(count))
     summary.add_row("[bold]total screened[/]", f"[bold]{sum(counts.values())}[/]")
     for flag, count in flags.most_common():
-        summary.add_row(f"[italic]flag {flag}[/]", str(count))
+        summary.add_row(f"[italic]flag {cell(flag)}[/]", str(count))
     return summary
 
 
@@ -96,11 +108,11 @@ def endpoints_view(data: dict[str, Any]) -> Group:
         safety.add_column(column, justify="left" if column == "category" else "right")
     for category, counts in secondary["by_category"].items():
         safety.add_row(
-            category, str(counts["participants"]), str(counts["events"]), str(counts["serious_events"])
+            cell(category), str(counts["participants"]), str(counts["events"]), str(counts["serious_events"])
         )
     lock = data.get("lock") or {}
     state = (
-        f"[bold red]Data locked[/] since {lock['since']} by {lock['by']}: {lock['reason']}"
+        f"[bold red]Data locked[/] since {cell(lock['since'])} by {cell(lock['by'])}: {cell(lock['reason'])}"
         if lock.get("locked")
         else "Data not locked: values may still change."
     )
