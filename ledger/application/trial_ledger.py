@@ -28,6 +28,7 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import CanMutateAggregate
 from eventsourcing.persistence import Notification, OperationalError, RecordConflictError
 from eventsourcing.utils import get_topic
+from msgspec.structs import replace
 
 from ledger.application import access
 from ledger.domain.entry import Entry
@@ -281,8 +282,10 @@ class TrialLedger(Application[str]):
                 try:
                     ln = Line(ln.number, fill(record, user=who, site=where))
                 except InvalidRecord as exc:
+                    # Never stored (the batch is invalid), but still judged by access control,
+                    # so that an unknown user's attempt on a closed ledger is refused and recorded.
                     problems.append(_at(ln, str(exc)))
-                    continue
+                    ln = Line(ln.number, replace(record, user=who, site=where))
             filled.append(ln)
         return filled
 
