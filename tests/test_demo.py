@@ -34,7 +34,6 @@ from ledger.domain.events import (
     ParticipantWithdrew,
     Record,
     apply_changes,
-    checked_changes,
     decode_line,
 )
 from ledger.domain.protocol import Protocol, load_protocol
@@ -516,7 +515,7 @@ def test_corrections_and_voids_name_earlier_lines(records: list[Record]) -> None
         if isinstance(record, EventCorrected):
             corrections += 1
             target = by_id[record.target]
-            checked_changes(target, record.changes)  # still valid
+            apply_changes(target, record.changes)  # still valid
             corrected_fields |= set(record.changes)
             assert record.reason
         elif isinstance(record, EventVoided):

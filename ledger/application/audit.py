@@ -221,7 +221,7 @@ def _changes(target: Record | None, changes: dict[str, Any]) -> tuple[list[Chang
         return [Change(name, None, value) for name, value in changes.items()], None
     before = _fields(target)
     try:
-        changed = corrected(target, changes)
+        changed = corrected(target, changes, stored=True)
     except InvalidRecord:  # the ledger refuses these; show what was asked
         return [Change(name, before.get(name), value) for name, value in changes.items()], None
     after = _fields(changed)

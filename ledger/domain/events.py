@@ -526,6 +526,15 @@ def checked_changes(record: Record, changes: dict[str, Any]) -> Record:
 
 
 def apply_changes(record: Record, changes: dict[str, Any]) -> Record:
+    """The record as a correction leaves it: ``changes`` over its fields, re-validated.
+
+    SPEC section 6: a corrected event must still be valid; raises
+    :class:`InvalidRecord` naming the field otherwise.
+    """
+    return convert({**to_fields(record), **changes}, type(record))
+
+
+def stored_changes(record: Record, changes: dict[str, Any]) -> Record:
     """The record as a stored correction left it (the read side of SPEC section 6).
 
     The correction passed :func:`checked_changes` when it was stored; a

@@ -109,7 +109,7 @@ class Participant(BaseAggregate[str]):
         if isinstance(record, RecordSigned):
             self.signatures.add(record_id)
         elif isinstance(record, EventCorrected):
-            records[record.target] = corrected(records[record.target], record.changes)  # type: ignore[assignment]
+            records[record.target] = corrected(records[record.target], record.changes, stored=True)  # type: ignore[assignment]
         elif isinstance(record, EventVoided):
             self.voided.add(record.target)
             del records[record.target]

@@ -58,7 +58,7 @@ from ledger.domain.events import (
     Record,
     RecordSigned,
     Stored,
-    apply_changes,
+    stored_changes,
     to_fields,
     utc_text,
 )
@@ -346,7 +346,7 @@ def _clinical(root: Any, study: str, mdv: str, entries: list[Entry]) -> None:
                     _item_data(group, record, f.name)
         elif isinstance(record, EventCorrected):
             target = current[record.target]
-            current[record.target] = corrected = apply_changes(target, record.changes)
+            current[record.target] = corrected = stored_changes(target, record.changes)
             group = _group(subject, target, record.target, "Update")
             _audit(group, entry, record.reason)
             for name in record.changes:

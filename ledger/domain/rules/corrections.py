@@ -33,6 +33,7 @@ from ledger.domain.events import (
     InvalidRecord,
     Record,
     apply_changes,
+    stored_changes,
 )
 
 
@@ -158,7 +159,7 @@ def fold(entries: Iterable[Entry]) -> dict[str, ParticipantHistory]:
         if states is None or not amendable(states[0].record):
             continue
         try:
-            changed = corrected(states[-1].record, record.changes)
+            changed = corrected(states[-1].record, record.changes, stored=True)
         except InvalidRecord:
             continue
         states.append(Version(changed, entry.position, entry.recorded_at, record.entered_at))
@@ -186,17 +187,20 @@ def _first_version(entry: Entry) -> Version:
     return Version(entry.record, entry.position, entry.recorded_at, entry.record.entered_at)
 
 
-def corrected(record: Record, changes: dict[str, object]) -> Record:
+def corrected(record: Record, changes: dict[str, object], *, stored: bool = False) -> Record:
     """``record`` as a correction leaves it: ``changes`` over its fields, re-validated (SPEC section 6).
 
     The one application of a correction, for the write side, the fold and the
     audit trail.  Raises :class:`~ledger.domain.events.InvalidRecord` naming the
     field when the corrected event would be invalid.  The id is set aside while
     validating and put back: corrections cannot change it, and the stored id
-    must survive whatever the schema says of ids.
+    must survive whatever the schema says of ids.  A ``stored`` correction (one
+    read back) is applied even where a constraint tightened since refuses it
+    (issue 11: what was accepted stays readable).
     """
     event_id = record.id
-    changed = apply_changes(msgspec.structs.replace(record, id=None), changes)
+    apply = stored_changes if stored else apply_changes
+    changed = apply(msgspec.structs.replace(record, id=None), changes)
     return msgspec.structs.replace(changed, id=event_id)
 
 
