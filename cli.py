@@ -10,12 +10,11 @@ only for what it uses.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -24,23 +23,57 @@ from ledger.domain.text import printable
 
 if TYPE_CHECKING:
     from ledger.application.trial_ledger import Receipt, TrialLedger
+    from ledger.application.verification import Finding, Verdict
+
+
+# The global options read from the environment when not given on the line (SPEC section 6).
+ENVIRONMENT = {
+    "store": "TRIAL_LEDGER_STORE",
+    "user": "TRIAL_LEDGER_USER",
+    "protocol": "TRIAL_LEDGER_PROTOCOL",
+}
 
 
 class Settings:
-    """The global options (SPEC section 6), settable before or after the command name."""
+    """The global options (SPEC section 6), settable before or after the command name.
+
+    An option given anywhere on the line beats its environment variable
+    (issue 11); the environment counts only when the option is given nowhere.
+    """
 
     def __init__(self) -> None:
-        self.store: str | None = None
-        self.user: str | None = None
-        self.json = False
-        self.protocol: str | None = None
+        self.given: dict[str, Any] = {}
+
+    def value(self, name: str) -> Any:
+        if name in self.given:
+            return self.given[name]
+        variable = ENVIRONMENT.get(name)
+        return (os.environ.get(variable) or None) if variable else None
+
+    @property
+    def store(self) -> str | None:
+        return self.value("store")
+
+    @property
+    def user(self) -> str | None:
+        return self.value("user")
+
+    @property
+    def protocol(self) -> str | None:
+        return self.value("protocol")
+
+    @property
+    def json(self) -> bool:
+        return bool(self.value("json"))
 
 
 def _remember(name: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
-    def callback(ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
-        settings = ctx.ensure_object(Settings)
-        if value not in (None, False):
-            setattr(settings, name, value)
+    """Keep an option's value when it was given on the line (not its default)."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        source = ctx.get_parameter_source(param.name or "")
+        if source is click.core.ParameterSource.COMMANDLINE:
+            ctx.ensure_object(Settings).given[name] = value
         return value
 
     return callback
@@ -49,14 +82,12 @@ def _remember(name: str) -> Callable[[click.Context, click.Parameter, Any], Any]
 GLOBAL_OPTIONS = [
     click.option(
         "--store",
-        envvar="TRIAL_LEDGER_STORE",
         expose_value=False,
         callback=_remember("store"),
         help="SQLite file (default trial-ledger.db) or postgresql://... [env TRIAL_LEDGER_STORE]",
     ),
     click.option(
         "--user",
-        envvar="TRIAL_LEDGER_USER",
         expose_value=False,
         callback=_remember("user"),
         help="Who is acting [env TRIAL_LEDGER_USER].",
@@ -71,10 +102,8 @@ GLOBAL_OPTIONS = [
     ),
     click.option(
         "--protocol",
-        envvar="TRIAL_LEDGER_PROTOCOL",
         expose_value=False,
         callback=_remember("protocol"),
-        type=click.Path(exists=True, dir_okay=False),
         help="Protocol definition file (default: NFH-MSC-CMV-2014) [env TRIAL_LEDGER_PROTOCOL].",
     ),
 ]
@@ -90,13 +119,28 @@ def settings() -> Settings:
     return click.get_current_context().ensure_object(Settings)
 
 
-def open_ledger() -> TrialLedger:
+def open_ledger(*, create: bool = False) -> TrialLedger:
+    """The ledger of ``--store``; ``create`` only for the commands that write (issue 11).
+
+    Reading commands never create a store: a mistyped path is exit 2, not an
+    empty ledger reported ok.
+    """
     from ledger.application.trial_ledger import TrialLedger
+    from ledger.domain.errors import InvalidInput
     from ledger.domain.protocol import load_protocol
 
     s = settings()
-    protocol = load_protocol(s.protocol) if s.protocol else None
-    return TrialLedger(s.store, protocol=protocol)
+    if s.store is not None and not s.store.strip():
+        raise InvalidInput("store: must not be empty")
+    protocol = None
+    if s.protocol is not None:
+        try:
+            protocol = load_protocol(s.protocol)
+        except OSError as exc:
+            raise InvalidInput(f"protocol: cannot read {s.protocol}: {exc.strerror}") from None
+        except ValueError as exc:
+            raise InvalidInput(f"protocol: {exc}") from None
+    return TrialLedger(s.store, protocol=protocol, create=create)
 
 
 def emit(data: Any, text: str | Callable[[], None]) -> None:
@@ -109,26 +153,55 @@ def emit(data: Any, text: str | Callable[[], None]) -> None:
         click.echo(printable(text))
 
 
-def refusals(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the ledger's refusals into the SPEC's exit codes and messages."""
+def _one_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return (lines[0] if lines else "")[:300]
 
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from ledger.domain.errors import LedgerError
 
+def fail(ctx: click.Context, exc: Exception) -> NoReturn:
+    """Exit with the code the failure means (SPEC section 6), one line per problem, never a traceback.
+
+    The ledger's own errors carry their code and problems; a busy or
+    unavailable database is exit 3; anything else is exit 2 (issue 11: exit 1
+    means only that verification failed).
+    """
+    from eventsourcing.persistence import InterfaceError, OperationalError
+
+    from ledger.domain.errors import LedgerError
+
+    if isinstance(exc, LedgerError):
+        code, message, problems = exc.exit_code, str(exc), exc.problems
+    elif isinstance(exc, OperationalError | InterfaceError):
+        code, message = 3, f"store: the database is busy or unavailable: {_one_line(str(exc))}"
+        problems = [message]
+    else:
+        detail = _one_line(str(exc))
+        code, message = 2, f"{type(exc).__name__}" + (f": {detail}" if detail else "")
+        problems = [message]
+    obj = ctx.find_object(Settings)
+    if obj is not None and obj.json:
+        click.echo(json.dumps({"error": message, "problems": problems}, indent=2))
+    for problem in problems:
+        click.echo(f"error: {printable(problem)}", err=True)
+    ctx.exit(code)
+
+
+class TrialLedgerGroup(click.Group):
+    """The command group, with the one guard that maps every failure to its exit code (issue 11)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
         try:
-            return command(*args, **kwargs)
-        except LedgerError as exc:
-            if settings().json:
-                click.echo(json.dumps({"error": str(exc), "problems": exc.problems}, indent=2))
-            for problem in exc.problems:
-                click.echo(f"error: {printable(problem)}", err=True)
-            sys.exit(exc.exit_code)
-
-    return wrapper
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            fail(ctx, exc)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=TrialLedgerGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @global_options
 def main() -> None:
     """Event-sourced, tamper-evident ledger of the trial NFH-MSC-CMV-2014 (NCT02083731)."""
@@ -234,7 +307,7 @@ class WriteCommand(click.Command):
         return super().get_params(ctx)
 
     def _run(self, **values: Any) -> None:
-        refusals(self._append)(**values)
+        self._append(**values)
 
     def _append(self, site: str | None = None, **values: Any) -> None:
         from ledger.domain.errors import InvalidInput
@@ -249,7 +322,7 @@ class WriteCommand(click.Command):
             elif name == "changes":
                 try:
                     value = json.loads(value)
-                except (json.JSONDecodeError, RecursionError) as exc:
+                except (ValueError, RecursionError) as exc:
                     raise InvalidInput(f"changes: not a JSON object: {exc!s:.200}") from None
             fields[name] = value
         if site is not None:
@@ -258,7 +331,7 @@ class WriteCommand(click.Command):
             record = convert(fields, RECORD_TYPES[self.type_name])
         except InvalidRecord as exc:
             raise InvalidInput(str(exc)) from None
-        ledger = open_ledger()
+        ledger = open_ledger(create=True)
         receipt = ledger.record(
             [record], user=settings().user, record_refusal=self.type_name == "ParticipantEnrolled"
         )
@@ -272,10 +345,9 @@ for _command, _type_name in WRITE_COMMANDS.items():
 
 @main.command()
 @global_options
-@refusals
 def init() -> None:
     """Create the store (tables, indexes) if it does not exist yet."""
-    ledger = open_ledger()
+    ledger = open_ledger(create=True)
     where = _safe_url(ledger.store)
     emit({"store": where, "protocol": ledger.protocol.study}, f"ready: {where} ({ledger.protocol.study})")
 
@@ -284,13 +356,12 @@ def init() -> None:
 @click.argument("source", type=click.File("rb"))
 @click.option("--site", help="Site for lines that do not name one (default: the participant's).")
 @global_options
-@refusals
 def import_(source: Any, site: str | None) -> None:
     """Import events from a JSON Lines FILE (or - for stdin), all or nothing (SPEC section 6)."""
     from ledger.application.importer import import_lines
 
     receipt = import_lines(
-        open_ledger(), source, user=settings().user, site=site, progress=not settings().json
+        open_ledger(create=True), source, user=settings().user, site=site, progress=not settings().json
     )
     _receipt(receipt) if settings().json else click.echo(
         f"imported {len(receipt.stored)} events, skipped {len(receipt.skipped)} already stored"
@@ -318,7 +389,10 @@ class KnownAt(click.ParamType):
             self.fail(f"{value!r} is not an ISO 8601 date-time (e.g. 2015-03-01T12:00:00+08:00)", param, ctx)
         if moment.tzinfo is None:
             self.fail(f"{value!r} needs an offset (e.g. +08:00 or Z)", param, ctx)
-        return moment.astimezone(dt.UTC)
+        try:
+            return moment.astimezone(dt.UTC)
+        except OverflowError:
+            self.fail(f"{value!r} is outside the calendar once converted to UTC", param, ctx)
 
 
 class AsOf(click.ParamType):
@@ -362,7 +436,6 @@ def render(renderable: Any) -> None:
 @click.argument("participant", required=False)
 @time_options
 @global_options
-@refusals
 def status(participant: str | None, as_of: dt.date, known_at: dt.datetime | None) -> None:
     """Participants' status, courses, day 1, CR date and flags (SPEC sections 2 and 6)."""
     from projections.readmodel.queries import Monitor
@@ -384,7 +457,6 @@ def status(participant: str | None, as_of: dt.date, known_at: dt.datetime | None
 @main.command()
 @time_options
 @global_options
-@refusals
 def endpoints(as_of: dt.date, known_at: dt.datetime | None) -> None:
     """Primary (mITT and ITT, exact 95% CI) and secondary endpoints (SPEC section 3)."""
     from projections.readmodel.queries import Monitor
@@ -401,7 +473,6 @@ def endpoints(as_of: dt.date, known_at: dt.datetime | None) -> None:
 
 @main.command()
 @global_options
-@refusals
 def rebuild() -> None:
     """Recompute the read models from the first event, with a progress bar (SPEC section 4)."""
     from projections.readmodel.timeline import rebuild as replay
@@ -419,66 +490,61 @@ def rebuild() -> None:
     click.echo(f"rebuilt from {count} events")
 
 
+# The largest simulated trial `demo` runs (a bigger one is a job for `import`).
+DEMO_MAX_PARTICIPANTS = 100_000
+
 # -- the main job --------------------------------------------------------------------------
 
 
 @main.command()
-@click.option("--participants", default=120, show_default=True, help="Participants to enroll.")
+@click.option(
+    "--participants",
+    default=120,
+    show_default=True,
+    type=click.IntRange(1, DEMO_MAX_PARTICIPANTS),
+    help="Participants to enroll.",
+)
 @click.option("--seed", default=2014, show_default=True, help="Random seed of the simulation.")
 @click.option("--jsonl", type=click.Path(dir_okay=False), help="Also write the events in the import format.")
 @global_options
-@refusals
 def demo(participants: int, seed: int, jsonl: str | None) -> None:
     """Simulate NFH-MSC-CMV-2014 from January 2014 and import it like site data, then report.
 
     The events go through the same validated, all-or-nothing import as any
     file; running the same demo twice stores nothing the second time.
     """
-    import io
-
     from rich.progress import Progress
 
-    from ledger.application.importer import import_lines
-    from ledger.simulation.demo import generate_trial, write_jsonl
-    from projections.readmodel.queries import Monitor
+    from ledger.simulation.workflow import STEPS, run_demo
+    from ledger.storage.outputs import check_output_file
+    from ledger.storage.stores import store_url
 
-    ledger = open_ledger()
+    if jsonl:
+        check_output_file(jsonl, "jsonl", store_url(settings().store))
+    ledger = open_ledger(create=True)
     with Progress(transient=True, disable=settings().json) as bar:
-        task = bar.add_task("simulating the trial", total=3)
-        lines = generate_trial(participants, seed, ledger.protocol)
-        if jsonl:
-            write_jsonl(lines, jsonl)
-        text = io.StringIO()
-        write_jsonl(lines, text)
-        bar.update(task, advance=1, description=f"importing {len(lines)} events")
-        receipt = import_lines(ledger, io.BytesIO(text.getvalue().encode()), user=settings().user)
-        bar.update(task, advance=1, description="projecting status and endpoints")
-        monitor = Monitor(ledger)
-        today = dt.date.today()
-        status_data = monitor.status(today, None)
-        endpoints_data = monitor.endpoints(today, None)
-        bar.update(task, advance=1)
+        task = bar.add_task("simulating the trial", total=STEPS)
+        run = run_demo(
+            ledger,
+            participants,
+            seed,
+            user=settings().user,
+            jsonl=jsonl,
+            step=lambda description: bar.update(task, advance=1, description=description),
+        )
 
     def show() -> None:
         from projections.presentation.render import endpoints_view, status_summary
 
         click.echo(
-            f"{_safe_url(ledger.store)}: stored {len(receipt.stored)} events"
-            f" ({len(receipt.skipped)} already there)" + (f", also written to {jsonl}" if jsonl else "")
+            f"{_safe_url(ledger.store)}: stored {len(run.receipt.stored)} events"
+            f" ({len(run.receipt.skipped)} already there)" + (f", also written to {jsonl}" if jsonl else "")
         )
-        render(status_summary(status_data))
-        render(endpoints_view(endpoints_data))
+        render(status_summary(run.status))
+        render(endpoints_view(run.endpoints))
         click.echo("Next: trial-ledger status | audit NFH-001 | verify | report --out report")
 
-    emit(
-        {
-            "stored": len(receipt.stored),
-            "skipped": len(receipt.skipped),
-            "status": status_data,
-            "endpoints": endpoints_data,
-        },
-        show,
-    )
+    emit(run.to_json(), show)
 
 
 # -- reports -------------------------------------------------------------------------------
@@ -493,7 +559,6 @@ def demo(participants: int, seed: int, jsonl: str | None) -> None:
 )
 @time_options
 @global_options
-@refusals
 def report(out: str, as_of: dt.date, known_at: dt.datetime | None) -> None:
     """Figures and one self-contained HTML page: status, endpoints, follow-up, remission, safety.
 
@@ -502,10 +567,13 @@ def report(out: str, as_of: dt.date, known_at: dt.datetime | None) -> None:
     """
     from pathlib import Path
 
+    from ledger.storage.outputs import output_folder
     from projections.presentation.report import write_report
 
     ledger = open_ledger()
-    files = [str(path) for path in write_report(ledger, Path(out), as_of, known_at, _safe_url(ledger.store))]
+    with output_folder(out, "out", ledger.store) as temporary:
+        written = write_report(ledger, temporary, as_of, known_at, _safe_url(ledger.store))
+    files = [str(Path(out) / path.name) for path in written]
     emit({"out": out, "files": files}, "\n".join(f"wrote {path}" for path in files))
 
 
@@ -546,7 +614,6 @@ class Since(KnownAt):
 )
 @click.option("--entered-by", help="Only rows entered by this user (--user stays the acting user).")
 @global_options
-@refusals
 def audit(
     participant: str | None,
     site: str | None,
@@ -566,14 +633,18 @@ def audit(
 @main.command()
 @click.option("--out", type=click.Path(dir_okay=False), help="Also save the digest to FILE (JSON).")
 @global_options
-@refusals
 def digest(out: str | None) -> None:
     """The ledger's size and Merkle root, to publish (SPEC section 5; JSON: {"size", "root"})."""
     from ledger.application.verification import current_digest
+    from ledger.storage.outputs import check_output_file, output_file
 
-    head = current_digest(open_ledger())
+    ledger = open_ledger()
     if out:
-        head.save(out)
+        check_output_file(out, "out", ledger.store)
+    head = current_digest(ledger)
+    if out:
+        with output_file(out, "out", ledger.store) as temporary:
+            head.save(temporary)
     emit(head.to_json(), f"size {head.size}\nroot {head.root.hex()}" + (f"\nsaved to {out}" if out else ""))
 
 
@@ -585,65 +656,50 @@ def digest(out: str | None) -> None:
     help="A digest published earlier: it must be a prefix of today's ledger.",
 )
 @global_options
-@refusals
 def verify(digest_file: str | None) -> None:
     """Recompute chain and Merkle tree from the stored events; exit 1 naming the first mismatch."""
-    from ledger.application.verification import Digest
-    from ledger.application.verification import verify as check
+    from ledger.application.verification import Digest, verify_ledger
 
     published = Digest.load(digest_file) if digest_file else None
     ledger = open_ledger()
     if settings().json:
-        verdict = check(ledger, published)
+        verdict = verify_ledger(ledger, published, [_read_model_finding])
     else:
         from rich.console import Console
 
         with Console(stderr=True).status("recomputing the hash chain and the Merkle tree..."):
-            verdict = check(ledger, published)
-    data = verdict.to_json()
-    if verdict.ok:
-        from projections.readmodel.check import check_read_model
-
-        read_model = check_read_model(ledger)
-        if not read_model.ok:
-            first_bad = {"position": read_model.position, "event_id": None, "problem": read_model.text}
-            data |= {"ok": False, "first_bad": first_bad, "read_model": read_model.to_json()}
-            emit(data, read_model.text)
-            sys.exit(1)
-    invalid = _invalid_signatures(ledger) if verdict.ok else []
-    if invalid:
-        first = invalid[0]
-        data |= {
-            "ok": False,
-            "first_bad": {"position": None, "event_id": first.event_id, "problem": first.problem},
-            "signatures": {"invalid": [c.to_json() for c in invalid]},
-        }
-        text = "\n".join(f"INVALID signature {c.event_id} of {c.participant}: {c.problem}" for c in invalid)
-        emit(data, text)
-        sys.exit(1)
-    if verdict.ok:
-        root = verdict.root.hex() if verdict.root else ""
-        text = f"ok: {verdict.size} events match their seal; root {root}"
-        if published is not None:
-            text += f"\nthe published digest of {published.size} events is a prefix of today's ledger"
-    else:
-        bad = verdict.first_bad
-        assert bad is not None
-        where = f"position {bad.position}" if bad.position is not None else "the ledger's seal"
-        text = f"TAMPERED at {where}" + (f" (event {bad.event_id})" if bad.event_id else "")
-        text += f": {bad.problem}"
-    emit(data, text)
+            verdict = verify_ledger(ledger, published, [_read_model_finding])
+    emit(verdict.to_json(), _verdict_text(verdict))
     if not verdict.ok:
         sys.exit(1)
 
 
-def _invalid_signatures(ledger: TrialLedger) -> list[Any]:
-    """Electronic signatures that no longer verify (SPEC section 5, Part 11.70 linking)."""
-    from ledger.application.signatures import any_signed, check
+def _read_model_finding(ledger: TrialLedger) -> Finding | None:
+    """The read model compared with the events (issue 11), as one more check of ``verify``."""
+    from ledger.application.verification import Finding, Mismatch
+    from projections.readmodel.check import check_read_model
 
-    if not any_signed(ledger):
-        return []
-    return [c for c in check(ledger) if c.status == "invalid"]
+    read_model = check_read_model(ledger)
+    if read_model.ok:
+        return None
+    first_bad = Mismatch(read_model.position, None, read_model.text)
+    return Finding("read_model", first_bad, read_model.to_json(), (read_model.text,))
+
+
+def _verdict_text(verdict: Verdict) -> str:
+    """``verify``'s verdict in words: ok with the root, the seal's first mismatch, or the findings."""
+    if verdict.ok:
+        root = verdict.root.hex() if verdict.root else ""
+        text = f"ok: {verdict.size} events match their seal; root {root}"
+        if verdict.published is not None:
+            text += f"\nthe published digest of {verdict.published.size} events is a prefix of today's ledger"
+        return text
+    bad = verdict.first_bad
+    if bad is None:
+        return "\n".join(line for finding in verdict.findings for line in finding.lines)
+    where = f"position {bad.position}" if bad.position is not None else "the ledger's seal"
+    text = f"TAMPERED at {where}" + (f" (event {bad.event_id})" if bad.event_id else "")
+    return text + f": {bad.problem}"
 
 
 @main.command()
@@ -652,20 +708,22 @@ def _invalid_signatures(ledger: TrialLedger) -> list[Any]:
 @click.option("--size", type=click.IntRange(min=0), help="Prove in the tree of N events (default: all).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Also save the proof to FILE.")
 @global_options
-@refusals
 def prove(event_id: str | None, from_size: int | None, size: int | None, out: str | None) -> None:
     """Print an inclusion proof of EVENT_ID, or a consistency proof --from-size N (JSON)."""
     from ledger.application.proofs import consistency, inclusion
     from ledger.domain.errors import InvalidInput
+    from ledger.storage.outputs import check_output_file, output_file
 
     if (event_id is None) == (from_size is None):
         raise InvalidInput("give EVENT_ID (inclusion proof) or --from-size N (consistency proof), not both")
     ledger = open_ledger()
+    if out:
+        check_output_file(out, "out", ledger.store)
     doc = inclusion(ledger, event_id, size) if event_id is not None else consistency(ledger, from_size, size)  # type: ignore[arg-type]
     text = json.dumps(doc, indent=2)
     if out:
-        with open(out, "w", encoding="utf-8") as file:
-            file.write(text + "\n")
+        with output_file(out, "out", ledger.store) as temporary:
+            temporary.write_text(text + "\n", encoding="utf-8")
     click.echo(text)
 
 
@@ -679,28 +737,21 @@ def prove(event_id: str | None, from_size: int | None, size: int | None, out: st
     help="A published digest the proof must match (repeat: old and new digests of a consistency proof).",
 )
 @global_options
-@refusals
 def verify_proof(proof: Any, digests: tuple[Any, ...]) -> None:
     """Check a proof from `prove` against published digests, without the database."""
+    from ledger.application.proofs import check
     from ledger.domain.errors import InvalidInput
-    from ledger.evidence.proofcheck import check_proof
 
     def load(file: Any, what: str) -> Any:
         try:
             return json.load(file)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise InvalidInput(f"{what}: {file.name} is not JSON: {exc}") from None
 
-    doc = load(proof, "proof")
-    results = [check_proof(doc, load(d, "digest")) for d in digests] or [check_proof(doc)]
-    ok = all(result for result, _ in results)
-    messages = [message for _, message in results]
-    if not ok and any(m.startswith("malformed input") for m in messages):
-        raise InvalidInput(next(m for m in messages if m.startswith("malformed input")))
-    kind = doc.get("kind") if isinstance(doc, dict) else None
-    text = ("VALID: " if ok else "INVALID: ") + "\n".join(messages)
-    emit({"ok": ok, "kind": kind, "messages": messages}, text)
-    if not ok:
+    result = check(load(proof, "proof"), [load(d, "digest") for d in digests])
+    text = ("VALID: " if result.ok else "INVALID: ") + "\n".join(result.messages)
+    emit(result.to_json(), text)
+    if not result.ok:
         sys.exit(1)
 
 
@@ -727,14 +778,16 @@ def export() -> None:
     help="The ledger as it stood then (date-time with offset; a date = end of day UTC).",
 )
 @global_options
-@refusals
 def export_odm(file: str, known_at: dt.datetime | None) -> None:
     """Every event as a Transactional CDISC ODM 1.3.2 FILE with study metadata and audit records."""
     from ledger.exchange.odm import export_odm as write
+    from ledger.storage.outputs import output_file
 
     ledger = open_ledger()
-    entries = ledger.entries(known_at=known_at)
-    summary = write(entries, ledger.protocol, file, known_at=known_at, created=ledger.clock())
+    with output_file(file, "file", ledger.store) as temporary:
+        entries = ledger.entries(known_at=known_at)
+        summary = write(entries, ledger.protocol, temporary, known_at=known_at, created=ledger.clock())
+    summary["file"] = file
     emit(
         summary,
         f"wrote {file}: {summary['events']} events, {summary['subjects']} participants, as known at "
@@ -746,16 +799,23 @@ def export_odm(file: str, known_at: dt.datetime | None) -> None:
 @click.argument("directory", type=click.Path(file_okay=False, writable=True))
 @time_options
 @global_options
-@refusals
 def export_sdtm(directory: str, as_of: dt.date, known_at: dt.datetime | None) -> None:
     """SDTM datasets DM, EX, LB, AE, DS as CSV in DIRECTORY, with define.csv and export.json."""
     from ledger.exchange.sdtm import export_sdtm as write
+    from ledger.storage.outputs import output_folder
 
     ledger = open_ledger()
-    entries = ledger.entries(known_at=known_at)
-    summary = write(
-        entries, ledger.protocol, directory, as_of=as_of, known_at=known_at, created=ledger.clock()
-    )
+    with output_folder(directory, "directory", ledger.store) as temporary:
+        entries = ledger.entries(known_at=known_at)
+        summary = write(
+            entries,
+            ledger.protocol,
+            temporary,
+            as_of=as_of,
+            known_at=known_at,
+            created=ledger.clock(),
+            shown_as=directory,
+        )
     counts = ", ".join(f"{domain} {rows}" for domain, rows in summary["datasets"].items())
     emit(
         summary,
@@ -767,24 +827,22 @@ def export_sdtm(directory: str, as_of: dt.date, known_at: dt.datetime | None) ->
 @main.command()
 @click.option("--reason", required=True, help="Why the data are locked (e.g. interim analysis).")
 @global_options
-@refusals
 def lock(reason: str) -> None:
     """Lock the database: every append is refused (exit 3) until `unlock`. Data managers only."""
     from ledger.application import access
 
-    event = access.lock(open_ledger(), settings().user, reason)
+    event = access.lock(open_ledger(create=True), settings().user, reason)
     emit({"locked": True, "event": event, "reason": reason}, f"locked ({event}): {reason}")
 
 
 @main.command()
 @click.option("--reason", required=True, help="Why the lock ends.")
 @global_options
-@refusals
 def unlock(reason: str) -> None:
     """End the database lock. Data managers only."""
     from ledger.application import access
 
-    event = access.unlock(open_ledger(), settings().user, reason)
+    event = access.unlock(open_ledger(create=True), settings().user, reason)
     emit({"locked": False, "event": event, "reason": reason}, f"unlocked ({event}): {reason}")
 
 
@@ -823,7 +881,6 @@ def user() -> None:
     help="Register this Ed25519 public key (PEM) instead of making a key pair here.",
 )
 @global_options
-@refusals
 def user_add(
     name: str,
     role: str,
@@ -843,7 +900,7 @@ def user_add(
     from ledger.application import access, signatures
     from ledger.domain.errors import LedgerError
 
-    ledger = open_ledger()
+    ledger = open_ledger(create=True)
     path = None
     if public_key is not None:
         key = signatures.read_public_key(Path(public_key))
@@ -870,7 +927,6 @@ def user_add(
 @click.option("--key-file", type=click.Path(dir_okay=False), help=_KEY_FILE_HELP)
 @click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP)
 @global_options
-@refusals
 def sign(participant: str, meaning: str, key_file: str | None, passphrase_env: str | None) -> None:
     """Sign PARTICIPANT's record with your own key (21 CFR 11.50): it covers every event so far."""
     from pathlib import Path
@@ -902,7 +958,6 @@ def sign(participant: str, meaning: str, key_file: str | None, passphrase_env: s
     help="As the ledger stood then (date-time with offset; a date = end of day UTC).",
 )
 @global_options
-@refusals
 def signatures_(participant: str | None, known_at: dt.datetime | None) -> None:
     """Check every electronic signature: valid, superseded (data changed since) or invalid (exit 1)."""
     from ledger.application.signatures import check

@@ -223,6 +223,7 @@ def test_verify_passes_on_a_generated_trial(store_url: str) -> None:
 
 
 def test_verify_passes_on_an_empty_ledger(sqlite_url: str) -> None:
+    assert run(sqlite_url, "init")[0] == 0
     assert run(sqlite_url, "verify") == (0, {"ok": True, "size": 0, "first_bad": None})
     assert run(sqlite_url, "digest") == (0, {"size": 0, "root": Frontier().root().hex()})
 

@@ -10,22 +10,60 @@ longer hash to its leaf - and says to run ``verify``.
 
 Leaf indexes are 0-based ranks in ledger order; ``event.position`` is the
 ledger position (the store's notification id).
+
+``verify-proof`` (:func:`check`) needs no store: it checks a proof against the
+digests given and returns a :class:`ProofCheck`; a document that is not a proof
+at all is :class:`InvalidInput` (exit 2), a proof that does not hold is
+``ok`` false (exit 1).
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ledger.application.verification import Digest, TamperDetected, read_head
 from ledger.domain.errors import InvalidInput
 from ledger.evidence.merkle import consistency_proof_document, inclusion_proof_document, leaf_hash
-from ledger.evidence.proofcheck import read_entry
+from ledger.evidence.proofcheck import check_proof, read_entry
 from ledger.storage.scan import Snapshot, snapshot
 from ledger.storage.seal import canonical_entry
 
 if TYPE_CHECKING:
     from ledger.application.trial_ledger import TrialLedger
+
+# How the proof checker begins the explanation of a document it cannot read as a proof.
+MALFORMED = "malformed input"
+
+
+@dataclass(frozen=True)
+class ProofCheck:
+    """The outcome of ``verify-proof`` (SPEC section 5): valid or not, and why, per digest."""
+
+    ok: bool
+    kind: str | None
+    messages: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "kind": self.kind, "messages": self.messages}
+
+
+def check(proof: Any, digests: Sequence[Any] = ()) -> ProofCheck:
+    """Check a parsed proof document against each published digest (or alone, without one).
+
+    Raises :class:`InvalidInput` when the proof or a digest is not a document
+    of its kind at all: bad input, not a failed proof.
+    """
+    results = [check_proof(proof, digest) for digest in digests] or [check_proof(proof)]
+    messages = [message for _, message in results]
+    ok = all(result for result, _ in results)
+    malformed = [message for message in messages if message.startswith(MALFORMED)]
+    if not ok and malformed:
+        raise InvalidInput(malformed[0])
+    kind = proof.get("kind") if isinstance(proof, dict) else None
+    return ProofCheck(ok, kind if isinstance(kind, str) else None, messages)
 
 
 def _leaves(snap: Snapshot, size: int | None) -> tuple[Digest, int, list[int], list[bytes]]:

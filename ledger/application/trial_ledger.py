@@ -51,7 +51,7 @@ from ledger.domain.rules import ordering as rules
 from ledger.domain.rules.sites import site_of
 from ledger.storage.codec import Codec
 from ledger.storage.seal import content_hash
-from ledger.storage.stores import store_env, store_url
+from ledger.storage.stores import require_ledger, store_env, store_url
 from ledger.storage.transcoder import MsgspecTranscoder
 
 MAX_ATTEMPTS = 5
@@ -97,10 +97,14 @@ class TrialLedger(Application[str]):
         *,
         protocol: Protocol | None = None,
         clock: Callable[[], dt.datetime] = utc_now,
+        create: bool = True,
     ) -> None:
+        """Open the ledger on ``store``; without ``create`` it must exist (issue 11: reads create nothing)."""
         self.store = store_url(store)
         self.protocol = protocol or load_protocol()
         self.clock = clock
+        # Checked before the library connects: connecting would create the file.
+        require_ledger(self.store, create=create)
         super().__init__(store_env(self.store))
         # Stored bytes as the mapper writes them (compressed, enciphered: issue 13).
         self.codec = Codec.of(self.mapper)

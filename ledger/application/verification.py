@@ -64,8 +64,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -145,12 +145,32 @@ class Mismatch:
 
 
 @dataclass(frozen=True)
+class Finding:
+    """What one further check of ``verify`` found wrong, after the seal matched (issue 13).
+
+    ``check`` names it and is the JSON key of ``details``; ``first_bad`` is the
+    first thing it found; ``lines`` say it in words, one problem a line.
+    """
+
+    check: str
+    first_bad: Mismatch
+    details: Any
+    lines: tuple[str, ...]
+
+
+# A further check of ``verify``: None when it finds nothing wrong.
+Check = Callable[["TrialLedger"], Finding | None]
+
+
+@dataclass(frozen=True)
 class Verdict:
     """The result of :func:`verify` (SPEC section 6: ``{"ok", "size", "first_bad"}``).
 
     ``size`` is the number of events stored; ``digest`` the result of the check
     against a published digest, when one was given (``consistent`` is None when
-    the scan stopped before reaching its size).
+    the scan stopped before reaching its size).  ``first_bad`` is the seal's
+    first mismatch; ``findings`` what the further checks of
+    :func:`verify_ledger` found once the seal matched (each makes ``ok`` false).
     """
 
     ok: bool
@@ -159,15 +179,27 @@ class Verdict:
     root: bytes | None = None
     published: Digest | None = None
     consistent: bool | None = None
+    findings: tuple[Finding, ...] = ()
+
+    @property
+    def sealed(self) -> bool:
+        """Whether the events match their seal (and the published digest, if any)."""
+        return self.first_bad is None
+
+    def with_findings(self, findings: Sequence[Finding]) -> Verdict:
+        return replace(self, ok=self.ok and not findings, findings=(*self.findings, *findings))
 
     def to_json(self) -> dict[str, Any]:
+        first_bad = self.first_bad or (self.findings[0].first_bad if self.findings else None)
         data: dict[str, Any] = {
             "ok": self.ok,
             "size": self.size,
-            "first_bad": None if self.first_bad is None else self.first_bad.to_json(),
+            "first_bad": None if first_bad is None else first_bad.to_json(),
         }
         if self.published is not None:
             data["digest"] = {**self.published.to_json(), "consistent": self.consistent}
+        for finding in self.findings:
+            data[finding.check] = finding.details
         return data
 
 
@@ -221,6 +253,40 @@ def current_digest(ledger: TrialLedger) -> Digest:
                 raise TamperDetected("digest: ledger_meta has no readable tree head; run verify")
             return Digest(0, EMPTY_ROOT)
         return Digest(frontier.size, frontier.root())
+
+
+def invalid_signatures(ledger: TrialLedger) -> Finding | None:
+    """Electronic signatures that no longer verify (SPEC section 5, Part 11.70 linking)."""
+    from ledger.application.signatures import any_signed, check
+
+    if not any_signed(ledger):
+        return None
+    invalid = [c for c in check(ledger) if c.status == "invalid"]
+    if not invalid:
+        return None
+    first = invalid[0]
+    return Finding(
+        "signatures",
+        Mismatch(None, first.event_id, first.problem or "invalid signature"),
+        {"invalid": [c.to_json() for c in invalid]},
+        tuple(f"INVALID signature {c.event_id} of {c.participant}: {c.problem}" for c in invalid),
+    )
+
+
+def verify_ledger(
+    ledger: TrialLedger, published: Digest | None = None, checks: Sequence[Check] = ()
+) -> Verdict:
+    """The ``verify`` use case: the seal (:func:`verify`), then the signatures and ``checks``.
+
+    The further checks run only on a ledger whose events match their seal (a
+    tampered store has nothing else worth checking); every one that finds a
+    problem adds its :class:`Finding` and makes the verdict fail (exit 1).
+    """
+    verdict = verify(ledger, published)
+    if not verdict.ok:
+        return verdict
+    found = [finding for check in (invalid_signatures, *checks) if (finding := check(ledger)) is not None]
+    return verdict.with_findings(found)
 
 
 def verify(ledger: TrialLedger, published: Digest | None = None, batch: int | None = None) -> Verdict:

@@ -257,8 +257,13 @@ def export_sdtm(
     as_of: dt.date,
     known_at: dt.datetime | None,
     created: dt.datetime,
+    shown_as: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Write the datasets, ``define.csv`` and ``export.json`` into ``directory``; the summary."""
+    """Write the datasets, ``define.csv`` and ``export.json`` into ``directory``; the summary.
+
+    ``shown_as`` is the folder the summary names, when ``directory`` is a
+    temporary folder whose files are moved there afterwards (issue 11).
+    """
     chosen = list(entries)
     subjects = _subjects(chosen, protocol, as_of)
     out = Path(directory)
@@ -292,7 +297,7 @@ def export_sdtm(
     ]
     _write_csv(out / "define.csv", ["DATASET", "VARIABLE", "LABEL", "TYPE", "ORIGIN", "COMMENT"], define)
     summary = {
-        "dir": str(out),
+        "dir": str(shown_as or out),
         "study": protocol.study,
         "as_of": as_of.isoformat(),
         "known_at": utc_text(known_at or created),

@@ -13,12 +13,19 @@ scan the table with plain tuples (:meth:`LedgerSQLiteRecorder.scan`).
 A writer that finds the database busy waits up to ``TRIAL_LEDGER_BUSY_TIMEOUT``
 seconds (default 30), then gives up with exit 3 (SPEC section 6: database
 locked); nothing is stored.
+
+Only ``init`` and ``demo`` create a store (issue 11): every other command opens
+an existing ledger with :func:`require_ledger` and the library's
+``CREATE_TABLE`` off, so a mistyped path is exit 2, never a new empty ledger.
 """
 
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Sequence
+from contextlib import closing
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
@@ -29,10 +36,16 @@ from eventsourcing.sqlite import (
     SQLiteFactory,
 )
 
+from ledger.domain.errors import InvalidInput, Refused
 from ledger.storage.codec import CodecFactory
 from ledger.storage.seal import Seal
 
 DEFAULT_STORE = "trial-ledger.db"
+# Tables every ledger has (SQLite names; PostgreSQL's events table is named after the application).
+LEDGER_TABLES = ("stored_events", "ledger_entries", "ledger_meta")
+POSTGRES_EVENTS_TABLE = "trialledger_events"
+# Seconds to wait for PostgreSQL to answer before calling it unavailable (exit 3).
+CONNECT_TIMEOUT_SECONDS = 5
 # A writer that finds the database busy waits this long, then gives up (exit 3).
 BUSY_TIMEOUT_SECONDS = 30
 BUSY_TIMEOUT_VARIABLE = "TRIAL_LEDGER_BUSY_TIMEOUT"
@@ -141,3 +154,90 @@ def store_env(url: str) -> dict[str, str]:
         "SQLITE_DBNAME": sqlite_path(url),
         "SQLITE_LOCK_TIMEOUT": busy,
     }
+
+
+def _no_ledger(where: str) -> InvalidInput:
+    return InvalidInput(f"store: no ledger at {where}; create one with `trial-ledger init`")
+
+
+def sqlite_tables(path: str) -> set[str] | None:
+    """The tables of SQLite file ``path``, opened read-only; None when it is not a SQLite database.
+
+    Raises :class:`InvalidInput` when there is no such file or it cannot be read.
+    """
+    file = Path(path)
+    if file.is_dir():
+        raise InvalidInput(f"store: {path} is a directory, not a ledger file")
+    if not file.exists():
+        raise _no_ledger(path)
+    try:
+        with closing(sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro", uri=True)) as conn:
+            rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    except sqlite3.DatabaseError as exc:
+        if "not a database" in str(exc) or "malformed" in str(exc):
+            return None
+        raise InvalidInput(f"store: cannot read {path}: {exc}") from None
+    return {name for (name,) in rows}
+
+
+def is_sqlite_ledger(path: str) -> bool:
+    """Whether ``path`` is a SQLite file holding a ledger (outputs must never replace one)."""
+    try:
+        tables = sqlite_tables(path)
+    except InvalidInput:
+        return False
+    return tables is not None and set(LEDGER_TABLES) <= tables
+
+
+def _postgres_state(url: str) -> tuple[bool, bool]:
+    """(schema exists, ledger tables exist) of a PostgreSQL store; exit 3 when unreachable."""
+    import psycopg
+
+    env = store_env(url)
+    schema = env["POSTGRES_SCHEMA"]
+    try:
+        with psycopg.connect(
+            dbname=env["POSTGRES_DBNAME"],
+            host=env["POSTGRES_HOST"],
+            port=env["POSTGRES_PORT"],
+            user=env["POSTGRES_USER"],
+            password=env["POSTGRES_PASSWORD"],
+            connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        ) as conn:
+            row = conn.execute(
+                "SELECT to_regnamespace(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL",
+                (f'"{schema}"', f'"{schema}"."{POSTGRES_EVENTS_TABLE}"'),
+            ).fetchone()
+    except psycopg.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise Refused(f"store: the database is unavailable: {first}") from None
+    assert row is not None
+    return bool(row[0]), bool(row[1])
+
+
+def require_ledger(url: str, *, create: bool) -> None:
+    """Check the store before the library opens it (issue 11: reading never creates a store).
+
+    Without ``create`` the ledger must exist already; with it (``init``,
+    ``demo``) the place must be able to hold one: a SQLite file that is a
+    SQLite database or does not exist yet in an existing folder, or an
+    existing PostgreSQL schema.  Raises :class:`InvalidInput` (exit 2) naming
+    the store, or :class:`Refused` (exit 3) when PostgreSQL does not answer.
+    """
+    if is_postgres(url):
+        schema_exists, tables_exist = _postgres_state(url)
+        if not schema_exists:
+            raise InvalidInput(f"store: schema {store_env(url)['POSTGRES_SCHEMA']} does not exist")
+        if not (tables_exist or create):
+            raise _no_ledger(url.split("@")[-1])
+        return
+    path = sqlite_path(url)
+    if create and not Path(path).exists() and not Path(path).is_symlink():
+        if not Path(path).parent.resolve().is_dir():
+            raise InvalidInput(f"store: folder {Path(path).parent} does not exist")
+        return
+    tables = sqlite_tables(path)
+    if tables is None:
+        raise InvalidInput(f"store: {path} is not a SQLite ledger")
+    if not (create or set(LEDGER_TABLES) <= tables):
+        raise _no_ledger(path)

@@ -1,0 +1,75 @@
+"""``demo``: simulate the trial, import it like site data, then project status and endpoints (SPEC section 6).
+
+The use case behind the ``demo`` command (issue 13: the command line only
+parses and prints).  The simulated lines go through the same validated,
+all-or-nothing import as any file, so running the same demo twice stores
+nothing the second time.  ``--jsonl`` is written like every other output
+(:mod:`ledger.storage.outputs`): never over a ledger, atomically.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ledger.application.importer import import_lines
+from ledger.simulation.demo import generate_trial, write_jsonl
+from ledger.storage.outputs import output_file
+from projections.readmodel.queries import Monitor
+
+if TYPE_CHECKING:
+    from ledger.application.trial_ledger import Receipt, TrialLedger
+
+# The steps of a run, for a progress display.
+STEPS = 3
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    """What a demo did: the import's receipt and the status and endpoints as of ``today``."""
+
+    receipt: Receipt
+    events: int
+    status: dict[str, Any]
+    endpoints: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stored": len(self.receipt.stored),
+            "skipped": len(self.receipt.skipped),
+            "status": self.status,
+            "endpoints": self.endpoints,
+        }
+
+
+def run_demo(
+    ledger: TrialLedger,
+    participants: int,
+    seed: int,
+    *,
+    user: str | None = None,
+    jsonl: str | None = None,
+    step: Callable[[str], None] = lambda _description: None,
+) -> DemoRun:
+    """Simulate ``participants`` enrolled with ``seed``, import them, and project the trial today.
+
+    ``step`` is told what starts next (``STEPS`` times); ``jsonl`` also saves the
+    lines in the import format.
+    """
+    lines = generate_trial(participants, seed, ledger.protocol)
+    if jsonl:
+        with output_file(jsonl, "jsonl", ledger.store) as temporary:
+            write_jsonl(lines, temporary)
+    text = io.StringIO()
+    write_jsonl(lines, text)
+    step(f"importing {len(lines)} events")
+    receipt = import_lines(ledger, io.BytesIO(text.getvalue().encode()), user=user)
+    step("projecting status and endpoints")
+    monitor = Monitor(ledger)
+    today = dt.date.today()
+    run = DemoRun(receipt, len(lines), monitor.status(today, None), monitor.endpoints(today, None))
+    step("done")
+    return run
