@@ -190,10 +190,14 @@ class TrialLedgerGroup(click.Group):
     """The command group, with the one guard that maps every failure to its exit code (issue 11)."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        from ledger.domain.errors import InvalidInput
+
         try:
             return super().invoke(ctx)
-        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+        except (click.exceptions.ClickException, click.exceptions.Exit):
             raise
+        except click.exceptions.Abort:
+            fail(ctx, InvalidInput("input: aborted before an answer was given"))
         except Exception as exc:
             fail(ctx, exc)
 

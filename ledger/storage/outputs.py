@@ -5,8 +5,9 @@
 :func:`output_folder`:
 
 - a path that is the store, a file of the store (its ``-wal``, ``-shm`` or
-  ``-journal``), or any SQLite ledger (followed through symbolic links) is
-  refused with exit 2 and left untouched; so is a folder output that holds one
+  ``-journal``), or any SQLite database (a ledger perhaps; known by its header
+  alone, followed through symbolic links) is refused with exit 2 and left
+  untouched; so is a folder output that holds one
   under a name the command writes;
 - the output is written to a temporary file in the target folder and renamed
   into place (``os.replace``, atomic on one file system), so a failed export
@@ -29,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ledger.domain.errors import InvalidInput
-from ledger.storage.stores import is_postgres, is_sqlite_ledger, sqlite_path
+from ledger.storage.stores import is_postgres, is_sqlite_database, sqlite_path
 
 # Files SQLite keeps next to a database: overwriting one damages the database.
 _COMPANIONS = ("-wal", "-shm", "-journal")
@@ -43,10 +44,10 @@ def _refuse_ledger(target: Path, option: str, store: str) -> None:
         if real == database or real in {database.with_name(database.name + c) for c in _COMPANIONS}:
             raise InvalidInput(f"{option}: {target} is the ledger's store; choose another path")
     for companion in _COMPANIONS:
-        if real.name.endswith(companion) and is_sqlite_ledger(str(real)[: -len(companion)]):
-            raise InvalidInput(f"{option}: {target} belongs to a ledger; choose another path")
-    if real.is_file() and is_sqlite_ledger(str(real)):
-        raise InvalidInput(f"{option}: {target} is a ledger; choose another path")
+        if real.name.endswith(companion) and is_sqlite_database(str(real)[: -len(companion)]):
+            raise InvalidInput(f"{option}: {target} belongs to a SQLite database; choose another path")
+    if is_sqlite_database(real):
+        raise InvalidInput(f"{option}: {target} is a SQLite database; choose another path")
 
 
 def _writable_folder(folder: Path, option: str) -> None:

@@ -44,6 +44,8 @@ DEFAULT_STORE = "trial-ledger.db"
 # Tables every ledger has (SQLite names; PostgreSQL's events table is named after the application).
 LEDGER_TABLES = ("stored_events", "ledger_entries", "ledger_meta")
 POSTGRES_EVENTS_TABLE = "trialledger_events"
+# The first bytes of every SQLite database file.
+SQLITE_HEADER = b"SQLite format 3\x00"
 # Seconds to wait for PostgreSQL to answer before calling it unavailable (exit 3).
 CONNECT_TIMEOUT_SECONDS = 5
 # A writer that finds the database busy waits this long, then gives up (exit 3).
@@ -180,13 +182,13 @@ def sqlite_tables(path: str) -> set[str] | None:
     return {name for (name,) in rows}
 
 
-def is_sqlite_ledger(path: str) -> bool:
-    """Whether ``path`` is a SQLite file holding a ledger (outputs must never replace one)."""
+def is_sqlite_database(path: str | Path) -> bool:
+    """Whether ``path`` is a SQLite database file, read from its header alone (nothing is opened)."""
     try:
-        tables = sqlite_tables(path)
-    except InvalidInput:
+        with open(path, "rb") as file:
+            return file.read(len(SQLITE_HEADER)) == SQLITE_HEADER
+    except OSError:
         return False
-    return tables is not None and set(LEDGER_TABLES) <= tables
 
 
 def _postgres_state(url: str) -> tuple[bool, bool]:
