@@ -69,7 +69,7 @@ def invoke(args: list[str], env: dict[str, str | None] | None = None, stdin: str
 
 def seal(store: str) -> tuple[int, bytes | None]:
     """The store's size and recomputed root: what must not change when nothing was written."""
-    ledger = TrialLedger(store, create=False)
+    ledger = TrialLedger(store)
     try:
         verdict = verify(ledger)
         assert verdict.ok, verdict.to_json()
@@ -549,3 +549,25 @@ def test_every_command_exits_with_an_allowed_code_and_no_traceback(trial: Path, 
 
     drive()
     assert len(seen) > len(COMMANDS) // 2
+
+
+def test_a_further_check_of_verify_is_one_more_finding(stores: tuple[str, str]) -> None:
+    """The verdict composes named checks (issue 13): one that finds a problem fails it with its first."""
+    from ledger.application.verification import Finding, Mismatch, verify_ledger
+
+    option, _ = stores
+    problem = Finding("read_model", Mismatch(None, "NFH-001", "status differs"), {"first": "NFH-001"}, ("x",))
+    ledger = TrialLedger(option)
+    try:
+        clean = verify_ledger(ledger, checks=[lambda _ledger: None])
+        found = verify_ledger(ledger, checks=[lambda _ledger: problem])
+    finally:
+        ledger.close()
+    assert clean.ok and clean.findings == ()
+    assert (found.ok, found.sealed, found.findings) == (False, True, (problem,))
+    assert found.to_json() == {
+        "ok": False,
+        "size": clean.size,
+        "first_bad": {"position": None, "event_id": "NFH-001", "problem": "status differs"},
+        "read_model": {"first": "NFH-001"},
+    }
