@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
+from importlib.resources import as_file, files
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +23,14 @@ from ledger.exchange.odm import NS, export_odm, odm_value, read_odm
 from tests import lines as L
 from tests.staff import PASSPHRASE, generated, staffed, store
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "shared" / "odm"
 N = f"{{{NS}}}"  # the ODM namespace, for ElementTree paths
 
 
 @pytest.fixture(scope="module")
 def odm_schema() -> etree.XMLSchema:
-    """The official ODM 1.3.2 schema beside the repository (a failure, not a skip, in CI)."""
-    path = SCHEMA_DIR / "ODM1-3-2.xsd"
-    if not path.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"the ODM 1.3.2 schema is missing: {path}")
-        pytest.skip(f"the ODM 1.3.2 schema is not at {path}")
-    return etree.XMLSchema(etree.parse(str(path)))
+    """The official ODM 1.3.2 schema as the odmlib package ships it (a dependency: never skipped)."""
+    with as_file(files("odmlib") / "schemas" / "odm" / "1.3.2" / "ODM1-3-2.xsd") as path:
+        return etree.XMLSchema(etree.parse(str(path)))
 
 
 @pytest.fixture(scope="module")

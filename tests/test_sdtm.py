@@ -1,4 +1,4 @@
-"""SDTM datasets (issue #6): load in pandas with the expected columns, values as of a date."""
+"""SDTM datasets (issues #6, 15): SDTMIG 3.4 content, transport files equal to the CSV, define.xml valid."""
 
 from __future__ import annotations
 
@@ -7,13 +7,17 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pyreadstat
 import pytest
 from click.testing import CliRunner
+from lxml import etree
 
 from cli import main
 from ledger.application import access
 from ledger.application.trial_ledger import TrialLedger
-from ledger.exchange.sdtm import DATASETS, export_sdtm, sdtm_day
+from ledger.exchange.define import DEF, ODM, define_schema
+from ledger.exchange.sdtm import export_sdtm, sdtm_day
+from ledger.exchange.sdtmig import SPECS
 from tests import lines as L
 from tests.staff import generated, store
 
@@ -29,11 +33,23 @@ EXPECTED = {
 def export(ledger: TrialLedger, out: Path, as_of: dt.date, known_at: dt.datetime | None = None) -> dict:
     entries = ledger.entries(known_at=known_at)
     created = dt.datetime.now(dt.UTC)
-    return export_sdtm(entries, ledger.protocol, out, as_of=as_of, known_at=known_at, created=created)
+    return export_sdtm(
+        entries, ledger.protocol, out, as_of=as_of, known_at=known_at, created=created, format="both"
+    )
 
 
 def read(out: Path, domain: str) -> pd.DataFrame:
     return pd.read_csv(out / f"{domain.lower()}.csv", dtype={"AGE": "Int64"})
+
+
+def read_typed(path: Path, dataset: str) -> pd.DataFrame:
+    """A CSV dataset as its metadata types it: text (empty for null) and floats (NaN for null)."""
+    spec = SPECS[dataset]
+    text = {v.name: str for v in spec.variables if v.type == "Char"}
+    frame = pd.read_csv(
+        path, dtype=text, keep_default_na=False, na_values={v: [""] for v in spec.columns if v not in text}
+    )
+    return frame.astype({v.name: "float64" for v in spec.variables if v.type == "Num"})
 
 
 @pytest.fixture(scope="module")
@@ -47,26 +63,37 @@ def datasets(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_the_datasets_load_in_pandas_with_the_expected_columns(datasets: Path) -> None:
-    for domain, variables in DATASETS.items():
+    summary = json.loads((datasets / "export.json").read_text())
+    assert list(summary["datasets"]) == ["DM", "EX", "LB", "AE", "DS", "SUPPDM", "SUPPAE"]
+    for domain in EXPECTED:
         frame = read(datasets, domain)
-        assert list(frame.columns) == [v.name for v in variables]
+        assert list(frame.columns) == SPECS[domain].columns
         assert set(EXPECTED[domain]) <= set(frame.columns)
         assert (frame["DOMAIN"] == domain).all() and (frame["STUDYID"] == "NFH-MSC-CMV-2014").all()
     define = pd.read_csv(datasets / "define.csv")
-    assert list(define.columns) == ["DATASET", "VARIABLE", "LABEL", "TYPE", "ORIGIN", "COMMENT"]
-    assert len(define) == sum(len(v) for v in DATASETS.values())
+    assert list(define.columns) == ["DATASET", "VARIABLE", "LABEL", "TYPE", "CORE", "ORIGIN", "COMMENT"]
+    assert len(define) == sum(len(SPECS[name].variables) for name in summary["datasets"])
     assert set(define["TYPE"]) == {"Char", "Num"} and define["LABEL"].notna().all()
-    summary = json.loads((datasets / "export.json").read_text())
+    assert set(define["CORE"]) == {"Req", "Exp", "Perm"}
     assert summary["lock"]["locked"] is False and summary["as_of"] == "2016-12-31"
+    assert summary["sdtmig"] == "3.4" and summary["define"]["valid"] is True
 
 
 def test_demographics_hold_every_screened_participant(datasets: Path) -> None:
     dm = read(datasets, "DM")
     assert dm["USUBJID"].is_unique
     assert (dm["ARMCD"] == "MSC").sum() == 120
-    # Screen failures, and participants screened but neither failed nor enrolled.
-    assert set(dm["ARMCD"]) == {"MSC", "SCRNFAIL", "NOTASSGN"}
-    assert (dm.loc[dm["ARMCD"] != "MSC", "ACTARMCD"] == dm.loc[dm["ARMCD"] != "MSC", "ARMCD"]).all()
+    # SDTMIG 3.3+: screen failures, and participants screened but neither failed nor enrolled, have
+    # no arm, and ARMNRS says why.
+    no_arm = dm[dm["ARMCD"].isna()]
+    assert len(no_arm) == len(dm) - 120 > 0
+    assert set(no_arm["ARMNRS"]) == {"SCREEN FAILURE", "NOT ASSIGNED"}
+    assert no_arm[["ARM", "ACTARMCD", "ACTARM", "RFSTDTC", "RFENDTC"]].isna().all().all()
+    assigned = dm[dm["ARMCD"] == "MSC"]
+    assert set(assigned["ARMNRS"].dropna()) <= {"ASSIGNED, NOT TREATED"}
+    assert (assigned["ARMNRS"].isna() == assigned["ACTARMCD"].notna()).all()
+    failed = no_arm[no_arm["ARMNRS"] == "SCREEN FAILURE"]
+    assert (failed["RFPENDTC"] == failed["DMDTC"]).all()
     treated = dm[dm["ACTARMCD"] == "MSC"]
     assert treated["RFSTDTC"].notna().all() and (treated["RFSTDTC"] == treated["RFXSTDTC"]).all()
     assert set(dm["SEX"]) <= {"M", "F", "U"} and dm["AGE"].between(0, 130).all()
@@ -146,6 +173,146 @@ def test_command_line_export_sdtm(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, command)
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
-    assert summary["datasets"] == {"DM": 1, "EX": 1, "LB": 0, "AE": 0, "DS": 2}
+    assert summary["datasets"] == {"DM": 1, "EX": 1, "LB": 0, "AE": 0, "DS": 2, "SUPPDM": 2}
     assert json.loads((out / "export.json").read_text()) == summary
-    assert read(out, "EX")["EXDOSE"].tolist() == [1000000]
+    ex, _ = pyreadstat.read_xport(out / "ex.xpt")
+    assert ex["EXDOSE"].tolist() == [1000000.0]
+    assert not list(out.glob("*.csv"))
+
+
+def test_every_transport_file_reads_back_as_its_csv(datasets: Path) -> None:
+    """Each ``.xpt`` read with pyreadstat is the CSV: same columns, values, name, labels."""
+    summary = json.loads((datasets / "export.json").read_text())
+    for name in summary["datasets"]:
+        spec = SPECS[name]
+        frame, meta = pyreadstat.read_xport(datasets / f"{name.lower()}.xpt")
+        assert (meta.table_name, meta.file_label, meta.number_rows) == (
+            name,
+            spec.label,
+            summary["datasets"][name],
+        )
+        assert meta.column_names_to_labels == {v.name: v.label for v in spec.variables}
+        assert meta.readstat_variable_types == {
+            v.name: "double" if v.type == "Num" else "string" for v in spec.variables
+        }
+        csv = read_typed(datasets / f"{name.lower()}.csv", name)
+        pd.testing.assert_frame_equal(frame.astype(csv.dtypes.to_dict()), csv, check_exact=True)
+
+
+def test_transport_files_keep_the_fda_limits(datasets: Path) -> None:
+    """SAS XPORT version 5; names of 8, labels of 40, character values of 200 bytes, ASCII."""
+    for path in sorted(datasets.glob("*.xpt")):
+        head = path.read_bytes()[:80]
+        assert head.startswith(b"HEADER RECORD*******LIBRARY HEADER RECORD!!!!!!!"), path.name  # v8: LIBV8
+        frame, meta = pyreadstat.read_xport(path)
+        assert len(meta.table_name) <= 8 and len(meta.file_label) <= 40
+        assert all(len(c) <= 8 for c in frame.columns)
+        assert all(len(label) <= 40 for label in meta.column_names_to_labels.values())
+        assert all(width <= 200 for width in meta.variable_storage_width.values())
+        text = frame.select_dtypes(exclude="number")
+        assert text.map(lambda v: v.isascii() and len(v.encode()) <= 200).all().all(), path.name
+
+
+def test_define_xml_is_valid_against_the_define_xml_21_schema(datasets: Path) -> None:
+    """define.xml passes the official XSD and describes every dataset, variable, codelist, method."""
+    tree = etree.parse(str(datasets / "define.xml"))
+    schema = define_schema()
+    assert schema.validate(tree), schema.error_log
+    n = {"odm": ODM, "def": DEF}
+    summary = json.loads((datasets / "export.json").read_text())
+    assert tree.xpath("//def:Standard/@Name", namespaces=n) == ["SDTMIG"]
+    assert tree.xpath("//def:Standard/@Version", namespaces=n) == ["3.4"]
+    groups = tree.xpath("//odm:ItemGroupDef", namespaces=n)
+    assert [g.get("Name") for g in groups] == list(summary["datasets"])
+    oids = set(tree.xpath("//@OID", namespaces=n))
+    for group in groups:
+        spec = SPECS[group.get("Name")]
+        refs = group.xpath("odm:ItemRef", namespaces=n)
+        assert [r.get("ItemOID") for r in refs] == [f"IT.{spec.name}.{v}" for v in spec.columns]
+        assert [r.get("Mandatory") == "Yes" for r in refs] == [v.core == "Req" for v in spec.variables]
+        assert group.xpath(
+            "def:leaf/@xlink:href", namespaces={**n, "xlink": "http://www.w3.org/1999/xlink"}
+        ) == [f"{spec.name.lower()}.xpt"]
+        assert {r.get("MethodOID") for r in refs if r.get("MethodOID")} <= oids
+    items = tree.xpath("//odm:ItemDef", namespaces=n)
+    assert all(item.xpath("def:Origin/@Type", namespaces=n) for item in items)
+    for attribute in ("CodeListOID", "def:CommentOID", "ValueListOID", "WhereClauseOID"):
+        assert set(tree.xpath(f"//@{attribute}", namespaces=n)) <= oids, attribute
+    assert tree.xpath("//odm:CodeList[@OID='CL.SEX']/odm:CodeListItem/@CodedValue", namespaces=n) == [
+        "M",
+        "F",
+        "U",
+    ]
+    derived = tree.xpath("//odm:ItemRef[@ItemOID='IT.DM.RFPENDTC']/@MethodOID", namespaces=n)
+    assert derived == ["MT.DM.RFPENDTC"]
+
+
+def test_the_define_xml_schema_catches_a_broken_document(datasets: Path) -> None:
+    """The schema check is real: without def:Context or with an unknown origin type it fails."""
+    schema = define_schema()
+    tree = etree.parse(str(datasets / "define.xml"))
+    del tree.getroot().attrib[f"{{{DEF}}}Context"]
+    assert not schema.validate(tree)
+    tree = etree.parse(str(datasets / "define.xml"))
+    tree.find(f".//{{{DEF}}}Origin").set("Type", "CRF")
+    assert not schema.validate(tree)
+
+
+def test_laboratory_reference_ranges_and_the_baseline_flag(datasets: Path) -> None:
+    lb = read(datasets, "LB").merge(read(datasets, "DM")[["USUBJID", "RFSTDTC"]], on="USUBJID")
+    assert (lb["LBSTNRHI"] == lb["LBLLOQ"]).all() and lb["LBORNRLO"].isna().all()
+    assert (lb["LBORNRHI"].astype(float) == lb["LBLLOQ"]).all()
+    positive = lb["LBSTRESN"].notna() | (lb["LBORRES"] == ">ULOQ")
+    assert (lb.loc[positive, "LBNRIND"] == "HIGH").all() and (lb.loc[~positive, "LBNRIND"] == "NORMAL").all()
+    before = lb[lb["RFSTDTC"].notna() & (lb["LBDTC"] < lb["RFSTDTC"])]
+    baseline = before.sort_values(["LBDTC", "LBSEQ"]).groupby("USUBJID").tail(1)
+    flagged = lb[lb["LBLOBXFL"] == "Y"]
+    assert len(flagged) > 100
+    assert sorted(flagged["LBSPID"]) == sorted(baseline["LBSPID"])
+
+
+def test_a_participant_never_treated_has_no_reference_end_and_says_why(tmp_path: Path) -> None:
+    """CG0141: enrolled, withdrawn before the first infusion: RFENDTC null, RFPENDTC the withdrawal."""
+    ledger = TrialLedger(str(tmp_path / "t.db"))
+    store(
+        ledger,
+        [L.screening("NFH-001"), L.enrollment("NFH-001"), L.withdrawal("NFH-001", effective="2014-01-10")],
+    )
+    store(ledger, [L.screening("NFH-002", hr=150)])
+    export(ledger, tmp_path / "out", dt.date(2014, 2, 1))
+    dm = read(tmp_path / "out", "DM").set_index("SUBJID")
+    withdrawn, failed = dm.loc["NFH-001"], dm.loc["NFH-002"]
+    assert (withdrawn["ARMCD"], withdrawn["ARMNRS"], withdrawn["RFPENDTC"]) == (
+        "MSC",
+        "ASSIGNED, NOT TREATED",
+        "2014-01-10",
+    )
+    assert withdrawn[["ACTARMCD", "ACTARM", "RFSTDTC", "RFENDTC"]].isna().all()
+    assert (failed["ARMNRS"], failed["RFPENDTC"]) == ("SCREEN FAILURE", "2014-01-06")
+    assert failed[["ARMCD", "ARM", "ACTARMCD", "ACTARM", "RFENDTC"]].isna().all()
+
+
+def test_long_and_non_ascii_text_goes_to_supplemental_qualifiers(tmp_path: Path) -> None:
+    """A 450-character accented term: ASCII, first 200 in AETERM, the rest in SUPPAE AETERM1, AETERM2."""
+    ledger = TrialLedger(str(tmp_path / "t.db"))
+    term = "Fièvre " + "x" * 443
+    store(ledger, [*L.treated("NFH-001"), L.adverse_event("NFH-001", id="ae1", term=term)])
+    summary = export(ledger, tmp_path / "out", dt.date(2014, 2, 1))
+    plain = "Fievre " + "x" * 443
+    ae = read_typed(tmp_path / "out" / "ae.csv", "AE")
+    assert ae["AETERM"].tolist() == [plain[:200]]
+    supp = read_typed(tmp_path / "out" / "suppae.csv", "SUPPAE")
+    pieces = supp[supp["QNAM"].str.startswith("AETERM")]
+    assert pieces[["QNAM", "QVAL", "IDVAR", "IDVARVAL"]].values.tolist() == [
+        ["AETERM1", plain[200:400], "AESEQ", "1"],
+        ["AETERM2", plain[400:], "AESEQ", "1"],
+    ]
+    assert summary["altered_for_transport"] == [
+        {"dataset": "AE", "usubjid": "NFH-MSC-CMV-2014-NFH-001", "variable": "AETERM", "value": plain}
+    ]
+    assert summary["conformance"]["rules"][-1] == {
+        "id": "TCG",
+        "description": "Names of 8, labels of 40, ASCII text of 200 bytes (FDA TCG)",
+        "severity": "error",
+        "findings": 0,
+    }

@@ -1,9 +1,13 @@
-"""SDTM datasets of the ledger as CSV, with a define-style variables list (issue #6; SPEC sections 2-4).
+"""SDTMIG 3.4 datasets of the ledger: SAS XPORT or CSV, Define-XML 2.1, conformance (issues #6, 15).
 
-``export sdtm DIR`` writes ``dm.csv``, ``ex.csv``, ``lb.csv`` (CMV DNA),
-``ae.csv`` and ``ds.csv`` in SDTM naming, ``define.csv`` (every variable of
-every dataset: label, type, origin, derivation) and ``export.json`` (what was
-exported, as of which dates, and whether the data were locked then).
+``export sdtm DIR`` writes DM, EX, LB (CMV DNA), AE and DS, and the SUPP--
+datasets that have records (values with no standard variable, text over 200
+characters), as SAS XPORT v5 files (``dm.xpt``; :mod:`ledger.exchange.xport`),
+CSV files (``dm.csv`` with ``define.csv``) or both; ``define.xml`` (Define-XML
+2.1, :mod:`ledger.exchange.define`), and ``export.json``: what was exported, as
+of which dates, whether the data were locked then, and the conformance findings
+(:mod:`ledger.exchange.conformance`).  The datasets and their metadata are
+described once, in :mod:`ledger.exchange.sdtmig`.
 
 Values are those of ``--as-of`` (only events effective on or before it count;
 adverse events with their updates effective by then) as known at
@@ -11,7 +15,9 @@ adverse events with their updates effective by then) as known at
 the read models of :mod:`projections`.  ``RFSTDTC`` is day 1, the first
 infusion; study days (``--DY``) count from it with no day 0, as SDTM does: the
 day before day 1 is day -1.  ``--SPID`` is the ledger event id, so every row
-traces back to the audit trail.
+traces back to the audit trail.  Participants never treated have null
+ARMCD/ARM or ACTARMCD/ACTARM with ARMNRS saying why (SDTMIG 3.3+), a null
+RFENDTC and their end of participation in RFPENDTC.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from typing import Any
 from ledger.application.access import lock_state
 from ledger.domain.entry import Entry
 from ledger.domain.events import (
+    AdverseEventReported,
     CMVLoadMeasured,
     MSCInfused,
     ParticipantDied,
@@ -44,6 +51,19 @@ from ledger.domain.rules.safety import adverse_events
 from ledger.domain.rules.status import ParticipantStatus, summarise
 from ledger.domain.rules.treatment import day_date
 from ledger.domain.text import printable
+from ledger.exchange.conformance import check, conformance_report
+from ledger.exchange.define import StudyMetadata, write_define
+from ledger.exchange.sdtmig import (
+    CRITERIA,
+    NOT_ASSIGNED,
+    NOT_TREATED,
+    QUALIFIERS,
+    SCREEN_FAILURE,
+    SDTMIG_VERSION,
+    SPECS,
+    Dataset,
+)
+from ledger.exchange.xport import MAX_TEXT, ascii_text, chunks, write_xpt
 
 TREATMENT = "MESENCHYMAL STEM CELLS"
 SEVERITY = {1: "MILD", 2: "MODERATE"}  # CTCAE grade 3 and above: SEVERE
@@ -54,177 +74,7 @@ OUTCOMES = {
     "recovered_with_sequelae": "RECOVERED/RESOLVED WITH SEQUELAE",
     "fatal": "FATAL",
 }
-CRITERIA = {
-    "AESDTH": "death",
-    "AESLIFE": "life_threatening",
-    "AESHOSP": "hospitalisation",
-    "AESDISAB": "disability",
-    "AESCONG": "congenital_anomaly",
-    "AESMIE": "important_medical_event",
-}
-
-
-@dataclass(frozen=True)
-class Variable:
-    """One column of a dataset as ``define.csv`` describes it."""
-
-    name: str
-    label: str
-    type: str = "Char"  # or "Num"
-    origin: str = "CRF"  # CRF (entered at the site), Derived, Assigned
-    comment: str = ""
-
-
-def _v(name: str, label: str, type: str = "Char", origin: str = "CRF", comment: str = "") -> Variable:
-    return Variable(name, label, type, origin, comment)
-
-
-def _identifiers(domain: str) -> list[Variable]:
-    return [
-        _v("STUDYID", "Study Identifier", origin="Assigned", comment="protocol study code"),
-        _v("DOMAIN", "Domain Abbreviation", origin="Assigned", comment=domain),
-        _v("USUBJID", "Unique Subject Identifier", origin="Derived", comment="STUDYID-participant code"),
-    ]
-
-
-def _seq(domain: str) -> list[Variable]:
-    return [
-        _v(f"{domain}SEQ", "Sequence Number", "Num", "Derived", "order by date within subject"),
-        _v(f"{domain}SPID", "Sponsor-Defined Identifier", origin="Assigned", comment="ledger event id"),
-    ]
-
-
-def _day(domain: str, which: str, label: str) -> Variable:
-    comment = "date minus RFSTDTC, plus 1 on or after day 1 (no day 0)"
-    return _v(f"{domain}{which}DY", label, "Num", "Derived", comment)
-
-
-DATASETS: dict[str, list[Variable]] = {
-    "DM": [
-        *_identifiers("DM"),
-        _v("SUBJID", "Subject Identifier for the Study", comment="participant code <SITE>-<NNN>"),
-        _v(
-            "RFSTDTC", "Subject Reference Start Date/Time", origin="Derived", comment="first infusion (day 1)"
-        ),
-        _v(
-            "RFENDTC",
-            "Subject Reference End Date/Time",
-            origin="Derived",
-            comment="death, withdrawal or end of follow-up",
-        ),
-        _v("RFXSTDTC", "Date/Time of First Study Treatment", origin="Derived", comment="first infusion"),
-        _v("RFXENDTC", "Date/Time of Last Study Treatment", origin="Derived", comment="last infusion"),
-        _v("RFICDTC", "Date/Time of Informed Consent", comment="consent_date"),
-        _v("DTHDTC", "Date/Time of Death", comment="ParticipantDied effective date"),
-        _v("DTHFL", "Subject Death Flag", origin="Derived"),
-        _v("SITEID", "Study Site Identifier"),
-        _v("AGE", "Age", "Num", comment="age_years at screening, standing for the consent date"),
-        _v("AGEU", "Age Units", origin="Assigned"),
-        _v("SEX", "Sex"),
-        _v(
-            "ARMCD",
-            "Planned Arm Code",
-            origin="Derived",
-            comment="MSC when enrolled, SCRNFAIL, else NOTASSGN",
-        ),
-        _v("ARM", "Description of Planned Arm", origin="Derived"),
-        _v(
-            "ACTARMCD",
-            "Actual Arm Code",
-            origin="Derived",
-            comment="MSC when infused, NOTTRT when enrolled only",
-        ),
-        _v("ACTARM", "Description of Actual Arm", origin="Derived"),
-        _v("COUNTRY", "Country", origin="Assigned", comment="the protocol's country of every site"),
-        _v("DMDTC", "Date/Time of Collection", comment="screening date"),
-        _day("DM", "", "Study Day of Collection"),
-    ],
-    "EX": [
-        *_identifiers("EX"),
-        *_seq("EX"),
-        _v("EXTRT", "Name of Treatment", origin="Assigned"),
-        _v("EXDOSE", "Dose", "Num", comment="cells_per_kg"),
-        _v("EXDOSU", "Dose Units", origin="Assigned"),
-        _v("EXDOSFRM", "Dose Form", origin="Assigned"),
-        _v("EXROUTE", "Route of Administration", origin="Assigned"),
-        _v("EXLOT", "Lot Number", comment="lot"),
-        _v("VISITNUM", "Visit Number", "Num", comment="course"),
-        _v("VISIT", "Visit Name", origin="Derived"),
-        _v("EXSTDTC", "Start Date/Time of Treatment", comment="infusion date"),
-        _v("EXENDTC", "End Date/Time of Treatment", comment="infusion date (one infusion a course)"),
-        _day("EX", "ST", "Study Day of Start of Treatment"),
-        _day("EX", "EN", "Study Day of End of Treatment"),
-    ],
-    "LB": [
-        *_identifiers("LB"),
-        *_seq("LB"),
-        _v("LBTESTCD", "Lab Test or Examination Short Name", origin="Assigned"),
-        _v("LBTEST", "Lab Test or Examination Name", origin="Assigned"),
-        _v("LBCAT", "Category for Lab Test", origin="Assigned"),
-        _v(
-            "LBORRES",
-            "Result or Finding in Original Units",
-            origin="Derived",
-            comment="value_iu_ml, NOT DETECTED, <LLOQ or >ULOQ from result",
-        ),
-        _v("LBORRESU", "Original Units", origin="Assigned"),
-        _v("LBSTRESC", "Character Result/Finding in Std Format", origin="Derived"),
-        _v(
-            "LBSTRESN",
-            "Numeric Result/Finding in Standard Units",
-            "Num",
-            "Derived",
-            "quantified results only",
-        ),
-        _v("LBSTRESU", "Standard Units", origin="Assigned"),
-        _v("LBSPEC", "Specimen Type", comment="specimen"),
-        _v("LBMETHOD", "Method of Test or Examination", comment="assay"),
-        _v("LBLLOQ", "Lower Limit of Quantitation", "Num", comment="lloq_iu_ml"),
-        _v("LBDTC", "Date/Time of Specimen Collection", comment="sample date (effective)"),
-        _day("LB", "", "Study Day of Specimen Collection"),
-    ],
-    "AE": [
-        *_identifiers("AE"),
-        _v("AESEQ", "Sequence Number", "Num", "Derived", "order by onset within subject"),
-        _v("AESPID", "Sponsor-Defined Identifier", comment="ae_id, the site's AE number"),
-        _v("AEREFID", "Reference ID", origin="Assigned", comment="ledger event id of the report"),
-        _v("AETERM", "Reported Term for the Adverse Event", comment="term"),
-        _v(
-            "AEDECOD",
-            "Dictionary-Derived Term",
-            origin="Derived",
-            comment="not coded: no MedDRA in the ledger",
-        ),
-        _v("AECAT", "Category for Adverse Event", comment="category"),
-        _v("AESER", "Serious Event", comment="serious, after updates effective by the as-of date"),
-        _v(
-            "AESEV",
-            "Severity/Intensity",
-            origin="Derived",
-            comment="CTCAE grade 1 MILD, 2 MODERATE, 3-5 SEVERE",
-        ),
-        _v("AETOXGR", "Standard Toxicity Grade", comment="CTCAE grade after updates"),
-        _v("AEREL", "Causality", comment="WHO-UMC causality to MSC"),
-        _v("AEOUT", "Outcome of Adverse Event", comment="outcome of the latest update"),
-        *[
-            _v(name, f"{criterion.replace('_', ' ').title()} (seriousness)", comment="criteria")
-            for name, criterion in CRITERIA.items()
-        ],
-        _v("AESTDTC", "Start Date/Time of Adverse Event", comment="onset (effective)"),
-        _v("AEENDTC", "End Date/Time of Adverse Event", comment="resolved_date"),
-        _day("AE", "ST", "Study Day of Start of Adverse Event"),
-        _day("AE", "EN", "Study Day of End of Adverse Event"),
-    ],
-    "DS": [
-        *_identifiers("DS"),
-        *_seq("DS"),
-        _v("DSTERM", "Reported Term for the Disposition Event"),
-        _v("DSDECOD", "Standardized Disposition Term", origin="Derived"),
-        _v("DSCAT", "Category for Disposition Event", origin="Derived"),
-        _v("DSSTDTC", "Start Date/Time of Disposition Event"),
-        _day("DS", "ST", "Study Day of Start of Disposition Event"),
-    ],
-}
+FORMATS = ("xpt", "csv", "both")
 
 
 def sdtm_day(day1: dt.date | None, date: dt.date | None) -> int | None:
@@ -249,6 +99,32 @@ class Subject:
         return self.status.first_infusion
 
 
+@dataclass(frozen=True)
+class Altered:
+    """A ledger text that SAS XPORT cannot carry as it is, and what it became (ASCII only)."""
+
+    dataset: str
+    usubjid: str
+    variable: str
+    value: str
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "dataset": self.dataset,
+            "usubjid": self.usubjid,
+            "variable": self.variable,
+            "value": self.value,
+        }
+
+
+@dataclass(frozen=True)
+class Submission:
+    """The datasets of one export, in SDTMIG order, and the texts made ASCII on the way."""
+
+    datasets: dict[str, Dataset]
+    altered: tuple[Altered, ...]
+
+
 def export_sdtm(
     entries: Iterable[Entry],
     protocol: Protocol,
@@ -257,57 +133,132 @@ def export_sdtm(
     as_of: dt.date,
     known_at: dt.datetime | None,
     created: dt.datetime,
+    format: str = "xpt",
     shown_as: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Write the datasets, ``define.csv`` and ``export.json`` into ``directory``; the summary.
+    """Write the datasets, ``define.xml`` and ``export.json`` into ``directory``; the summary.
 
+    ``format`` is ``xpt`` (SAS XPORT v5, what a submission needs), ``csv`` (with
+    ``define.csv``) or ``both``.  SUPP-- datasets without records are not written.
     ``shown_as`` is the folder the summary names, when ``directory`` is a
     temporary folder whose files are moved there afterwards (issue 11).
     """
     chosen = list(entries)
-    subjects = _subjects(chosen, protocol, as_of)
+    submission = build_datasets(chosen, protocol, as_of)
+    written = {name: d for name, d in submission.datasets.items() if d.rows or name in PARENT_NAMES}
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    counts = {}
+    files = []
+    for dataset in written.values():
+        if format in ("xpt", "both"):
+            write_xpt(dataset, out / f"{dataset.name.lower()}.xpt")
+            files.append(f"{dataset.name.lower()}.xpt")
+        if format in ("csv", "both"):
+            rows = [{k: _csv_value(v) for k, v in row.items()} for row in dataset.rows]
+            _write_csv(out / f"{dataset.name.lower()}.csv", dataset.spec.columns, rows)
+            files.append(f"{dataset.name.lower()}.csv")
+    if format in ("csv", "both"):
+        _write_csv(out / "define.csv", DEFINE_CSV_COLUMNS, _define_rows(written.values()))
+        files.append("define.csv")
+    study = StudyMetadata(protocol.study, protocol.title, _arm(protocol), tuple(protocol.sites))
+    define = write_define(written, study, out / "define.xml", created=created, format=format)
+    files.append("define.xml")
+    findings = check(written)
+    summary = {
+        "dir": str(shown_as or out),
+        "study": protocol.study,
+        "sdtmig": SDTMIG_VERSION,
+        "as_of": as_of.isoformat(),
+        "known_at": utc_text(known_at or created),
+        "created": utc_text(created),
+        "events": len(chosen),
+        "format": format,
+        "datasets": {name: len(d.rows) for name, d in written.items()},
+        "files": files,
+        "define": define,
+        "conformance": conformance_report(findings),
+        "altered_for_transport": [a.to_json() for a in submission.altered],
+        "lock": lock_state(chosen).to_json(),
+    }
+    (out / "export.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+def build_datasets(entries: Iterable[Entry], protocol: Protocol, as_of: dt.date) -> Submission:
+    """The SDTM datasets of ``entries`` as of ``as_of``: parents, then SUPP--, ready for transport.
+
+    Rows of a subject are ordered by their date and numbered (``--SEQ``); text is
+    made ASCII; a value over 200 characters keeps its first 200 and puts the rest
+    in SUPP-- (``QNAM`` the variable's first 7 letters and 1, 2, ...); qualifiers a
+    builder gives under ``SUPP`` become SUPP-- records of their row.
+    """
+    subjects = _subjects(list(entries), protocol, as_of)
+    parents: dict[str, Dataset] = {}
+    supps: dict[str, Dataset] = {}
+    altered: list[Altered] = []
     for domain, build in BUILDERS.items():
-        records = []
+        spec, supp_spec = SPECS[domain], SPECS[f"SUPP{domain}"]
+        parents[domain], supps[supp_spec.name] = Dataset(spec), Dataset(supp_spec)
         for subject in subjects:
             made = list(build(subject, protocol, as_of))
             if domain in DATE_COLUMNS:
                 made.sort(key=itemgetter(DATE_COLUMNS[domain]))
                 for number, row in enumerate(made, start=1):
                     row[f"{domain}SEQ"] = number
-            records.extend(
-                {"STUDYID": protocol.study, "DOMAIN": domain, "USUBJID": subject.usubjid, **row}
-                for row in made
-            )
-        _write_csv(out / f"{domain.lower()}.csv", [v.name for v in DATASETS[domain]], records)
-        counts[domain] = len(records)
-    define = [
-        {
-            "DATASET": domain,
-            "VARIABLE": v.name,
-            "LABEL": v.label,
-            "TYPE": v.type,
-            "ORIGIN": v.origin,
-            "COMMENT": v.comment,
+            for row in made:
+                qualifiers: dict[str, tuple[str, str]] = row.pop("SUPP", {})
+                record = {"STUDYID": protocol.study, "DOMAIN": domain, "USUBJID": subject.usubjid, **row}
+                for name, value in record.items():
+                    if isinstance(value, str):
+                        record[name] = _transport_text(value, domain, subject.usubjid, name, altered)
+                parent = Parent(protocol.study, domain, subject.usubjid, record.get(f"{domain}SEQ"))
+                for name, value in list(record.items()):
+                    if isinstance(value, str) and len(value) > MAX_TEXT:
+                        first, *rest = chunks(value)
+                        record[name] = first
+                        label = spec.variable(name).label
+                        origin = spec.variable(name).origin
+                        for n, piece in enumerate(rest, start=1):
+                            supps[supp_spec.name].rows.append(
+                                parent.qualifier(f"{name[:7]}{n}", label, piece, origin)
+                            )
+                for qnam, (value, origin) in qualifiers.items():
+                    label = next(q.label for q in QUALIFIERS[domain] if q.qnam == qnam)
+                    text = _transport_text(value, supp_spec.name, subject.usubjid, qnam, altered)
+                    supps[supp_spec.name].rows.append(parent.qualifier(qnam, label, text, origin))
+                parents[domain].rows.append(record)
+    return Submission({**parents, **supps}, tuple(altered))
+
+
+@dataclass(frozen=True)
+class Parent:
+    """The record a supplemental qualifier belongs to (IDVAR ``--SEQ``; none for DM)."""
+
+    study: str
+    domain: str
+    usubjid: str
+    seq: int | None
+
+    def qualifier(self, qnam: str, label: str, value: str, origin: str) -> dict[str, Any]:
+        return {
+            "STUDYID": self.study,
+            "RDOMAIN": self.domain,
+            "USUBJID": self.usubjid,
+            "IDVAR": None if self.seq is None else f"{self.domain}SEQ",
+            "IDVARVAL": None if self.seq is None else str(self.seq),
+            "QNAM": qnam,
+            "QLABEL": label,
+            "QVAL": value,
+            "QORIG": origin,
+            "QEVAL": None,
         }
-        for domain, variables in DATASETS.items()
-        for v in variables
-    ]
-    _write_csv(out / "define.csv", ["DATASET", "VARIABLE", "LABEL", "TYPE", "ORIGIN", "COMMENT"], define)
-    summary = {
-        "dir": str(shown_as or out),
-        "study": protocol.study,
-        "as_of": as_of.isoformat(),
-        "known_at": utc_text(known_at or created),
-        "created": utc_text(created),
-        "events": len(chosen),
-        "datasets": counts,
-        "lock": lock_state(chosen).to_json(),
-    }
-    (out / "export.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    return summary
+
+
+def _transport_text(value: str, dataset: str, usubjid: str, variable: str, altered: list[Altered]) -> str:
+    text = ascii_text(value)
+    if text != value:
+        altered.append(Altered(dataset, usubjid, variable, text))
+    return text
 
 
 def _subjects(entries: list[Entry], protocol: Protocol, as_of: dt.date) -> list[Subject]:
@@ -326,36 +277,48 @@ def _subjects(entries: list[Entry], protocol: Protocol, as_of: dt.date) -> list[
 def _dm(s: Subject, protocol: Protocol, as_of: dt.date) -> Iterator[dict[str, Any]]:
     status = s.status
     courses = status.course_dates
-    if status.enrolled is not None:
-        arm = ("MSC", _arm(protocol))
-        actual = arm if courses else ("NOTTRT", "Not Treated")
+    arm = ("MSC", _arm(protocol)) if status.enrolled is not None else (None, None)
+    actual = arm if courses else (None, None)
+    if status.enrolled is None:
+        reason = SCREEN_FAILURE if status.status == "screen_failed" else NOT_ASSIGNED
     else:
-        arm = (
-            ("SCRNFAIL", "Screen Failure")
-            if status.status == "screen_failed"
-            else ("NOTASSGN", "Not Assigned")
-        )
-        actual = arm
+        reason = None if courses else NOT_TREATED
+    end = _end_of_participation(s, protocol)
+    if status.status == "screen_failed":
+        end = s.screening.effective
+    screening = s.screening
     yield {
         "SUBJID": status.participant,
         "RFSTDTC": _iso(s.day1),
-        "RFENDTC": _iso(_end_of_participation(s, protocol)),
+        "RFENDTC": _iso(end) if courses else None,
         "RFXSTDTC": _iso(courses[0] if courses else None),
         "RFXENDTC": _iso(courses[-1] if courses else None),
-        "RFICDTC": _iso(s.screening.consent_date if s.screening.consent_date <= as_of else None),
+        "RFICDTC": _iso(screening.consent_date if screening.consent_date <= as_of else None),
+        "RFPENDTC": _iso(end),
         "DTHDTC": _iso(status.died),
-        "DTHFL": "Y" if status.died else "",
+        "DTHFL": "Y" if status.died else None,
         "SITEID": status.site,
-        "AGE": s.screening.age_years,
+        "AGE": screening.age_years,
         "AGEU": "YEARS",
-        "SEX": s.screening.sex,
+        "SEX": screening.sex,
+        "RACE": None,
         "ARMCD": arm[0],
         "ARM": arm[1],
         "ACTARMCD": actual[0],
         "ACTARM": actual[1],
+        "ARMNRS": reason,
+        "ACTARMUD": None,
         "COUNTRY": protocol.country,
-        "DMDTC": s.screening.effective.isoformat(),
-        "DMDY": sdtm_day(s.day1, s.screening.effective),
+        "DMDTC": screening.effective.isoformat(),
+        "DMDY": sdtm_day(s.day1, screening.effective),
+        "SUPP": {
+            **(
+                {"REFCMV": (screening.refractory_cmv.upper(), "Collected")}
+                if screening.refractory_cmv
+                else {}
+            ),
+            "ICBY": (screening.consent_by.upper(), "Collected"),
+        },
     }
 
 
@@ -380,11 +343,11 @@ def _ex(s: Subject, protocol: Protocol, as_of: dt.date) -> Iterator[dict[str, An
         yield {
             "EXSPID": event.id,
             "EXTRT": TREATMENT,
-            "EXDOSE": _number(infusion.cells_per_kg),
+            "EXDOSE": infusion.cells_per_kg,
             "EXDOSU": "cells/kg",
             "EXDOSFRM": "SUSPENSION",
             "EXROUTE": "INTRAVENOUS",
-            "EXLOT": infusion.lot or "",
+            "EXLOT": infusion.lot,
             "VISITNUM": infusion.course,
             "VISIT": f"COURSE {infusion.course}",
             "EXSTDTC": infusion.effective.isoformat(),
@@ -395,7 +358,10 @@ def _ex(s: Subject, protocol: Protocol, as_of: dt.date) -> Iterator[dict[str, An
 
 
 def _lb(s: Subject, protocol: Protocol, as_of: dt.date) -> Iterator[dict[str, Any]]:
-    for event in s.history.as_of(CMVLoadMeasured, as_of):
+    samples = s.history.as_of(CMVLoadMeasured, as_of)
+    before = [e for e in samples if s.day1 is not None and e.effective < s.day1]
+    baseline = max(before, key=lambda e: (e.effective, e.position)).id if before else None
+    for event in samples:
         sample = event.record
         assert isinstance(sample, CMVLoadMeasured)
         result = {
@@ -411,12 +377,19 @@ def _lb(s: Subject, protocol: Protocol, as_of: dt.date) -> Iterator[dict[str, An
             "LBCAT": "VIROLOGY",
             "LBORRES": result,
             "LBORRESU": "IU/mL",
+            "LBORNRLO": None,
+            "LBORNRHI": _number(sample.lloq_iu_ml),
             "LBSTRESC": result,
-            "LBSTRESN": _number(sample.value_iu_ml),
+            "LBSTRESN": sample.value_iu_ml,
             "LBSTRESU": "IU/mL",
+            "LBSTNRLO": None,
+            "LBSTNRHI": sample.lloq_iu_ml,
+            "LBNRIND": "HIGH" if sample.result in ("quantified", "above_uloq") else "NORMAL",
             "LBSPEC": sample.specimen.replace("_", " ").upper(),
             "LBMETHOD": sample.assay,
-            "LBLLOQ": _number(sample.lloq_iu_ml),
+            "LBLOBXFL": "Y" if event.id == baseline else None,
+            "VISITNUM": None,
+            "LBLLOQ": sample.lloq_iu_ml,
             "LBDTC": sample.effective.isoformat(),
             "LBDY": sdtm_day(s.day1, sample.effective),
         }
@@ -425,29 +398,32 @@ def _lb(s: Subject, protocol: Protocol, as_of: dt.date) -> Iterator[dict[str, An
 def _ae(s: Subject, protocol: Protocol, as_of: dt.date) -> Iterator[dict[str, Any]]:
     for ae in adverse_events(s.history, as_of):
         report = ae.report.record
+        assert isinstance(report, AdverseEventReported)
         yield {
-            "AESPID": ae.ae_id,
             "AEREFID": ae.report.id,
-            "AETERM": report.term,  # type: ignore[attr-defined]
-            "AEDECOD": "",
+            "AESPID": ae.ae_id,
+            "AETERM": report.term,
+            **dict.fromkeys(CODED),
             "AECAT": ae.category.upper(),
-            "AESER": "Y" if ae.serious else "N",
             "AESEV": SEVERITY.get(ae.grade, "SEVERE"),
-            "AETOXGR": ae.grade,
-            "AEREL": report.causality.upper(),  # type: ignore[attr-defined]
-            "AEOUT": OUTCOMES.get(ae.outcome or "", ""),
-            **{name: "Y" if criterion in ae.criteria else "N" for name, criterion in CRITERIA.items()},
+            "AESER": "Y" if ae.serious else "N",
+            "AEACN": None,
+            "AEREL": report.causality.upper(),
+            "AEOUT": OUTCOMES.get(ae.outcome or ""),
+            **{name: "Y" if criterion in ae.criteria else "N" for name, (criterion, _) in CRITERIA.items()},
+            "AETOXGR": str(ae.grade),
             "AESTDTC": ae.onset.isoformat(),
             "AEENDTC": _iso(ae.resolved_date),
             "AESTDY": sdtm_day(s.day1, ae.onset),
             "AEENDY": sdtm_day(s.day1, ae.resolved_date),
+            "SUPP": {"AEAWARE": (utc_text(report.aware_at), "Collected")},
         }
 
 
 def _ds(s: Subject, protocol: Protocol, as_of: dt.date) -> Iterator[dict[str, Any]]:
     status = s.status
 
-    def row(spid: str, term: str, decod: str, category: str, date: dt.date) -> dict[str, Any]:
+    def row(spid: str | None, term: str, decod: str, category: str, date: dt.date) -> dict[str, Any]:
         return {
             "DSSPID": spid,
             "DSTERM": term,
@@ -463,13 +439,8 @@ def _ds(s: Subject, protocol: Protocol, as_of: dt.date) -> Iterator[dict[str, An
         consent = "INFORMED CONSENT OBTAINED"
         yield row(screening.id, consent, consent, milestone, s.screening.consent_date)
     if status.status == "screen_failed":
-        yield row(
-            screening.id,
-            "; ".join(status.screen_failures)[:200],
-            "SCREEN FAILURE",
-            disposition,
-            s.screening.effective,
-        )
+        failures = "; ".join(status.screen_failures)
+        yield row(screening.id, failures, SCREEN_FAILURE, disposition, s.screening.effective)
     for event in s.history.as_of(ParticipantEnrolled, as_of)[:1]:
         yield row(event.id, "ENROLLED", "ENROLLED", milestone, event.effective)
     for event in s.history.as_of(ParticipantWithdrew, as_of):
@@ -480,12 +451,53 @@ def _ds(s: Subject, protocol: Protocol, as_of: dt.date) -> Iterator[dict[str, An
         yield row(event.id, cause, "DEATH", disposition, event.effective)
     end = _end_of_participation(s, protocol)
     if status.status == "completed" and end is not None:
-        yield row("", "COMPLETED FOLLOW-UP", "COMPLETED", disposition, end)
+        yield row(None, "COMPLETED FOLLOW-UP", "COMPLETED", disposition, end)
 
 
 Builder = Callable[[Subject, Protocol, dt.date], Iterator[dict[str, Any]]]
 BUILDERS: dict[str, Builder] = {"DM": _dm, "EX": _ex, "LB": _lb, "AE": _ae, "DS": _ds}
+PARENT_NAMES = tuple(BUILDERS)
 DATE_COLUMNS = {"EX": "EXSTDTC", "LB": "LBDTC", "AE": "AESTDTC", "DS": "DSSTDTC"}
+# The dictionary-derived variables of AE, null until the AE is coded.
+CODED = (
+    "AELLT",
+    "AELLTCD",
+    "AEDECOD",
+    "AEPTCD",
+    "AEHLT",
+    "AEHLTCD",
+    "AEHLGT",
+    "AEHLGTCD",
+    "AEBODSYS",
+    "AEBDSYCD",
+    "AESOC",
+    "AESOCCD",
+)
+DEFINE_CSV_COLUMNS = ["DATASET", "VARIABLE", "LABEL", "TYPE", "CORE", "ORIGIN", "COMMENT"]
+
+
+def _define_rows(datasets: Iterable[Dataset]) -> list[dict[str, Any]]:
+    """``define.csv``: every variable of every dataset written, for readers of the CSV files."""
+    return [
+        {
+            "DATASET": d.name,
+            "VARIABLE": v.name,
+            "LABEL": v.label,
+            "TYPE": v.type,
+            "CORE": v.core,
+            "ORIGIN": v.origin,
+            "COMMENT": v.comment,
+        }
+        for d in datasets
+        for v in d.spec.variables
+    ]
+
+
+def _csv_value(value: Any) -> Any:
+    """A CSV cell: numbers without exponent or trailing zeros, null as empty."""
+    if isinstance(value, float):
+        return _number(value)
+    return value
 
 
 # OWASP CSV injection: a cell starting with one of these runs as a spreadsheet

@@ -1,0 +1,66 @@
+"""The end of ``export sdtm`` in a terminal: files written, rules checked, findings (issue 15)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Group
+from rich.markup import escape
+from rich.table import Table
+
+SHOWN_FINDINGS = 20  # the rest are in export.json and in --json
+
+
+def submission_view(summary: dict[str, Any]) -> Group:
+    """What ``export sdtm`` wrote, then the conformance table and the first findings."""
+    parts: list[Any] = [datasets_table(summary), rules_table(summary["conformance"])]
+    if summary["conformance"]["findings"]:
+        parts.append(findings_table(summary["conformance"]))
+    return Group(*parts)
+
+
+def datasets_table(summary: dict[str, Any]) -> Table:
+    define = summary["define"]
+    schema = "valid" if define["valid"] else "[red]NOT valid[/]"
+    title = (
+        f"SDTMIG {summary['sdtmig']} datasets in {escape(summary['dir'])} as of {summary['as_of']} "
+        f"(known at {summary['known_at']}); {define['file']} {schema} against {define['schema']}"
+    )
+    table = Table(title=title, title_justify="left")
+    table.add_column("dataset")
+    table.add_column("records", justify="right")
+    for name, rows in summary["datasets"].items():
+        table.add_row(name, str(rows))
+    return table
+
+
+def rules_table(report: dict[str, Any]) -> Table:
+    errors = report["errors"]
+    verdict = "[green]no error[/]" if errors == 0 else f"[red]{errors} error(s)[/]"
+    table = Table(title=f"CDISC conformance: {verdict}", title_justify="left")
+    for column in ("rule", "checks", "severity", "findings"):
+        table.add_column(column, justify="right" if column == "findings" else "left")
+    for rule in report["rules"]:
+        count = rule["findings"]
+        style = "green" if count == 0 else "red" if rule["severity"] == "error" else "yellow"
+        table.add_row(rule["id"], rule["description"], rule["severity"], f"[{style}]{count}[/]")
+    return table
+
+
+def findings_table(report: dict[str, Any]) -> Table:
+    findings = report["findings"]
+    more = len(findings) - SHOWN_FINDINGS
+    title = "Findings" + (f" (first {SHOWN_FINDINGS}; {more} more in export.json)" if more > 0 else "")
+    table = Table(title=title, title_justify="left")
+    for column in ("rule", "dataset", "variable", "subject", "record", "finding"):
+        table.add_column(column)
+    for finding in findings[:SHOWN_FINDINGS]:
+        table.add_row(
+            finding["rule"],
+            finding["dataset"],
+            finding["variable"],
+            escape(finding["usubjid"] or ""),
+            "" if finding["record"] is None else str(finding["record"]),
+            escape(finding["message"]),
+        )
+    return table
