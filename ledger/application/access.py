@@ -149,6 +149,7 @@ PERMISSIONS: dict[str, Permission] = {
     "sign reviewed": Permission("sign as reviewed", ("site_staff", "investigator", "data_manager")),
     "sign approved": Permission("sign as approved", ("investigator", "data_manager")),
     "sign investigator_attestation": Permission("sign the investigator attestation", ("investigator",)),
+    "code": Permission("code adverse events", ("coder", "data_manager")),
 }
 
 

@@ -12,7 +12,11 @@ it (``recorded_at``, UTC), the clinical date (``effective``) and what it did:
 - a correction (``kind: "correction"``): for each changed field, the target's
   value just before this correction (after the corrections recorded before
   it) and the new value, and the mandatory reason;
-- a void (``kind: "void"``): the voided event, its type and the reason.
+- a void (``kind: "void"``): the voided event, its type and the reason;
+- an adverse-event coding (``kind: "coding"``, issue 15): the coding as
+  ``values``, and in ``changes`` each code and term with the value of the AE's
+  coding before it (``old`` null for the first coding): recoding shows the old
+  and the new codes.
 
 The replay covers every event recorded by ``known_at`` (all by default), so
 old values are right whatever the filters; the filters (participant, site,
@@ -35,7 +39,9 @@ from ledger.application.access import Trial as _Trial
 from ledger.domain.entry import Entry
 from ledger.domain.errors import InvalidInput
 from ledger.domain.events import (
+    CODING_FIELDS,
     ActionRefused,
+    AdverseEventCoded,
     EnrollmentRefused,
     EventCorrected,
     EventVoided,
@@ -157,12 +163,13 @@ def trail(entries: Iterable[Entry], filters: Filters | None = None) -> list[Row]
     """The audit rows of ``entries`` (in ledger order) that ``filters`` keep."""
     filters = filters or Filters()
     current: dict[str, Record] = {}  # every clinical event's values as corrected so far
+    codings: dict[tuple[str, str], AdverseEventCoded] = {}  # the latest coding of each AE
     shown: dict[str, Row] = {}  # rows kept, by event id, to mark later corrections and voids
     rows: list[Row] = []
     for entry in entries:
         if filters.known_at is not None and entry.recorded_at > filters.known_at:
             continue
-        row = _row(entry, current)
+        row = _row(entry, current, codings)
         if filters.keeps(row):
             rows.append(row)
             shown[row.event_id] = row
@@ -171,8 +178,8 @@ def trail(entries: Iterable[Entry], filters: Filters | None = None) -> list[Row]
     return rows
 
 
-def _row(entry: Entry, current: dict[str, Record]) -> Row:
-    """The row of one entry; updates ``current`` with what it does."""
+def _row(entry: Entry, current: dict[str, Record], codings: dict[tuple[str, str], AdverseEventCoded]) -> Row:
+    """The row of one entry; updates ``current`` and ``codings`` with what it does."""
     record = entry.record
     event_id = record.id or f"{entry.participant}#?"
     participant = getattr(record, "participant", None) or (
@@ -212,6 +219,15 @@ def _row(entry: Entry, current: dict[str, Record]) -> Row:
     current[event_id] = record
     row.values = {k: v for k, v in _fields(record).items() if k not in _COLUMNS and v is not None}
     row.reason = _reason(record)
+    if isinstance(record, AdverseEventCoded):
+        row.kind = "coding"
+        before = codings.get((record.participant, record.ae_id))
+        row.changes = [
+            Change(name, None if before is None else getattr(before, name), getattr(record, name))
+            for name in CODING_FIELDS
+            if before is None or getattr(before, name) != getattr(record, name)
+        ]
+        codings[(record.participant, record.ae_id)] = record
     return row
 
 
@@ -366,6 +382,11 @@ def _what(row: Row) -> str:
         return "\n".join(lines)
     if row.kind == "void":
         return f"voids {row.target} ({row.target_type or 'unknown'})"
+    if row.kind == "coding":
+        verb = "codes" if all(c.old is None for c in row.changes) else "recodes"
+        lines = [f"{verb} AE {row.values['ae_id']} ({_show(row.values['verbatim'])})"]
+        lines += [f"{c.field}: {_show(c.old)} -> {_show(c.new)}" for c in row.changes]
+        return "\n".join(lines)
     return ", ".join(f"{k}={_show(v)}" for k, v in row.values.items())
 
 

@@ -313,7 +313,7 @@ class EnrollmentRefused(ClinicalRecord, tag="EnrollmentRefused", kw_only=True):
     criteria: list[Text]
 
 
-Role = Literal["site_staff", "investigator", "monitor", "data_manager", "auditor"]
+Role = Literal["site_staff", "investigator", "monitor", "data_manager", "auditor", "coder"]
 SITE_ROLES: tuple[str, ...] = ("site_staff", "investigator")
 Meaning = Literal["reviewed", "approved", "investigator_attestation"]
 MEANINGS: tuple[str, ...] = Meaning.__args__  # type: ignore[attr-defined]
@@ -383,6 +383,46 @@ class RecordSigned(Record, tag="RecordSigned", kw_only=True):
     signature: Annotated[str, Meta(pattern=r"^[0-9a-f]{128}$")]
 
 
+DictionaryCode = Annotated[int, Meta(ge=1, le=99_999_999)]
+MEDDRA_LEVELS = ("llt", "pt", "hlt", "hlgt", "soc")  # lowest level term up to system organ class
+
+
+class AdverseEventCoded(Record, tag="AdverseEventCoded", kw_only=True):
+    """A coder's coding of an adverse event's verbatim term in a medical dictionary (issue 15).
+
+    ``dictionary`` names the dictionary and its version (``MedDRA 27.0``); the
+    coder's choice is the lowest level term, the preferred term and the primary
+    path above it (high level term, high level group term, system organ
+    class), each with its code.  ``verbatim`` is the term as it read when coded
+    (set by the ledger).  Recoding is a new event: the latest coding counts.
+    The ledger ships no dictionary; it records what the coder chose.  Stored in
+    the participant's stream; not an import line (``code-ae`` is its own use case).
+    """
+
+    event = "AdverseEventCoded"
+    participant: ParticipantCode
+    ae_id: AeId
+    verbatim: Text
+    dictionary: Text
+    llt_code: DictionaryCode
+    llt: Text
+    pt_code: DictionaryCode
+    pt: Text
+    hlt_code: DictionaryCode
+    hlt: Text
+    hlgt_code: DictionaryCode
+    hlgt: Text
+    soc_code: DictionaryCode
+    soc: Text
+
+
+# The coder's choice in an AdverseEventCoded, level by level: what recoding can change.
+CODING_FIELDS: tuple[str, ...] = (
+    "dictionary",
+    *(f"{level}{part}" for level in MEDDRA_LEVELS for part in ("_code", "")),
+)
+
+
 def _concrete(base: type[Record]) -> Iterator[type[Record]]:
     """The record types below ``base`` that have no subtypes, in the order they are declared."""
     for sub in base.__subclasses__():
@@ -393,7 +433,7 @@ def _concrete(base: type[Record]) -> Iterator[type[Record]]:
 
 
 # Everything a stream may hold: the import types and the ledger's own records (a
-# participant's refused enrollments and signatures, the users, the lock, refusals).
+# participant's refused enrollments, signatures and codings, the users, the lock, refusals).
 STORED_TYPES: tuple[type[Record], ...] = tuple(_concrete(Record))
 IMPORT_TYPES: tuple[type[Record], ...] = tuple(t for t in STORED_TYPES if t.command is not None)
 Line = Union[IMPORT_TYPES]  # type: ignore[valid-type]  # noqa: UP007 - a runtime union msgspec tags

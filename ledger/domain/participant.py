@@ -17,7 +17,10 @@ from eventsourcing.utils import register_topic
 
 from ledger.domain.errors import InvalidInput
 from ledger.domain.events import (
+    CODING_FIELDS,
     STORED_TYPES,
+    AdverseEventCoded,
+    AdverseEventReported,
     ClinicalRecord,
     EventCorrected,
     EventVoided,
@@ -68,6 +71,7 @@ class Participant(BaseAggregate[str]):
         self.chart = rules.Chart()
         self.voided: set[str] = set()
         self.signatures: set[str] = set()
+        self.codings: dict[str, AdverseEventCoded] = {}  # the latest coding of each AE, by ae_id
 
     @staticmethod
     def create_id(record: ParticipantScreened) -> str:
@@ -94,6 +98,8 @@ class Participant(BaseAggregate[str]):
         elif isinstance(record, EventVoided):
             target = self._amendable(record.target, "target")
             rules.check_entered_at(self.id, record.entered_at, target, at)
+        elif isinstance(record, AdverseEventCoded):
+            self._check_coding(record)
         elif not isinstance(record, RecordSigned):
             assert isinstance(record, ClinicalRecord)
             rules.check_clinical(self.chart, record, protocol, at)
@@ -108,6 +114,8 @@ class Participant(BaseAggregate[str]):
         records = self.chart.records
         if isinstance(record, RecordSigned):
             self.signatures.add(record_id)
+        elif isinstance(record, AdverseEventCoded):
+            self.codings[record.ae_id] = record
         elif isinstance(record, EventCorrected):
             records[record.target] = corrected(records[record.target], record.changes, stored=True)  # type: ignore[assignment]
         elif isinstance(record, EventVoided):
@@ -137,6 +145,24 @@ class Participant(BaseAggregate[str]):
                 " it cannot be corrected or voided (rule amendable_events)"
             )
         return record
+
+    def reported(self, ae_id: str) -> AdverseEventReported:
+        """The adverse event ``ae_id`` as reported and corrected: what a coding may code."""
+        for record in self.chart.of_type(AdverseEventReported):
+            if record.ae_id == ae_id:
+                return record
+        raise InvalidInput(f"{self.id}: ae_id: no adverse event {ae_id} is reported (and not voided)")
+
+    def _check_coding(self, coding: AdverseEventCoded) -> None:
+        """A coding codes a reported AE, and a recoding changes something (issue 15)."""
+        self.reported(coding.ae_id)
+        before = self.codings.get(coding.ae_id)
+        if before is not None and all(
+            getattr(before, f) == getattr(coding, f) for f in ("verbatim", *CODING_FIELDS)
+        ):
+            raise InvalidInput(
+                f"{self.id}: ae_id: {coding.ae_id} is already coded with these terms and codes"
+            )
 
     def _check_correction(self, correction: EventCorrected, protocol: Protocol, at: dt.datetime) -> None:
         """A corrected event must still be valid, and so must the chart it leaves."""

@@ -287,7 +287,7 @@ def _codelist(mdv: etree._Element, oid: str, codelist: Codelist) -> None:
     node = _add(mdv, "CodeList", OID=f"CL.{oid}", Name=codelist.name, DataType=codelist.data_type)
     if codelist.dictionary is not None:
         name, _, release = codelist.dictionary.rpartition(" ")
-        if not name or not any(c.isdigit() for c in release):
+        if not name or not release[:1].isdigit():
             name, release = codelist.dictionary, ""
         _add(node, "ExternalCodeList", Dictionary=name, **({"Version": release} if release else {}))
     elif any(decode for _, decode in codelist.terms):

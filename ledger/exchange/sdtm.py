@@ -34,8 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from ledger.application.access import lock_state
+from ledger.application.coding import current_codings
 from ledger.domain.entry import Entry
 from ledger.domain.events import (
+    AdverseEventCoded,
     AdverseEventReported,
     CMVLoadMeasured,
     MSCInfused,
@@ -123,6 +125,7 @@ class Submission:
 
     datasets: dict[str, Dataset]
     altered: tuple[Altered, ...]
+    dictionaries: tuple[str, ...]  # the coding dictionaries and versions of the AEs exported
 
 
 def export_sdtm(
@@ -161,7 +164,8 @@ def export_sdtm(
         _write_csv(out / "define.csv", DEFINE_CSV_COLUMNS, _define_rows(written.values()))
         files.append("define.csv")
     study = StudyMetadata(protocol.study, protocol.title, _arm(protocol), tuple(protocol.sites))
-    define = write_define(written, study, out / "define.xml", created=created, format=format)
+    sole = submission.dictionaries[0] if len(submission.dictionaries) == 1 else None
+    define = write_define(written, study, out / "define.xml", created=created, format=format, dictionary=sole)
     files.append("define.xml")
     findings = check(written)
     summary = {
@@ -176,6 +180,7 @@ def export_sdtm(
         "datasets": {name: len(d.rows) for name, d in written.items()},
         "files": files,
         "define": define,
+        "dictionaries": list(submission.dictionaries),
         "conformance": conformance_report(findings),
         "altered_for_transport": [a.to_json() for a in submission.altered],
         "lock": lock_state(chosen).to_json(),
@@ -227,7 +232,11 @@ def build_datasets(entries: Iterable[Entry], protocol: Protocol, as_of: dt.date)
                     text = _transport_text(value, supp_spec.name, subject.usubjid, qnam, altered)
                     supps[supp_spec.name].rows.append(parent.qualifier(qnam, label, text, origin))
                 parents[domain].rows.append(record)
-    return Submission({**parents, **supps}, tuple(altered))
+    coded = {row["AESPID"] for row in parents["AE"].rows if row["AEDECOD"] is not None}
+    dictionaries = sorted(
+        {c.dictionary for s in subjects for ae_id, c in current_codings(s.history).items() if ae_id in coded}
+    )
+    return Submission({**parents, **supps}, tuple(altered), tuple(dictionaries))
 
 
 @dataclass(frozen=True)
@@ -396,6 +405,7 @@ def _lb(s: Subject, protocol: Protocol, as_of: dt.date) -> Iterator[dict[str, An
 
 
 def _ae(s: Subject, protocol: Protocol, as_of: dt.date) -> Iterator[dict[str, Any]]:
+    codings = current_codings(s.history)
     for ae in adverse_events(s.history, as_of):
         report = ae.report.record
         assert isinstance(report, AdverseEventReported)
@@ -403,7 +413,7 @@ def _ae(s: Subject, protocol: Protocol, as_of: dt.date) -> Iterator[dict[str, An
             "AEREFID": ae.report.id,
             "AESPID": ae.ae_id,
             "AETERM": report.term,
-            **dict.fromkeys(CODED),
+            **_coded(codings.get(ae.ae_id)),
             "AECAT": ae.category.upper(),
             "AESEV": SEVERITY.get(ae.grade, "SEVERE"),
             "AESER": "Y" if ae.serious else "N",
@@ -454,11 +464,31 @@ def _ds(s: Subject, protocol: Protocol, as_of: dt.date) -> Iterator[dict[str, An
         yield row(None, "COMPLETED FOLLOW-UP", "COMPLETED", disposition, end)
 
 
+def _coded(coding: AdverseEventCoded | None) -> dict[str, Any]:
+    """The dictionary-derived variables of an AE from its coding; null while it is not coded."""
+    if coding is None:
+        return dict.fromkeys(CODED)
+    return {
+        "AELLT": coding.llt,
+        "AELLTCD": coding.llt_code,
+        "AEDECOD": coding.pt,
+        "AEPTCD": coding.pt_code,
+        "AEHLT": coding.hlt,
+        "AEHLTCD": coding.hlt_code,
+        "AEHLGT": coding.hlgt,
+        "AEHLGTCD": coding.hlgt_code,
+        "AEBODSYS": coding.soc,
+        "AEBDSYCD": coding.soc_code,
+        "AESOC": coding.soc,
+        "AESOCCD": coding.soc_code,
+    }
+
+
 Builder = Callable[[Subject, Protocol, dt.date], Iterator[dict[str, Any]]]
 BUILDERS: dict[str, Builder] = {"DM": _dm, "EX": _ex, "LB": _lb, "AE": _ae, "DS": _ds}
 PARENT_NAMES = tuple(BUILDERS)
 DATE_COLUMNS = {"EX": "EXSTDTC", "LB": "LBDTC", "AE": "AESTDTC", "DS": "DSSTDTC"}
-# The dictionary-derived variables of AE, null until the AE is coded.
+# The dictionary-derived variables of AE (null until the AE is coded), in the order of _coded.
 CODED = (
     "AELLT",
     "AELLTCD",

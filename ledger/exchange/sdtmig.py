@@ -28,7 +28,6 @@ ORIGINS = ("Collected", "Derived", "Assigned", "Not Available")
 SCREEN_FAILURE = "SCREEN FAILURE"
 NOT_ASSIGNED = "NOT ASSIGNED"
 NOT_TREATED = "ASSIGNED, NOT TREATED"
-MEDDRA_LEVELS = ("LLT", "PT", "HLT", "HLGT", "SOC")
 
 
 @dataclass(frozen=True)
