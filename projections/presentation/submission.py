@@ -1,4 +1,4 @@
-"""The end of ``export sdtm`` in a terminal: files written, rules checked, findings (issue 15)."""
+"""Submission work in a terminal (issue 15): what ``export sdtm`` wrote and found, what ``coding`` lists."""
 
 from __future__ import annotations
 
@@ -63,4 +63,16 @@ def findings_table(report: dict[str, Any]) -> Table:
             "" if finding["record"] is None else str(finding["record"]),
             escape(finding["message"]),
         )
+    return table
+
+
+def coding_table(data: dict[str, Any]) -> Table:
+    """The adverse events still to code, one a row, as a coder works through them."""
+    uncoded = data["uncoded"]
+    title = f"Adverse events to code as known at {data['known_at']}: {len(uncoded)}"
+    table = Table(title=title, title_justify="left")
+    for column in ("participant", "ae_id", "onset", "verbatim term", "why"):
+        table.add_column(column, overflow="fold")
+    for term in uncoded:
+        table.add_row(term["participant"], term["ae_id"], term["onset"], escape(term["term"]), term["reason"])
     return table
