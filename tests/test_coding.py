@@ -89,7 +89,9 @@ def test_a_coding_names_a_reported_ae_and_a_recoding_changes_something(sqlite_ur
     ledger = ledger_with_an_ae(sqlite_url)
     with pytest.raises(InvalidInput) as unknown:
         code_adverse_events(ledger, "coder.li", [dataclasses.replace(FEVER, ae_id="AE-9")])
-    assert str(unknown.value) == "NFH-001: ae_id: no adverse event AE-9 is reported (and not voided)"
+    assert str(unknown.value) == (
+        "NFH-001: ae_id: no adverse event AE-9 is reported (and not voided) (rule coding_of_a_reported_ae)"
+    )
     with pytest.raises(InvalidInput) as nobody:
         code_adverse_events(ledger, "coder.li", [dataclasses.replace(FEVER, participant="NFH-777")])
     assert str(nobody.value) == "participant: NFH-777 is not in the ledger"
@@ -99,7 +101,9 @@ def test_a_coding_names_a_reported_ae_and_a_recoding_changes_something(sqlite_ur
     code_adverse_events(ledger, "coder.li", [FEVER])
     with pytest.raises(InvalidInput) as same:
         code_adverse_events(ledger, "coder.li", [FEVER])
-    assert str(same.value) == "NFH-001: ae_id: AE-1 is already coded with these terms and codes"
+    assert str(same.value) == (
+        "NFH-001: ae_id: AE-1 is already coded with these terms and codes (rule recoding_changes_something)"
+    )
     store(ledger, [L.void("ae1", reason="entered in error")])
     with pytest.raises(InvalidInput, match="no adverse event AE-1 is reported"):
         code_adverse_events(ledger, "coder.li", [dataclasses.replace(FEVER, pt="Pyrexia")])

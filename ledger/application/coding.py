@@ -28,7 +28,8 @@ from ledger.domain.entry import Entry
 from ledger.domain.errors import InvalidInput
 from ledger.domain.events import AdverseEventCoded
 from ledger.domain.participant import Participant
-from ledger.domain.rules.corrections import ParticipantHistory, adverse_events, fold
+from ledger.domain.rules.coding import needs_coding
+from ledger.domain.rules.corrections import fold
 
 if TYPE_CHECKING:
     from ledger.application.trial_ledger import TrialLedger
@@ -102,16 +103,6 @@ def _participant(ledger: TrialLedger, participant: str) -> Participant:
     return aggregate
 
 
-def current_codings(history: ParticipantHistory) -> dict[str, AdverseEventCoded]:
-    """The coding that counts for each AE of ``history``: the latest, if it coded the term as it reads now."""
-    latest: dict[str, AdverseEventCoded] = {}
-    for event in history.of_type(AdverseEventCoded):
-        coding: AdverseEventCoded = event.record  # type: ignore[assignment]
-        latest[coding.ae_id] = coding
-    terms = {ae.ae_id: ae.report.record.term for ae in adverse_events(history, dt.date.max)}  # type: ignore[attr-defined]
-    return {ae_id: coding for ae_id, coding in latest.items() if terms.get(ae_id) == coding.verbatim}
-
-
 @dataclass(frozen=True)
 class UncodedTerm:
     """An adverse event a coder still has to code, and why (``not coded`` or the term changed)."""
@@ -134,14 +125,9 @@ class UncodedTerm:
 
 def uncoded(entries: Iterable[Entry]) -> list[UncodedTerm]:
     """``coding``: every reported, non-voided AE without a coding that counts, by participant and onset."""
-    found = []
-    for participant, history in fold(entries).items():
-        counted = current_codings(history)
-        coded = {event.record.ae_id for event in history.of_type(AdverseEventCoded)}  # type: ignore[attr-defined]
-        for ae in adverse_events(history, dt.date.max):
-            if ae.ae_id in counted:
-                continue
-            reason = "term corrected since coding" if ae.ae_id in coded else "not coded"
-            term = ae.report.record.term  # type: ignore[attr-defined]
-            found.append(UncodedTerm(participant, ae.ae_id, term, ae.onset, reason))
+    found = [
+        UncodedTerm(participant, ae.ae_id, ae.report.record.term, ae.onset, reason)  # type: ignore[attr-defined]
+        for participant, history in fold(entries).items()
+        for ae, reason in needs_coding(history)
+    ]
     return sorted(found, key=lambda t: (t.participant, t.onset, t.ae_id))

@@ -17,7 +17,6 @@ from eventsourcing.utils import register_topic
 
 from ledger.domain.errors import InvalidInput
 from ledger.domain.events import (
-    CODING_FIELDS,
     STORED_TYPES,
     AdverseEventCoded,
     AdverseEventReported,
@@ -32,6 +31,7 @@ from ledger.domain.events import (
     fill,
 )
 from ledger.domain.protocol import Protocol
+from ledger.domain.rules import coding as coding_rules
 from ledger.domain.rules import ordering as rules
 from ledger.domain.rules.corrections import amendable, corrected
 
@@ -147,22 +147,12 @@ class Participant(BaseAggregate[str]):
         return record
 
     def reported(self, ae_id: str) -> AdverseEventReported:
-        """The adverse event ``ae_id`` as reported and corrected: what a coding may code."""
-        for record in self.chart.of_type(AdverseEventReported):
-            if record.ae_id == ae_id:
-                return record
-        raise InvalidInput(f"{self.id}: ae_id: no adverse event {ae_id} is reported (and not voided)")
+        """The adverse event ``ae_id`` as reported and corrected: what a coding may code (issue 15)."""
+        return coding_rules.coded_report(self.id, self.chart.of_type(AdverseEventReported), ae_id)
 
     def _check_coding(self, coding: AdverseEventCoded) -> None:
-        """A coding codes a reported AE, and a recoding changes something (issue 15)."""
         self.reported(coding.ae_id)
-        before = self.codings.get(coding.ae_id)
-        if before is not None and all(
-            getattr(before, f) == getattr(coding, f) for f in ("verbatim", *CODING_FIELDS)
-        ):
-            raise InvalidInput(
-                f"{self.id}: ae_id: {coding.ae_id} is already coded with these terms and codes"
-            )
+        coding_rules.check_coding(self.id, self.codings.get(coding.ae_id), coding)
 
     def _check_correction(self, correction: EventCorrected, protocol: Protocol, at: dt.datetime) -> None:
         """A corrected event must still be valid, and so must the chart it leaves."""

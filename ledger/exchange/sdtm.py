@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 from ledger.application.access import lock_state
-from ledger.application.coding import current_codings
 from ledger.domain.entry import Entry
 from ledger.domain.events import (
     AdverseEventCoded,
@@ -48,6 +47,7 @@ from ledger.domain.events import (
     utc_text,
 )
 from ledger.domain.protocol import Protocol
+from ledger.domain.rules.coding import current_codings
 from ledger.domain.rules.corrections import ParticipantHistory, fold
 from ledger.domain.rules.safety import adverse_events
 from ledger.domain.rules.status import ParticipantStatus, summarise
