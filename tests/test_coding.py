@@ -49,7 +49,7 @@ def test_a_coder_codes_recodes_and_the_audit_shows_old_and_new_codes(store_url: 
     ledger = ledger_with_an_ae(store_url)
     staffed(ledger, tmp_path)
     add_user(ledger, tmp_path, "coder.li", "coder")
-    [first] = code_adverse_events(ledger, "coder.li", [FEVER])
+    [first] = [c.record for c in code_adverse_events(ledger, "coder.li", [FEVER])]
     assert (first.participant, first.ae_id, first.verbatim, first.pt, first.user) == (
         "NFH-001",
         "AE-1",
@@ -58,7 +58,9 @@ def test_a_coder_codes_recodes_and_the_audit_shows_old_and_new_codes(store_url: 
         "coder.li",
     )
     recoded = dataclasses.replace(FEVER, pt_code=11000012, pt="Pyrexia")
-    [second] = code_adverse_events(ledger, "dm", [recoded])  # data managers may code too
+    [coded] = code_adverse_events(ledger, "dm", [recoded])
+    second = coded.record
+    assert coded.replaced == first  # data managers may code too
     rows = [r for r in audit.trail(ledger.entries()) if r.kind == "coding"]
     assert [(r.event_id, r.user) for r in rows] == [(first.id, "coder.li"), (second.id, "dm")]
     assert [(c.field, c.old, c.new) for c in rows[1].changes] == [
@@ -141,7 +143,7 @@ def test_sdtm_takes_the_latest_coding_as_known_at_and_lists_an_uncoded_ae(
     sqlite_url: str, tmp_path: Path
 ) -> None:
     ledger = ledger_with_an_ae(sqlite_url)
-    [first] = code_adverse_events(ledger, "coder.li", [FEVER])
+    [first] = [c.record for c in code_adverse_events(ledger, "coder.li", [FEVER])]
     code_adverse_events(ledger, "coder.li", [dataclasses.replace(FEVER, pt_code=11000012, pt="Pyrexia")])
     store(ledger, [L.adverse_event("NFH-001", id="ae2", ae_id="AE-2", term="Nausea", effective="2014-01-13")])
 
@@ -199,7 +201,7 @@ def test_the_coded_demo_trial_exports_with_no_required_variable_finding(tmp_path
     ledger = TrialLedger(str(tmp_path / "trial.db"))
     generated(ledger, 120)
     coded = code_demo(ledger)
-    assert len(coded) > 100 and {c.user for c in coded} == {"central.coder"}
+    assert len(coded) > 100 and {c.record.user for c in coded} == {"central.coder"}
     assert code_demo(ledger) == [] and uncoded(ledger.entries()) == []
     summary = export_sdtm(
         ledger.entries(),

@@ -56,9 +56,23 @@ class Coding:
     soc: str
 
 
-def code_adverse_events(
-    ledger: TrialLedger, user: str | None, codings: Sequence[Coding]
-) -> list[AdverseEventCoded]:
+@dataclass(frozen=True)
+class Coded:
+    """A stored coding, and the coding of the same AE it replaces (``None`` the first time)."""
+
+    record: AdverseEventCoded
+    replaced: AdverseEventCoded | None
+
+    def to_json(self) -> dict[str, Any]:
+        fields = msgspec.to_builtins(self.record)
+        return {
+            "event": self.record.id,
+            **{k: v for k, v in fields.items() if k not in ("type", "id")},
+            "replaced": None if self.replaced is None else self.replaced.id,
+        }
+
+
+def code_adverse_events(ledger: TrialLedger, user: str | None, codings: Sequence[Coding]) -> list[Coded]:
     """``code-ae``: record ``codings`` in one write, all or nothing; the stored events.
 
     Refused (exit 3, recorded) unless ``user`` is a coder or a data manager;
@@ -66,7 +80,7 @@ def code_adverse_events(
     """
     coder = access.acting(user)
 
-    def attempt() -> list[AdverseEventCoded]:
+    def attempt() -> list[Coded]:
         users = access.Registry.load(ledger)
         for coding in codings:
             access.require(ledger, users, coder, ACTION, coding.participant)
@@ -85,8 +99,9 @@ def code_adverse_events(
                 "site": member.user_site if member is not None else None,
             }
             record: AdverseEventCoded = access.checked(AdverseEventCoded, fields)
+            replaced = aggregate.codings.get(coding.ae_id)
             event_id = aggregate.append(record, ledger.protocol, at)
-            stored.append(msgspec.structs.replace(record, id=event_id))
+            stored.append(Coded(msgspec.structs.replace(record, id=event_id), replaced))
         ledger.save(*aggregates.values())
         return stored
 

@@ -13,8 +13,8 @@ import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ledger.application.coding import Coding, code_adverse_events, uncoded
-from ledger.domain.events import MEDDRA_LEVELS, AdverseEventCoded
+from ledger.application.coding import Coded, Coding, code_adverse_events, uncoded
+from ledger.domain.events import MEDDRA_LEVELS
 
 if TYPE_CHECKING:
     from ledger.application.trial_ledger import TrialLedger
@@ -29,7 +29,7 @@ def load_dictionary(path: Path = DICTIONARY) -> tuple[str, dict[str, dict[str, A
     return data["dictionary"], data["terms"]
 
 
-def code_demo(ledger: TrialLedger, user: str = CODER) -> list[AdverseEventCoded]:
+def code_demo(ledger: TrialLedger, user: str = CODER) -> list[Coded]:
     """Code every uncoded AE whose verbatim term the fictitious dictionary holds; the codings stored."""
     dictionary, terms = load_dictionary()
     codings = []
