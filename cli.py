@@ -544,6 +544,8 @@ def demo(participants: int, seed: int, jsonl: str | None) -> None:
             f"{_safe_url(ledger.store)}: stored {len(run.receipt.stored)} events"
             f" ({len(run.receipt.skipped)} already there)" + (f", also written to {jsonl}" if jsonl else "")
         )
+        if run.coded:
+            click.echo(f"coded {run.coded} adverse events with the fictitious demo dictionary (not MedDRA)")
         render(status_summary(run.status))
         render(endpoints_view(run.endpoints))
         click.echo("Next: trial-ledger status | audit NFH-001 | verify | report --out report")
@@ -801,12 +803,21 @@ def export_odm(file: str, known_at: dt.datetime | None) -> None:
 
 @export.command(name="sdtm")
 @click.argument("directory", type=click.Path(file_okay=False, writable=True))
+@click.option(
+    "--format",
+    "format_",
+    type=click.Choice(["xpt", "csv", "both"]),
+    default="xpt",
+    show_default=True,
+    help="SAS XPORT v5 transport files (a submission), CSV with define.csv, or both.",
+)
 @time_options
 @global_options
-def export_sdtm(directory: str, as_of: dt.date, known_at: dt.datetime | None) -> None:
-    """SDTM datasets DM, EX, LB, AE, DS as CSV in DIRECTORY, with define.csv and export.json."""
+def export_sdtm(directory: str, format_: str, as_of: dt.date, known_at: dt.datetime | None) -> None:
+    """SDTMIG 3.4 datasets in DIRECTORY with define.xml, export.json and the CDISC conformance checks."""
     from ledger.exchange.sdtm import export_sdtm as write
     from ledger.storage.outputs import output_folder
+    from projections.presentation.submission import submission_view
 
     ledger = open_ledger()
     with output_folder(directory, "directory", ledger.store) as temporary:
@@ -818,14 +829,15 @@ def export_sdtm(directory: str, as_of: dt.date, known_at: dt.datetime | None) ->
             as_of=as_of,
             known_at=known_at,
             created=ledger.clock(),
+            format=format_,
             shown_as=directory,
         )
-    counts = ", ".join(f"{domain} {rows}" for domain, rows in summary["datasets"].items())
-    emit(
-        summary,
-        f"wrote {directory}: {counts} rows as of {summary['as_of']}, as known at {summary['known_at']}; "
-        f"{_lock_text(summary['lock'])}",
-    )
+
+    def show() -> None:
+        render(submission_view(summary))
+        click.echo(_lock_text(summary["lock"]))
+
+    emit(summary, show)
 
 
 @main.command()
@@ -874,7 +886,9 @@ def user() -> None:
 
 @user.command(name="add")
 @click.argument("name")
-@click.option("--role", required=True, help="site_staff, investigator, monitor, data_manager or auditor.")
+@click.option(
+    "--role", required=True, help="site_staff, investigator, monitor, data_manager, auditor or coder."
+)
 @click.option("--site", help="The site of a site_staff or investigator.")
 @click.option("--full-name", required=True, help="Printed name shown with the user's signatures.")
 @click.option("--key-file", type=click.Path(dir_okay=False), help=_KEY_FILE_HELP)
@@ -981,6 +995,57 @@ def signatures_(participant: str | None, known_at: dt.datetime | None) -> None:
     emit({"ok": ok, "signatures": rows}, "\n".join(lines) or "no signatures")
     if not ok:
         sys.exit(1)
+
+
+# -- adverse-event coding (issue 15) ---------------------------------------------------------
+
+
+@main.command(name="code-ae")
+@click.option("--participant", required=True, help="The participant whose adverse event is coded.")
+@click.option("--ae-id", required=True, help="The site's AE number.")
+@click.option("--dictionary", required=True, help='The dictionary and its version, e.g. "MedDRA 27.0".')
+@click.option("--llt-code", type=int, required=True, help="Lowest level term code.")
+@click.option("--llt", required=True, help="Lowest level term.")
+@click.option("--pt-code", type=int, required=True, help="Preferred term code.")
+@click.option("--pt", required=True, help="Preferred term (SDTM AEDECOD).")
+@click.option("--hlt-code", type=int, required=True, help="High level term code.")
+@click.option("--hlt", required=True, help="High level term.")
+@click.option("--hlgt-code", type=int, required=True, help="High level group term code.")
+@click.option("--hlgt", required=True, help="High level group term.")
+@click.option("--soc-code", type=int, required=True, help="Primary system organ class code.")
+@click.option("--soc", required=True, help="Primary system organ class (SDTM AEBODSYS).")
+@global_options
+def code_ae(**chosen: Any) -> None:
+    """Code an adverse event's verbatim term (coders and data managers); recoding is a new event."""
+    from ledger.application.coding import Coding, code_adverse_events
+
+    [coded] = code_adverse_events(open_ledger(), settings().user, [Coding(**chosen)])
+    record = coded.record
+    verb = "coded" if coded.replaced is None else "recoded"
+    emit(
+        coded.to_json(),
+        f"{verb} {record.participant} {record.ae_id} ({record.verbatim}) in {record.dictionary}:"
+        f" PT {record.pt} ({record.pt_code}), SOC {record.soc} ({record.soc_code}) as {record.id}",
+    )
+
+
+@main.command()
+@click.option(
+    "--known-at",
+    type=KnownAt(),
+    help="As the ledger stood then (date-time with offset; a date = end of day UTC).",
+)
+@global_options
+def coding(known_at: dt.datetime | None) -> None:
+    """The adverse events still to code: participant, AE id, verbatim term, onset (and why)."""
+    from ledger.application.coding import uncoded
+    from ledger.domain.events import utc_text
+    from projections.presentation.submission import coding_table
+
+    ledger = open_ledger()
+    terms = uncoded(ledger.entries(known_at=known_at))
+    data = {"known_at": utc_text(known_at or ledger.clock()), "uncoded": [t.to_json() for t in terms]}
+    emit(data, lambda: render(coding_table(data)))
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ def test_code_ae_and_coding_on_the_command_line(tmp_path: Path) -> None:
     code, out, _ = run(url, "code-ae", *CODING[:-2], "--soc", "Other conditions")
     assert code == 0 and out.startswith("recoded NFH-001 AE-1 (Fever) in Test Dictionary 2.0")
     code, out, _ = run(url, "--json", "audit", "NFH-001")
-    codings = [row for row in json.loads(out)["rows"] if row["kind"] == "coding"]
+    codings = [row for row in json.loads(out)["entries"] if row["kind"] == "coding"]
     assert codings[1]["changes"] == [{"field": "soc", "old": "General conditions", "new": "Other conditions"}]
     code, out, _ = run(url, "coding")
     assert code == 0 and "Adverse events to code" in out

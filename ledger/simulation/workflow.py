@@ -1,10 +1,12 @@
-"""``demo``: simulate the trial, import it like site data, then project status and endpoints (SPEC section 6).
+"""``demo``: simulate the trial, import it like site data, code its AEs, then project it (SPEC section 6).
 
 The use case behind the ``demo`` command (issue 13: the command line only
 parses and prints).  The simulated lines go through the same validated,
 all-or-nothing import as any file, so running the same demo twice stores
-nothing the second time.  ``--jsonl`` is written like every other output
-(:mod:`ledger.storage.outputs`): never over a ledger, atomically.
+nothing the second time.  The demo's coder then codes the adverse events with
+the fictitious dictionary (:mod:`ledger.simulation.coding`; issue 15).
+``--jsonl`` is written like every other output (:mod:`ledger.storage.outputs`):
+never over a ledger, atomically.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ledger.application.importer import import_lines
+from ledger.simulation.coding import code_demo
 from ledger.simulation.demo import generate_trial, write_jsonl
 from ledger.storage.outputs import output_file
 from projections.readmodel.queries import Monitor
@@ -24,15 +27,16 @@ if TYPE_CHECKING:
     from ledger.application.trial_ledger import Receipt, TrialLedger
 
 # The steps of a run, for a progress display.
-STEPS = 3
+STEPS = 4
 
 
 @dataclass(frozen=True)
 class DemoRun:
-    """What a demo did: the import's receipt and the status and endpoints as of ``today``."""
+    """What a demo did: the import's receipt, the AEs coded, and the status and endpoints as of ``today``."""
 
     receipt: Receipt
     events: int
+    coded: int
     status: dict[str, Any]
     endpoints: dict[str, Any]
 
@@ -40,6 +44,7 @@ class DemoRun:
         return {
             "stored": len(self.receipt.stored),
             "skipped": len(self.receipt.skipped),
+            "coded": self.coded,
             "status": self.status,
             "endpoints": self.endpoints,
         }
@@ -67,9 +72,11 @@ def run_demo(
     write_jsonl(lines, text)
     step(f"importing {len(lines)} events")
     receipt = import_lines(ledger, io.BytesIO(text.getvalue().encode()), user=user)
+    step("coding the adverse events (fictitious dictionary)")
+    coded = len(code_demo(ledger))
     step("projecting status and endpoints")
     monitor = Monitor(ledger)
     today = dt.date.today()
-    run = DemoRun(receipt, len(lines), monitor.status(today, None), monitor.endpoints(today, None))
+    run = DemoRun(receipt, len(lines), coded, monitor.status(today, None), monitor.endpoints(today, None))
     step("done")
     return run

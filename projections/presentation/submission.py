@@ -7,30 +7,37 @@ from typing import Any
 from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 SHOWN_FINDINGS = 20  # the rest are in export.json and in --json
 
 
 def submission_view(summary: dict[str, Any]) -> Group:
     """What ``export sdtm`` wrote, then the conformance table and the first findings."""
-    parts: list[Any] = [datasets_table(summary), rules_table(summary["conformance"])]
+    define = summary["define"]
+    schema = "valid" if define["valid"] else "[red]NOT valid[/]"
+    header = (
+        f"SDTMIG {summary['sdtmig']} datasets in {escape(summary['dir'])} as of {summary['as_of']}"
+        f" (known at {summary['known_at']}); {define['file']} {schema} against {define['schema']}"
+    )
+    parts: list[Any] = [
+        Text.from_markup(header),
+        datasets_table(summary),
+        rules_table(summary["conformance"]),
+    ]
     if summary["conformance"]["findings"]:
         parts.append(findings_table(summary["conformance"]))
     return Group(*parts)
 
 
 def datasets_table(summary: dict[str, Any]) -> Table:
-    define = summary["define"]
-    schema = "valid" if define["valid"] else "[red]NOT valid[/]"
-    title = (
-        f"SDTMIG {summary['sdtmig']} datasets in {escape(summary['dir'])} as of {summary['as_of']} "
-        f"(known at {summary['known_at']}); {define['file']} {schema} against {define['schema']}"
-    )
-    table = Table(title=title, title_justify="left")
+    table = Table()
     table.add_column("dataset")
+    table.add_column("file")
     table.add_column("records", justify="right")
     for name, rows in summary["datasets"].items():
-        table.add_row(name, str(rows))
+        files = [f for f in summary["files"] if f.split(".")[0] == name.lower()]
+        table.add_row(name, ", ".join(files), str(rows))
     return table
 
 
@@ -66,9 +73,11 @@ def findings_table(report: dict[str, Any]) -> Table:
     return table
 
 
-def coding_table(data: dict[str, Any]) -> Table:
+def coding_table(data: dict[str, Any]) -> Table | Text:
     """The adverse events still to code, one a row, as a coder works through them."""
     uncoded = data["uncoded"]
+    if not uncoded:
+        return Text(f"no adverse event to code as known at {data['known_at']}")
     title = f"Adverse events to code as known at {data['known_at']}: {len(uncoded)}"
     table = Table(title=title, title_justify="left")
     for column in ("participant", "ae_id", "onset", "verbatim term", "why"):
