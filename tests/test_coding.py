@@ -5,16 +5,19 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import tomllib
+from importlib.resources import as_file, files
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from lxml import etree
 
 from ledger.application import audit
 from ledger.application.coding import Coding, code_adverse_events, uncoded
 from ledger.application.trial_ledger import TrialLedger
 from ledger.domain.errors import InvalidInput, Refused
 from ledger.domain.events import ActionRefused
+from ledger.exchange.odm import export_odm, read_odm
 from ledger.exchange.sdtm import export_sdtm
 from ledger.simulation import demo
 from ledger.simulation.coding import DICTIONARY, code_demo
@@ -217,3 +220,14 @@ def test_the_coded_demo_trial_exports_with_no_required_variable_finding(tmp_path
     assert summary["define"]["valid"] is True
     define = (tmp_path / "sdtm" / "define.xml").read_text()
     assert '<ExternalCodeList Dictionary="Fictional Demo Dictionary" Version="1.0"/>' in define
+
+
+def test_a_coding_travels_in_the_odm_export_and_reads_back(sqlite_url: str, tmp_path: Path) -> None:
+    ledger = ledger_with_an_ae(sqlite_url)
+    [coded] = code_adverse_events(ledger, "coder.li", [FEVER])
+    path = tmp_path / "odm.xml"
+    export_odm(list(ledger.entries()), ledger.protocol, path, known_at=None, created=dt.datetime.now(dt.UTC))
+    with as_file(files("odmlib") / "schemas" / "odm" / "1.3.2" / "ODM1-3-2.xsd") as xsd:
+        schema = etree.XMLSchema(etree.parse(str(xsd)))
+    assert schema.validate(etree.parse(str(path))), schema.error_log
+    assert [r for r in read_odm(path) if r.type == "AdverseEventCoded"] == [coded.record]
