@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from importlib.metadata import version
 from importlib.resources import as_file, files
 from pathlib import Path
@@ -238,10 +239,11 @@ def _data_type(dataset: Dataset, variable: Variable) -> dict[str, str]:
     """DataType, Length and SignificantDigits of a variable, from its values."""
     values = [row[variable.name] for row in dataset.rows if row.get(variable.name) is not None]
     if variable.type == "Num":
-        if all(float(v).is_integer() for v in values):
-            return {"DataType": "integer", "Length": str(max((len(str(int(v))) for v in values), default=1))}
-        decimals = max(len(repr(float(v)).split(".")[1]) for v in values if not float(v).is_integer())
-        digits = max(len(repr(float(v)).replace(".", "").lstrip("-")) for v in values)
+        texts = [format(Decimal(repr(float(v))).normalize(), "f") for v in values]
+        if all("." not in t for t in texts):
+            return {"DataType": "integer", "Length": str(max((len(t.lstrip("-")) for t in texts), default=1))}
+        decimals = max(len(t.split(".")[1]) for t in texts if "." in t)
+        digits = max(len(t.lstrip("-").replace(".", "")) for t in texts)
         return {"DataType": "float", "Length": str(digits), "SignificantDigits": str(decimals)}
     if variable.name.endswith("DTC") and values and all(len(str(v)) == 10 for v in values):
         return {"DataType": "date"}
