@@ -262,7 +262,7 @@ def test_a_folder_output_holding_a_ledger_under_an_output_name_is_refused(
     option, environment = stores
     out = tmp_path / "out"
     out.mkdir()
-    name = "dm.csv" if command == "export sdtm" else "index.html"
+    name = "dm.xpt" if command == "export sdtm" else "index.html"
     shutil.copy(environment, out / name)
     before = _bytes(out / name)
     result = invoke(["--store", option, *FOLDER_OUTPUTS[command](str(out))])
@@ -317,6 +317,7 @@ READS = [
     ["endpoints"],
     ["audit"],
     ["signatures"],
+    ["coding"],
     ["prove", "--from-size", "0"],
     ["rebuild"],
     ["export", "odm", "out.xml"],
@@ -459,6 +460,7 @@ WRITING = {
     ("lock",),
     ("unlock",),
     ("sign",),
+    ("code-ae",),
     ("demo",),
     ("user", "add"),
     *((name,) for name in main.commands if type(main.commands[name]).__name__ == "WriteCommand"),
