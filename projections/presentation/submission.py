@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Group
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
+
+from projections.presentation.render import cell
 
 SHOWN_FINDINGS = 20  # the rest are in export.json and in --json
 
@@ -17,7 +18,7 @@ def submission_view(summary: dict[str, Any]) -> Group:
     define = summary["define"]
     schema = "valid" if define["valid"] else "[red]NOT valid[/]"
     header = (
-        f"SDTMIG {summary['sdtmig']} datasets in {escape(summary['dir'])} as of {summary['as_of']}"
+        f"SDTMIG {summary['sdtmig']} datasets in {cell(summary['dir'])} as of {summary['as_of']}"
         f" (known at {summary['known_at']}); {define['file']} {schema} against {define['schema']}"
     )
     parts: list[Any] = [
@@ -66,9 +67,9 @@ def findings_table(report: dict[str, Any]) -> Table:
             finding["rule"],
             finding["dataset"],
             finding["variable"],
-            escape(finding["usubjid"] or ""),
+            cell(finding["usubjid"] or ""),
             "" if finding["record"] is None else str(finding["record"]),
-            escape(finding["message"]),
+            cell(finding["message"]),
         )
     return table
 
@@ -83,5 +84,5 @@ def coding_table(data: dict[str, Any]) -> Table | Text:
     for column in ("participant", "ae_id", "onset", "verbatim term", "why"):
         table.add_column(column, overflow="fold")
     for term in uncoded:
-        table.add_row(term["participant"], term["ae_id"], term["onset"], escape(term["term"]), term["reason"])
+        table.add_row(term["participant"], term["ae_id"], term["onset"], cell(term["term"]), term["reason"])
     return table
