@@ -140,7 +140,7 @@ def test_exports_hold_values_accepted_once_escaped(old_store: str, tmp_path: Pat
     document = etree.parse(str(tmp_path / "odm.xml"))
     values = [item.get("Value") for item in document.iter("{*}ItemData")]
     assert "COBAS\\x00TaqMan\\x1b[2J" in values
-    _cli(old_store, "export", "sdtm", str(tmp_path / "sdtm"), "--as-of", "2014-12-31")
+    _cli(old_store, "export", "sdtm", str(tmp_path / "sdtm"), "--format", "csv", "--as-of", "2014-12-31")
     with (tmp_path / "sdtm" / "ae.csv").open(newline="") as file:
         (row,) = list(csv.DictReader(file))
     assert row["AETERM"] == '\'=HYPERLINK("x")\\x1b]0;owned\\x07'
@@ -224,6 +224,7 @@ def test_event_topics_are_the_ones_stored_and_sealed() -> None:
         "EventCorrected": "Corrected",
         "EventVoided": "Voided",
         "RecordSigned": "Signed",
+        "AdverseEventCoded": "AdverseEventCoded",
     }
     topics = {t.__struct_config__.tag: get_topic(c) for t, c in EVENT_CLASS.items()}
     assert topics == {tag: f"ledger.domain.participant:Participant.{name}" for tag, name in names.items()}

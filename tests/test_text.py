@@ -232,7 +232,7 @@ def test_an_ae_term_that_looks_like_a_formula_is_text_in_the_sdtm_export(tmp_pat
     url = str(tmp_path / "formula.db")
     lines = [*L.treated(), L.adverse_event(term="=cmd|' /C calc'!A0")]
     assert invoke(url, "import", "-", stdin=L.jsonl(lines)).exit_code == 0
-    result = invoke(url, "export", "sdtm", str(tmp_path / "sdtm"), "--as-of", "2014-12-31")
+    result = invoke(url, "export", "sdtm", str(tmp_path / "sdtm"), "--format", "csv", "--as-of", "2014-12-31")
     assert result.exit_code == 0, result.output
     import csv
 

@@ -3,9 +3,10 @@
 The FDA Technical Conformance Guide asks for one SAS XPORT v5 file per dataset:
 dataset and variable names of at most 8 characters, labels of at most 40,
 character values of at most 200 bytes, ASCII only.  :func:`ascii_text` makes a
-ledger text fit (accents are dropped, control characters become spaces, any
-other character ``?``); :func:`chunks` cuts a long one into 200-byte pieces
-(SDTMIG 4.5.3.2 puts the pieces after the first in SUPP--).  The files are
+ledger text fit (tab and newline become spaces, other control characters are
+escaped as everywhere, accents are dropped, any other character is ``?``);
+:func:`chunks` cuts a long one into 200-byte pieces (SDTMIG 4.5.3.2 puts the
+pieces after the first in SUPP--).  The files are
 written with pyreadstat; a character variable is as long as its longest value.
 """
 
@@ -18,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pyreadstat
 
+from ledger.domain.text import printable
 from ledger.exchange.sdtmig import Dataset
 
 MAX_NAME = 8
@@ -26,10 +28,14 @@ MAX_TEXT = 200
 
 
 def ascii_text(value: str) -> str:
-    """``value`` in printable ASCII: accents dropped, controls as spaces, anything else ``?``."""
-    decomposed = unicodedata.normalize("NFKD", value)
-    kept = (c for c in decomposed if not unicodedata.combining(c))
-    return "".join(" " if unicodedata.category(c) == "Cc" else c if c.isascii() else "?" for c in kept)
+    """``value`` in ASCII: tab and newline as spaces, other controls escaped, no accents, else ``?``.
+
+    Control characters a store of an older version may hold are escaped the way
+    every output escapes them (:func:`ledger.domain.text.printable`).
+    """
+    escaped = printable(value).replace("\t", " ").replace("\n", " ")
+    decomposed = unicodedata.normalize("NFKD", escaped)
+    return "".join(c if c.isascii() else "?" for c in decomposed if not unicodedata.combining(c))
 
 
 def chunks(value: str, size: int = MAX_TEXT) -> list[str]:
