@@ -1,0 +1,71 @@
+"""Which protocol version judges a participant (SPEC section 2, protocol versions).
+
+Every protocol parameter comes from the version in force on the participant's
+enrollment date, or on the screening date for a participant never enrolled (a
+screen failure, or one screened and not yet enrolled).  The ledger records every
+adopted version as an event (content hash, version, effective date and the file's
+text), so a participant enrolled before an amendment keeps being judged by the
+version they were enrolled under, whatever file is on disk today.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from ledger.domain.protocol import Protocol
+
+
+def content_hash(text: bytes) -> str:
+    """The SHA-256 of a protocol file's bytes, lowercase hex: what identifies a version."""
+    return hashlib.sha256(text).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class AdoptedProtocol:
+    """One protocol version as adopted: its parameters, version, effective date and hash."""
+
+    protocol: Protocol
+    version: str
+    effective: dt.date
+    sha256: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": self.version, "effective": self.effective.isoformat(), "sha256": self.sha256}
+
+
+def judged_on(screened: dt.date, enrolled: dt.date | None) -> dt.date:
+    """The date whose protocol version judges a participant: enrollment, else screening."""
+    return enrolled if enrolled is not None else screened
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolVersions:
+    """The adopted versions, in the order they were recorded (at least one)."""
+
+    adopted: tuple[AdoptedProtocol, ...]
+
+    def __post_init__(self) -> None:
+        if not self.adopted:
+            raise ValueError("a trial has at least one protocol version")
+
+    def in_force(self, on: dt.date) -> AdoptedProtocol:
+        """The version in force on ``on``: the latest effective on or before it.
+
+        Of two versions effective the same day the one recorded later wins (it
+        amends the other).  A date before every effective date takes the earliest
+        version: data from before the first adoption are judged by the first
+        protocol, never by none.
+        """
+        ordered = sorted(enumerate(self.adopted), key=lambda pair: (pair[1].effective, pair[0]))
+        chosen = ordered[0][1]
+        for _, version in ordered:
+            if version.effective <= on:
+                chosen = version
+        return chosen
+
+    def for_participant(self, screened: dt.date, enrolled: dt.date | None) -> AdoptedProtocol:
+        """The version that judges a participant screened and (perhaps) enrolled on these dates."""
+        return self.in_force(judged_on(screened, enrolled))
