@@ -1,0 +1,78 @@
+"""The protocol version that judges a participant (SPEC section 2, protocol versions)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ledger.domain.protocol import load_protocol
+from ledger.domain.rules.versions import AdoptedProtocol, ProtocolVersions, content_hash, judged_on
+
+PROTOCOL = load_protocol()
+D = dt.date.fromisoformat
+
+
+def adopted(version: str, effective: str) -> AdoptedProtocol:
+    return AdoptedProtocol(PROTOCOL, version, D(effective), content_hash(version.encode()))
+
+
+V1, V2, V3 = adopted("1.0", "2014-01-01"), adopted("2.0", "2015-01-01"), adopted("3.0", "2016-01-01")
+
+
+@pytest.mark.parametrize(
+    ("on", "expected"),
+    [
+        ("2013-06-30", "1.0"),  # before the first adoption: the first version
+        ("2014-01-01", "1.0"),
+        ("2014-12-31", "1.0"),
+        ("2015-01-01", "2.0"),  # effective that very day
+        ("2015-12-31", "2.0"),
+        ("2016-01-01", "3.0"),
+        ("2030-01-01", "3.0"),
+    ],
+)
+def test_the_version_in_force_is_the_latest_effective_on_or_before_the_date(on: str, expected: str) -> None:
+    # Recorded out of effective-date order: the effective dates decide, not the recording order.
+    assert ProtocolVersions((V2, V1, V3)).in_force(D(on)).version == expected
+
+
+def test_of_two_versions_effective_the_same_day_the_later_recorded_wins() -> None:
+    amended = adopted("2.1", "2015-01-01")
+    assert ProtocolVersions((V1, V2, amended)).in_force(D("2015-06-01")).version == "2.1"
+    assert ProtocolVersions((V1, amended, V2)).in_force(D("2015-06-01")).version == "2.0"
+
+
+def test_enrollment_judges_an_enrolled_participant_and_screening_one_never_enrolled() -> None:
+    versions = ProtocolVersions((V1, V2))
+    assert judged_on(D("2014-12-20"), D("2015-01-03")) == D("2015-01-03")
+    assert judged_on(D("2014-12-20"), None) == D("2014-12-20")
+    assert versions.for_participant(D("2014-12-20"), D("2015-01-03")).version == "2.0"
+    assert versions.for_participant(D("2014-12-20"), None).version == "1.0"
+    assert versions.for_participant(D("2014-12-20"), D("2014-12-31")).version == "1.0"
+
+
+def test_a_trial_has_at_least_one_version() -> None:
+    with pytest.raises(ValueError, match="at least one protocol version"):
+        ProtocolVersions(())
+
+
+@given(
+    st.lists(st.dates(dt.date(2010, 1, 1), dt.date(2030, 1, 1)), min_size=1, max_size=6),
+    st.dates(dt.date(2005, 1, 1), dt.date(2035, 1, 1)),
+)
+def test_the_version_in_force_never_starts_after_the_date_unless_none_had_started(
+    effective: list[dt.date], on: dt.date
+) -> None:
+    versions = ProtocolVersions(
+        tuple(AdoptedProtocol(PROTOCOL, str(i), day, "0" * 64) for i, day in enumerate(effective))
+    )
+    chosen = versions.in_force(on)
+    started = [v for v in versions.adopted if v.effective <= on]
+    if started:
+        assert chosen.effective == max(v.effective for v in started)
+        assert all(v.effective <= chosen.effective for v in started)
+    else:
+        assert chosen.effective == min(effective)
