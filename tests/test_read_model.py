@@ -7,6 +7,7 @@ computed from a store that holds only the events recorded by T.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import uuid
 from pathlib import Path
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 
 from cli import main
 from ledger.application.trial_ledger import TrialLedger
+from ledger.domain.protocol import DEFAULT_PROTOCOL, load_protocol
 from projections.readmodel.queries import Monitor
 from projections.readmodel.timeline import catch_up, open_view, rebuild
 from tests import lines as L
@@ -108,6 +110,9 @@ def test_known_at_equals_a_store_holding_only_what_was_recorded_by_then(
     }
 
 
+SHIPPED_SHA = hashlib.sha256(DEFAULT_PROTOCOL.read_bytes()).hexdigest()
+
+
 def test_status_and_endpoints_json_follow_the_spec(tmp_path: Path) -> None:
     store = str(tmp_path / "cli.db")
     ledger = TrialLedger(store)
@@ -126,8 +131,14 @@ def test_status_and_endpoints_json_follow_the_spec(tmp_path: Path) -> None:
     status = runner.invoke(main, ["--store", store, "--json", "status", "--as-of", "2014-06-30"])
     assert status.exit_code == 0, status.output
     data = json.loads(status.output)
-    assert set(data) == {"as_of", "known_at", "participants"}
+    # The SPEC's keys, then the protocol versions that judged the participants (SPEC section 2).
+    assert list(data) == ["as_of", "known_at", "participants", "protocol_versions"]
     assert data["as_of"] == "2014-06-30"
+    shipped = load_protocol()
+    assert data["protocol_versions"] == [
+        {"version": shipped.version, "effective": "0001-01-01", "sha256": SHIPPED_SHA}
+    ]
+    assert [row.pop("protocol_version") for row in data["participants"]] == [shipped.version] * 2
     assert data["participants"] == [
         {
             "participant": "AMMS-001",
@@ -152,7 +163,16 @@ def test_status_and_endpoints_json_follow_the_spec(tmp_path: Path) -> None:
     endpoints = runner.invoke(main, ["endpoints", "--as-of", "2014-06-30", "--store", store, "--json"])
     assert endpoints.exit_code == 0, endpoints.output
     result = json.loads(endpoints.output)
-    assert set(result) == {"as_of", "known_at", "primary", "primary_itt", "secondary", "lock"}
+    assert list(result) == [
+        "as_of",
+        "known_at",
+        "primary",
+        "primary_itt",
+        "secondary",
+        "protocol_versions",
+        "lock",
+    ]
+    assert result["protocol_versions"] == data["protocol_versions"]
     assert result["lock"] == {"locked": False, "since": None, "by": None, "reason": None}
     assert result["primary"] == {
         "population": "mITT",

@@ -12,13 +12,14 @@ from ledger.domain.protocol import Protocol, load_protocol
 from ledger.domain.rules.corrections import fold
 from ledger.domain.rules.endpoints import endpoints
 from ledger.domain.rules.stats import proportion_percent
+from ledger.domain.rules.versions import ProtocolVersions
 from tests.builders import D0, Ledger, day, remission_days
 
 PROTOCOL = load_protocol()
 
 
 def run(ledger: Ledger, as_of: dt.date) -> dict[str, Any]:
-    return endpoints(fold(ledger.entries).values(), as_of, PROTOCOL)
+    return endpoints(fold(ledger.entries).values(), as_of, ProtocolVersions.only(PROTOCOL))
 
 
 def cr(ledger: Ledger, participant: str, first: int, second: int) -> None:
@@ -195,7 +196,9 @@ def test_known_at_is_a_prefix_of_the_ledger() -> None:
     known_at = ledger.clock
     ledger.correct(report, category="renal_toxicity")
     earlier = [e for e in ledger.entries if e.recorded_at <= known_at]
-    then = endpoints(fold(earlier).values(), day(30), PROTOCOL)["secondary"]["by_category"]
+    then = endpoints(fold(earlier).values(), day(30), ProtocolVersions.only(PROTOCOL))["secondary"][
+        "by_category"
+    ]
     now = run(ledger, day(30))["secondary"]["by_category"]
     assert (then["other"]["events"], then["renal_toxicity"]["events"]) == (1, 0)
     assert (now["other"]["events"], now["renal_toxicity"]["events"]) == (0, 1)
@@ -211,7 +214,7 @@ def test_the_window_bounds_responders_ongoing_and_safety(protocol: Protocol, off
         ledger.cmv("NFH-001", on=day(number))
     ledger.treated("NFH-002")
     ledger.ae("NFH-002", on=day(window + offset), serious=True)
-    result = endpoints(fold(ledger.entries).values(), day(window + offset), protocol)
+    result = endpoints(fold(ledger.entries).values(), day(window + offset), ProtocolVersions.only(protocol))
     inside = offset == 0
     assert (result["primary"]["n"], result["primary"]["N"]) == (1 if inside else 0, 2)
     assert result["primary"]["ongoing"] == (1 if inside else 0)  # NFH-002 while the window is open

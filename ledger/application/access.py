@@ -125,7 +125,13 @@ class Registry(RecordLog):
         self.users[record.name] = record
 
 
-LOG_STREAMS = (Trial.STREAM, Registry.STREAM)
+class ProtocolLog(RecordLog):
+    """The adopted protocol versions (SPEC section 2), in recorded order."""
+
+    STREAM = "PROTOCOL"
+
+
+LOG_STREAMS = (Trial.STREAM, Registry.STREAM, ProtocolLog.STREAM)
 
 # Events stored before the package's layers were made visible name these
 # classes under module ``ledger.access`` (see ``ledger.domain.participant``).
@@ -146,6 +152,7 @@ PERMISSIONS: dict[str, Permission] = {
     "lock": Permission("lock the ledger", ("data_manager",)),
     "unlock": Permission("unlock the ledger", ("data_manager",)),
     "user add": Permission("register users", ("data_manager",)),
+    "protocol adopt": Permission("adopt protocol versions", ("data_manager",)),
     "sign reviewed": Permission("sign as reviewed", ("site_staff", "investigator", "data_manager")),
     "sign approved": Permission("sign as approved", ("investigator", "data_manager")),
     "sign investigator_attestation": Permission("sign the investigator attestation", ("investigator",)),

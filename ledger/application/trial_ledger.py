@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+import msgspec
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import CanMutateAggregate
 from eventsourcing.persistence import Notification, OperationalError, RecordConflictError
@@ -31,6 +32,7 @@ from eventsourcing.utils import get_topic
 from msgspec.structs import replace
 
 from ledger.application import access
+from ledger.application.protocols import protocol_versions
 from ledger.domain.entry import Entry
 from ledger.domain.errors import Ineligible, InvalidInput, LedgerError, Refused
 from ledger.domain.events import (
@@ -46,9 +48,10 @@ from ledger.domain.events import (
     fill,
 )
 from ledger.domain.participant import EVENT_CLASS, Participant, ledger_event_id
-from ledger.domain.protocol import Protocol, load_protocol
+from ledger.domain.protocol import DEFAULT_PROTOCOL, Protocol, load_protocol
 from ledger.domain.rules import ordering as rules
 from ledger.domain.rules.sites import site_of
+from ledger.domain.rules.versions import ProtocolVersions
 from ledger.storage.codec import Codec
 from ledger.storage.seal import content_hash
 from ledger.storage.stores import require_ledger, store_env, store_url
@@ -96,12 +99,21 @@ class TrialLedger(Application[str]):
         store: str | None = None,
         *,
         protocol: Protocol | None = None,
+        protocol_text: bytes | None = None,
         clock: Callable[[], dt.datetime] = utc_now,
         create: bool = True,
     ) -> None:
         """Open the ledger on ``store``; without ``create`` it must exist (issue 11: reads create nothing)."""
         self.store = store_url(store)
+        # The protocol file the ledger is opened with: what ``init`` adopts, and the
+        # one version of a ledger that has adopted none (ledger.application.protocols).
+        # A protocol given as an object (library use) is kept as its JSON.
         self.protocol = protocol or load_protocol()
+        if protocol_text is None:
+            protocol_text = (
+                DEFAULT_PROTOCOL.read_bytes() if protocol is None else msgspec.json.encode(protocol)
+            )
+        self.protocol_text = protocol_text
         self.clock = clock
         # Checked before the library connects: connecting would create the file.
         require_ledger(self.store, create=create)
@@ -171,7 +183,8 @@ class TrialLedger(Application[str]):
         # Every read below sees at least this much; the save is refused as a
         # conflict if one of the batch's streams grew after it.
         read_at = self.recorder.max_notification_id() or 0
-        filled = self._fill(lines, user, site, problems)
+        versions = protocol_versions(self)
+        filled = self._fill(lines, user, site, problems, versions)
         users = access.Registry.load(self)
         known = self.lookup(
             [ln.record.id for ln in filled if ln.record.id]
@@ -216,20 +229,21 @@ class TrialLedger(Application[str]):
                 aggregate = _indexed(self._load(participant))
             elif not record_refusal and all(isinstance(ln.record, ClinicalRecord) for ln in batch):
                 aggregate = _NewStream(participant)
+            protocol = _judged_under(versions, aggregate.chart if aggregate else None, batch, at.date())
             for ln in sorted(batch, key=_batch_order):
                 try:
                     if aggregate is None:
                         if not isinstance(ln.record, ParticipantScreened):
                             raise InvalidInput(f"{participant}: participant: not screened")
-                        aggregate = _indexed(Participant.screen(ln.record, self.protocol, at))
+                        aggregate = _indexed(Participant.screen(ln.record, protocol, at))
                         receipt.stored.append(aggregate.chart.first(ParticipantScreened).id or "")  # type: ignore[union-attr]
                     else:
-                        receipt.stored.append(aggregate.append(ln.record, self.protocol, at))
+                        receipt.stored.append(aggregate.append(ln.record, protocol, at))
                 except Ineligible as refusal:
                     ineligible.append(refusal)
                     problems.append(_at(ln, str(refusal)))
                     if record_refusal and isinstance(aggregate, Participant):
-                        refusals.append(self._refusal(aggregate, ln.record, refusal, at))
+                        refusals.append(self._refusal(aggregate, ln.record, refusal, protocol, at))
                 except LedgerError as exc:
                     problems.append(_at(ln, str(exc)))
             if aggregate is not None:
@@ -262,8 +276,16 @@ class TrialLedger(Application[str]):
                 participant=concerned.pop() if len(concerned) == 1 else None,
             )
 
-    def _fill(self, lines: list[Line], user: str | None, site: str | None, problems: list[str]) -> list[Line]:
+    def _fill(
+        self,
+        lines: list[Line],
+        user: str | None,
+        site: str | None,
+        problems: list[str],
+        versions: ProtocolVersions,
+    ) -> list[Line]:
         """Each record with its ``user`` and ``site`` (SPEC section 6: per line or by options)."""
+        sites = {code for version in versions.adopted for code in version.protocol.sites}
         filled = []
         for ln in lines:
             record = ln.record
@@ -279,7 +301,7 @@ class TrialLedger(Application[str]):
             where = record.site or site
             if where is None and isinstance(record, ClinicalRecord):
                 where = site_of(record.participant)
-            if where is not None and where not in self.protocol.sites:
+            if where is not None and where not in sites:
                 problems.append(_at(ln, f"site: unknown site code '{where}'"))
                 continue
             if who != record.user or where != record.site:
@@ -300,7 +322,7 @@ class TrialLedger(Application[str]):
             return None
 
     def _refusal(
-        self, aggregate: Participant, record: Record, refusal: Ineligible, at: dt.datetime
+        self, aggregate: Participant, record: Record, refusal: Ineligible, protocol: Protocol, at: dt.datetime
     ) -> Participant:
         """A fresh copy of the participant with the refused enrollment recorded."""
         assert isinstance(record, ParticipantEnrolled)
@@ -313,7 +335,7 @@ class TrialLedger(Application[str]):
             weight_kg=record.weight_kg,
             criteria=refusal.criteria,
         )
-        fresh.append(refused, self.protocol, at)
+        fresh.append(refused, protocol, at)
         return fresh
 
     # -- reading -----------------------------------------------------------------------
@@ -479,6 +501,28 @@ def _indexed(aggregate: Participant | None) -> Participant | None:
     if aggregate is not None:
         aggregate.chart = _IndexedChart(_TypedRecords(aggregate.chart.records))
     return aggregate
+
+
+def _judged_under(
+    versions: ProtocolVersions, chart: rules.Chart | None, batch: list[Line], today: dt.date
+) -> Protocol:
+    """The protocol version a participant's batch is checked under (SPEC section 2).
+
+    The version in force on the enrollment date, else the screening date, taken
+    from the stored chart or from the batch that brings them.
+    """
+    records = [ln.record for ln in batch]
+
+    def first(kind: type[T]) -> T | None:
+        stored = chart.first(kind) if chart is not None else None  # type: ignore[type-var]
+        return stored or next((r for r in records if isinstance(r, kind)), None)
+
+    screening, enrollment = first(ParticipantScreened), first(ParticipantEnrolled)
+    if screening is None:  # refused as not screened; any version says so
+        return versions.in_force(today).protocol
+    return versions.for_participant(
+        screening.effective, enrollment.effective if enrollment else None
+    ).protocol
 
 
 def _summary(problems: list[str], kind: str) -> str:

@@ -423,6 +423,25 @@ CODING_FIELDS: tuple[str, ...] = (
 )
 
 
+class ProtocolAdopted(Record, tag="ProtocolAdopted", kw_only=True):
+    """A protocol version adopted by the trial (SPEC section 2: protocol versions as events).
+
+    ``content`` is the protocol file as adopted and ``sha256`` its hash, so the
+    version judges its participants from the ledger alone, whatever file is on
+    disk later; ``effective`` is the first date it is in force; ``user`` who
+    adopted it.  The ledger writes it for ``init`` and ``protocol adopt``; it is
+    not an import type.
+    """
+
+    study: Text
+    version: Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._ ()-]{0,39}$")]
+    effective: dt.date
+    sha256: Hex32
+    # The file's text as it is (line ends CR LF included), without other control characters.
+    content: Annotated[str, Meta(min_length=1, max_length=65_536, pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$")]
+    reason: Text
+
+
 def _concrete(base: type[Record]) -> Iterator[type[Record]]:
     """The record types below ``base`` that have no subtypes, in the order they are declared."""
     for sub in base.__subclasses__():

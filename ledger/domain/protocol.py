@@ -6,6 +6,7 @@ with the package and is the default.
 
 from __future__ import annotations
 
+import datetime as dt
 from functools import cache
 from pathlib import Path
 from typing import Annotated
@@ -66,12 +67,27 @@ class Protocol(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     remission: Remission
     follow_up: FollowUp
     safety: Safety
+    # The version of the protocol document and the date it takes effect (``protocol
+    # adopt`` needs the version; ``init`` adopts the file from its ``effective`` date).
+    version: Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._ ()-]{0,39}$")] | None = None
+    effective: dt.date | None = None
 
 
 @cache
 def load_protocol(path: str | Path = DEFAULT_PROTOCOL) -> Protocol:
     """Read and validate a protocol definition file."""
+    return parse_protocol(Path(path).read_bytes(), str(path))
+
+
+def parse_protocol(text: bytes, source: str) -> Protocol:
+    """Validate the text of a protocol definition file (``source`` names it in errors).
+
+    The text is TOML, or the JSON of a :class:`Protocol` (a TOML file cannot start
+    with ``{``), which is how a protocol given as an object is kept.
+    """
     try:
-        return msgspec.toml.decode(Path(path).read_bytes(), type=Protocol)
+        if text.lstrip().startswith(b"{"):
+            return msgspec.json.decode(text, type=Protocol)
+        return msgspec.toml.decode(text, type=Protocol)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise ValueError(f"protocol file {path}: {exc}") from None
+        raise ValueError(f"protocol file {source}: {exc}") from None

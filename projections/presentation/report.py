@@ -35,9 +35,9 @@ from typing import Any, Literal, NamedTuple
 from ledger.application.trial_ledger import TrialLedger
 from ledger.domain.errors import InvalidInput
 from ledger.domain.protocol import Protocol
-from ledger.domain.rules.endpoints import in_population, responder
+from ledger.domain.rules.endpoints import in_population, judged, responder
 from ledger.domain.rules.safety import adverse_events
-from ledger.domain.rules.status import FLAGS, STATUS_PRECEDENCE, ParticipantStatus, summarise
+from ledger.domain.rules.status import FLAGS, STATUS_PRECEDENCE, ParticipantStatus
 from ledger.domain.rules.treatment import study_day, within_follow_up
 from projections.readmodel.queries import Monitor, histories
 
@@ -134,15 +134,13 @@ def collect(ledger: TrialLedger, as_of: dt.date, known_at: dt.datetime | None, s
     """
     moment = known_at or dt.datetime.now(dt.UTC)
     monitor = Monitor(ledger)
-    protocol = ledger.protocol
+    versions = monitor.versions(moment)
+    protocol = versions.in_force(as_of).protocol
     lanes: list[Lane] = []
     observations: list[Observation] = []
     enrollments: list[tuple[str, dt.date]] = []
     ae_counts: Counter[tuple[str, int, bool]] = Counter()
-    for history in histories(monitor.view, moment):
-        status = summarise(history, as_of, protocol)
-        if status is None:
-            continue
+    for history, status, version in judged(histories(monitor.view, moment), as_of, versions):
         if status.enrolled is not None:
             enrollments.append((status.site, status.enrolled))
         if not in_population(status, "mITT"):
@@ -151,12 +149,12 @@ def collect(ledger: TrialLedger, as_of: dt.date, known_at: dt.datetime | None, s
         day1 = status.first_infusion
         # The adverse events the secondary endpoint counts: onset on days 1 to the window's end.
         window_aes = [
-            ae for ae in adverse_events(history, as_of) if within_follow_up(day1, ae.onset, protocol)
+            ae for ae in adverse_events(history, as_of) if within_follow_up(day1, ae.onset, version.protocol)
         ]
         ae_counts.update((ae.category, ae.grade, ae.serious) for ae in window_aes)
         serious = tuple(study_day(day1, ae.onset) for ae in window_aes if ae.serious)
-        lanes.append(lane(status, as_of, protocol, serious))
-        observations.append(observation(status, as_of, protocol))
+        lanes.append(lane(status, as_of, version.protocol, serious))
+        observations.append(observation(status, as_of, version.protocol))
     endpoints = monitor.endpoints(as_of, moment)
     return ReportData(
         protocol=protocol,

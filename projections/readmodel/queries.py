@@ -15,11 +15,12 @@ from itertools import groupby
 from typing import Any
 
 from ledger.application.access import LockState, Trial, lock_state
+from ledger.application.protocols import protocol_versions
 from ledger.application.trial_ledger import TrialLedger
 from ledger.domain.entry import Entry
 from ledger.domain.rules.corrections import ParticipantHistory, fold
-from ledger.domain.rules.endpoints import endpoints
-from ledger.domain.rules.status import summarise
+from ledger.domain.rules.endpoints import endpoints, judged, versions_used
+from ledger.domain.rules.versions import ProtocolVersions
 from ledger.storage.timelines import Row, Timelines
 from projections.readmodel.timeline import catch_up, open_view, read_rows, read_state
 
@@ -59,19 +60,25 @@ class Monitor:
         self, as_of: dt.date, known_at: dt.datetime | None, participant: str | None = None
     ) -> dict[str, Any]:
         """``status`` of SPEC section 6: every participant screened on or before ``as_of``."""
-        rows = []
-        for history in histories(self.view, known_at, participant):
-            summary = summarise(history, as_of, self.ledger.protocol)
-            if summary is not None:
-                rows.append(summary.to_json())
+        judged_rows = judged(histories(self.view, known_at, participant), as_of, self.versions(known_at))
+        rows = [{**row.status.to_json(), "protocol_version": row.version.version} for row in judged_rows]
         rows.sort(key=lambda row: _code_order(row["participant"]))
-        return {"as_of": as_of.isoformat(), "known_at": _instant(known_at), "participants": rows}
+        return {
+            "as_of": as_of.isoformat(),
+            "known_at": _instant(known_at),
+            "participants": rows,
+            "protocol_versions": versions_used(judged_rows),
+        }
 
     def endpoints(self, as_of: dt.date, known_at: dt.datetime | None) -> dict[str, Any]:
         """``endpoints`` of SPEC section 6, plus ``lock``: whether the data were locked then."""
-        result = endpoints(histories(self.view, known_at), as_of, self.ledger.protocol)
+        result = endpoints(histories(self.view, known_at), as_of, self.versions(known_at))
         lock = self.lock(known_at).to_json()
         return {"as_of": as_of.isoformat(), "known_at": _instant(known_at), **result, "lock": lock}
+
+    def versions(self, known_at: dt.datetime | None) -> ProtocolVersions:
+        """The protocol versions adopted as known at ``known_at`` (SPEC section 2)."""
+        return protocol_versions(self.ledger, known_at)
 
     def lock(self, known_at: dt.datetime | None) -> LockState:
         """The database lock as known at ``known_at``, from the trial-level stream alone."""

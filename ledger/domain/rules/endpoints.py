@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from ledger.domain.events import CATEGORIES
 from ledger.domain.protocol import Protocol
@@ -25,24 +25,52 @@ from ledger.domain.rules.safety import adverse_events
 from ledger.domain.rules.stats import proportion_percent
 from ledger.domain.rules.status import ParticipantStatus, summarise
 from ledger.domain.rules.treatment import follow_up_closed, within_follow_up
+from ledger.domain.rules.versions import AdoptedProtocol, ProtocolVersions, judging_version
 
 
-def endpoints(histories: Iterable[ParticipantHistory], as_of: dt.date, protocol: Protocol) -> dict[str, Any]:
+class Judged(NamedTuple):
+    """A participant on a clinical date, with the protocol version that judged them."""
+
+    history: ParticipantHistory
+    status: ParticipantStatus
+    version: AdoptedProtocol
+
+
+def judged(
+    histories: Iterable[ParticipantHistory], as_of: dt.date, versions: ProtocolVersions
+) -> list[Judged]:
+    """Each participant screened by ``as_of``, summarised under the version in force for them."""
+    rows = []
+    for history in histories:
+        version = judging_version(history, as_of, versions)
+        status = summarise(history, as_of, version.protocol) if version is not None else None
+        if version is not None and status is not None:
+            rows.append(Judged(history, status, version))
+    return rows
+
+
+def versions_used(rows: Iterable[Judged]) -> list[dict[str, Any]]:
+    """The protocol versions that judged ``rows``, in order of effective date."""
+    used = {row.version.sha256: row.version for row in rows}
+    return [v.to_json() for v in sorted(used.values(), key=lambda v: (v.effective, v.version))]
+
+
+def endpoints(
+    histories: Iterable[ParticipantHistory], as_of: dt.date, versions: ProtocolVersions
+) -> dict[str, Any]:
     """The SPEC section 6 ``endpoints`` object without ``as_of`` and ``known_at``.
 
-    ``{"primary": {...mITT}, "primary_itt": {...ITT}, "secondary": {...}}``; see
-    :func:`primary` and :func:`secondary` for the contents.
+    ``{"primary": {...mITT}, "primary_itt": {...ITT}, "secondary": {...},
+    "protocol_versions": [...]}``; see :func:`primary` and :func:`secondary` for
+    the contents.  Each participant counts under the protocol version in force
+    for them (SPEC section 2), named in ``protocol_versions``.
     """
-    rows: list[tuple[ParticipantHistory, ParticipantStatus]] = []
-    for history in histories:
-        status = summarise(history, as_of, protocol)
-        if status is not None:
-            rows.append((history, status))
-    statuses = [status for _, status in rows]
+    rows = judged(histories, as_of, versions)
     return {
-        "primary": primary(statuses, as_of, protocol, population="mITT"),
-        "primary_itt": primary(statuses, as_of, protocol, population="ITT"),
-        "secondary": secondary(rows, as_of, protocol),
+        "primary": primary(rows, as_of, population="mITT"),
+        "primary_itt": primary(rows, as_of, population="ITT"),
+        "secondary": secondary(rows, as_of),
+        "protocol_versions": versions_used(rows),
     }
 
 
@@ -76,19 +104,14 @@ def ongoing(status: ParticipantStatus, as_of: dt.date, protocol: Protocol) -> bo
     return not follow_up_closed(status.first_infusion, as_of, protocol)
 
 
-def primary(
-    statuses: Iterable[ParticipantStatus],
-    as_of: dt.date,
-    protocol: Protocol,
-    population: str = "mITT",
-) -> dict[str, Any]:
+def primary(rows: Iterable[Judged], as_of: dt.date, population: str = "mITT") -> dict[str, Any]:
     """``{"population", "n", "N", "percent", "ci95": [lo, hi], "ongoing"}`` (SPEC section 6).
 
     Percent and CI bounds are in percent, rounded half up to two decimals, and
     None when N is 0.
     """
-    members = [status for status in statuses if in_population(status, population)]
-    n = sum(1 for status in members if responder(status, protocol))
+    members = [row for row in rows if in_population(row.status, population)]
+    n = sum(1 for row in members if responder(row.status, row.version.protocol))
     total = len(members)
     percent, low, high = proportion_percent(n, total)
     return {
@@ -97,15 +120,11 @@ def primary(
         "N": total,
         "percent": percent,
         "ci95": [low, high],
-        "ongoing": sum(1 for status in members if ongoing(status, as_of, protocol)),
+        "ongoing": sum(1 for row in members if ongoing(row.status, as_of, row.version.protocol)),
     }
 
 
-def secondary(
-    rows: Iterable[tuple[ParticipantHistory, ParticipantStatus]],
-    as_of: dt.date,
-    protocol: Protocol,
-) -> dict[str, Any]:
+def secondary(rows: Iterable[Judged], as_of: dt.date) -> dict[str, Any]:
     """Adverse-event counts of infused participants (SPEC section 3, secondary endpoint).
 
     ``{"participants_with_serious_ae", "participants_with_nonserious_ae",
@@ -119,12 +138,12 @@ def secondary(
     by_category: dict[str, dict[str, Any]] = {
         category: {"participants": set(), "events": 0, "serious_events": 0} for category in CATEGORIES
     }
-    for history, status in rows:
+    for history, status, version in rows:
         day1 = status.first_infusion
         if day1 is None:
             continue
         for ae in adverse_events(history, as_of):
-            if not within_follow_up(day1, ae.onset, protocol):
+            if not within_follow_up(day1, ae.onset, version.protocol):
                 continue
             (with_serious if ae.serious else with_nonserious).add(status.participant)
             counts = by_category[ae.category]

@@ -15,7 +15,9 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+from ledger.domain.events import ParticipantEnrolled, ParticipantScreened
 from ledger.domain.protocol import Protocol
+from ledger.domain.rules.corrections import ParticipantHistory
 
 
 def content_hash(text: bytes) -> str:
@@ -69,3 +71,27 @@ class ProtocolVersions:
     def for_participant(self, screened: dt.date, enrolled: dt.date | None) -> AdoptedProtocol:
         """The version that judges a participant screened and (perhaps) enrolled on these dates."""
         return self.in_force(judged_on(screened, enrolled))
+
+    @classmethod
+    def only(
+        cls, protocol: Protocol, version: str = "unversioned", sha256: str = "0" * 64
+    ) -> ProtocolVersions:
+        """One version in force on every date (a trial that never amended its protocol)."""
+        return cls((AdoptedProtocol(protocol, version, dt.date.min, sha256),))
+
+
+def judging_version(
+    history: ParticipantHistory, as_of: dt.date, versions: ProtocolVersions
+) -> AdoptedProtocol | None:
+    """The version that judges a participant on clinical date ``as_of``; None if not yet screened.
+
+    The screening and enrollment that count are those of the status
+    (:func:`~ledger.domain.rules.status.summarise`): the latest screening and the
+    first enrollment effective by ``as_of``.
+    """
+    screenings = history.as_of(ParticipantScreened, as_of)
+    if not screenings:
+        return None
+    enrollments = history.as_of(ParticipantEnrolled, as_of)
+    enrolled = enrollments[0].effective if enrollments else None
+    return versions.for_participant(screenings[-1].effective, enrolled)
