@@ -438,7 +438,9 @@ class ProtocolAdopted(Record, tag="ProtocolAdopted", kw_only=True):
     effective: dt.date
     sha256: Hex32
     # The file's text as it is (line ends CR LF included), without other control characters.
-    content: Annotated[str, Meta(min_length=1, max_length=65_536, pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$")]
+    content: Annotated[
+        str, Meta(min_length=1, max_length=65_536, pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$")
+    ]
     reason: Text
 
 
