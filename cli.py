@@ -125,22 +125,17 @@ def open_ledger(*, create: bool = False) -> TrialLedger:
     Reading commands never create a store: a mistyped path is exit 2, not an
     empty ledger reported ok.
     """
+    from ledger.application.protocols import read_protocol_file
     from ledger.application.trial_ledger import TrialLedger
     from ledger.domain.errors import InvalidInput
-    from ledger.domain.protocol import load_protocol
 
     s = settings()
     if s.store is not None and not s.store.strip():
         raise InvalidInput("store: must not be empty")
-    protocol = None
+    text = protocol = None
     if s.protocol is not None:
-        try:
-            protocol = load_protocol(s.protocol)
-        except OSError as exc:
-            raise InvalidInput(f"protocol: cannot read {s.protocol}: {exc.strerror}") from None
-        except ValueError as exc:
-            raise InvalidInput(f"protocol: {exc}") from None
-    return TrialLedger(s.store, protocol=protocol, create=create)
+        text, protocol = read_protocol_file(s.protocol, "protocol")
+    return TrialLedger(s.store, protocol=protocol, protocol_text=text, create=create)
 
 
 def emit(data: Any, text: str | Callable[[], None]) -> None:
@@ -350,10 +345,22 @@ for _command, _type_name in WRITE_COMMANDS.items():
 @main.command()
 @global_options
 def init() -> None:
-    """Create the store (tables, indexes) if it does not exist yet."""
+    """Create the store (tables, indexes) if it does not exist yet, and adopt the protocol file.
+
+    The file (``--protocol``, else the shipped NFH-MSC-CMV-2014 one) is adopted as the
+    first protocol version from its own ``effective`` date; run again, init adopts
+    nothing more (SPEC section 2, protocol versions).
+    """
+    import getpass
+
+    from ledger.application.protocols import adopt_at_init
+
     ledger = open_ledger(create=True)
-    where = _safe_url(ledger.store)
-    emit({"store": where, "protocol": ledger.protocol.study}, f"ready: {where} ({ledger.protocol.study})")
+    adoption = adopt_at_init(ledger, settings().user or getpass.getuser())
+    where, study = _safe_url(ledger.store), ledger.protocol.study
+    adopted = f"; adopted protocol {adoption.version} ({adoption.event_id})" if adoption else ""
+    data = {"store": where, "protocol": study, "adopted": adoption.to_json() if adoption else None}
+    emit(data, f"ready: {where} ({study}){adopted}")
 
 
 @main.command(name="import")
@@ -838,6 +845,54 @@ def export_sdtm(directory: str, format_: str, as_of: dt.date, known_at: dt.datet
         click.echo(_lock_text(summary["lock"]))
 
     emit(summary, show)
+
+
+@main.group()
+@global_options
+def protocol() -> None:
+    """Protocol versions: adopt an amendment, list the versions adopted (SPEC section 2)."""
+
+
+@protocol.command(name="adopt")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--effective", required=True, type=AsOf(), help="First date the version is in force.")
+@click.option("--reason", required=True, help="Why the version is adopted (e.g. amendment 1 approved).")
+@global_options
+def protocol_adopt(file: str, effective: dt.date, reason: str) -> None:
+    """Adopt the protocol version in FILE from --effective on. Data managers only.
+
+    Participants enrolled (or, never enrolled, screened) from that date on are
+    judged under it; those before keep the version they were judged under.
+    """
+    from ledger.application.protocols import adopt, read_protocol_file
+
+    text, parsed = read_protocol_file(file, "file")
+    adoption = adopt(open_ledger(create=True), settings().user, text, parsed, effective, reason)
+    said = "already adopted as" if adoption.already else "adopted as"
+    emit(
+        adoption.to_json(),
+        f"protocol {adoption.version} effective {adoption.effective} {said} {adoption.event_id}"
+        f" (sha256 {adoption.sha256})",
+    )
+
+
+@protocol.command(name="show")
+@click.option("--known-at", type=KnownAt(), help="Only versions recorded by then.")
+@global_options
+def protocol_show(known_at: dt.datetime | None) -> None:
+    """The protocol versions adopted, in recorded order, with hash, effective date, who and why."""
+    from ledger.application.protocols import adopted_versions
+
+    rows = [entry.to_json() for entry in adopted_versions(open_ledger(), known_at)]
+
+    def show() -> None:
+        from projections.presentation.render import protocol_versions_table
+
+        render(protocol_versions_table(rows))
+
+    from ledger.domain.events import utc_text
+
+    emit({"known_at": None if known_at is None else utc_text(known_at), "versions": rows}, show)
 
 
 @main.command()

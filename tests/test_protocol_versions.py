@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from cli import main
 from ledger.application import access
 from ledger.application.protocols import adopt, adopt_at_init, adopted_versions, protocol_versions
 from ledger.application.trial_ledger import TrialLedger
@@ -160,3 +164,52 @@ def test_the_rules_read_the_adopted_text_not_the_file_on_disk(store_url: str) ->
     screening = L.as_lines([L.screening("NFH-007", age_years=68)])[0].record
     assert failed_criteria(screening, dt.date(2015, 2, 1), amended) == []  # type: ignore[arg-type]
     assert versions.in_force(dt.date(2014, 6, 1)).protocol.eligibility.age_max == 65
+
+
+def test_the_command_line_adopts_shows_and_refuses(tmp_path: Path) -> None:
+    store = str(tmp_path / "trial.db")
+    amendment = tmp_path / "amendment-1.toml"
+    amendment.write_bytes(AMENDED)
+    runner = CliRunner()
+
+    def run(*args: str) -> tuple[int, str]:
+        result = runner.invoke(main, ["--store", store, "--user", "dm", *args])
+        assert "Traceback" not in result.output
+        return result.exit_code, result.output
+
+    assert run("protocol", "show")[0] == 2  # a read never creates the store
+    assert not Path(store).exists()
+    code, out = run("--json", "init")
+    assert code == 0 and json.loads(out)["adopted"]["version"] == "1.0"
+    code, out = run(
+        "--json", "protocol", "adopt", str(amendment), "--effective", "2015-01-01", "--reason", "am 1"
+    )
+    assert code == 0, out
+    assert json.loads(out) == {
+        "event_id": "PROTOCOL#2",
+        "version": "2.0",
+        "effective": "2015-01-01",
+        "sha256": hashlib.sha256(AMENDED).hexdigest(),
+        "already_adopted": False,
+    }
+    code, out = run("--json", "protocol", "show")
+    assert code == 0
+    shown = json.loads(out)["versions"]
+    assert [(v["version"], v["effective"], v["user"]) for v in shown] == [
+        ("1.0", "2014-01-01", "dm"),
+        ("2.0", "2015-01-01", "dm"),
+    ]
+    code, out = run("protocol", "adopt", str(amendment), "--effective", "2015-01-01", "--reason", "retry")
+    assert code == 0 and "already adopted as PROTOCOL#2" in out
+    # Bad input: exit 2 naming the field, nothing stored.
+    broken = tmp_path / "broken.toml"
+    broken.write_text("study = [")
+    for args, field in (
+        ((str(broken), "--effective", "2015-01-01"), "file"),
+        ((str(tmp_path / "missing.toml"), "--effective", "2015-01-01"), "file"),
+        ((str(amendment), "--effective", "2015-13-01"), "--effective"),
+    ):
+        code, out = run("protocol", "adopt", *args, "--reason", "bad")
+        assert code == 2, out
+        assert field in out.splitlines()[-1]
+    assert len(json.loads(run("--json", "protocol", "show")[1])["versions"]) == 2

@@ -73,20 +73,23 @@ class VersionEntry:
         }
 
 
-def read_protocol_file(path: str) -> tuple[bytes, Protocol]:
-    """The bytes and parameters of a protocol file; :class:`InvalidInput` naming the problem."""
+def read_protocol_file(path: str, field: str) -> tuple[bytes, Protocol]:
+    """The bytes and parameters of a protocol file; :class:`InvalidInput` naming ``field``."""
     file = Path(path)
     try:
         text = file.read_bytes()
     except OSError as exc:
-        raise InvalidInput(f"file: cannot read protocol file {path}: {exc.strerror or exc}") from None
+        raise InvalidInput(f"{field}: cannot read {path}: {exc.strerror or exc}") from None
     if len(text) > MAX_PROTOCOL_BYTES:
-        raise InvalidInput(f"file: protocol file {path} is larger than {MAX_PROTOCOL_BYTES} bytes")
+        raise InvalidInput(f"{field}: protocol file {path} is larger than {MAX_PROTOCOL_BYTES} bytes")
     try:
         text.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{field}: protocol file {path} is not UTF-8 text (byte {exc.start})") from None
+    try:
         return text, parse_protocol(text, path)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise InvalidInput(f"file: {exc}") from None
+    except ValueError as exc:
+        raise InvalidInput(f"{field}: {exc}") from None
 
 
 def adopt(

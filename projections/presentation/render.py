@@ -39,11 +39,14 @@ def status_view(data: dict[str, Any]) -> Group:
 def status_table(data: dict[str, Any]) -> Table:
     title = cell(f"Participants as of {data['as_of']} (known at {data['known_at']})")
     table = Table(title=title, title_justify="left")
-    for column in ("participant", "site", "status", "courses", "day 1", "CR date", "flags"):
+    # After an amendment the version that judged each participant is shown too.
+    amended = len(data.get("protocol_versions", [])) > 1
+    columns = ("participant", "site", "status", "courses", "day 1", "CR date", "flags")
+    for column in (*columns, "protocol") if amended else columns:
         table.add_column(column, justify="right" if column == "courses" else "left")
     for row in data["participants"]:
         style = STATUS_STYLE.get(row["status"], "")
-        table.add_row(
+        cells = [
             cell(row["participant"]),
             cell(row["site"]),
             f"[{style}]{row['status']}[/]" if style else cell(row["status"]),
@@ -51,7 +54,8 @@ def status_table(data: dict[str, Any]) -> Table:
             cell(row["first_infusion"] or ""),
             cell(row["cr_date"] or ""),
             cell(", ".join(row["flags"])),
-        )
+        ]
+        table.add_row(*cells, *([cell(row["protocol_version"])] if amended else []))
     return table
 
 
@@ -117,3 +121,18 @@ def endpoints_view(data: dict[str, Any]) -> Group:
         else "Data not locked: values may still change."
     )
     return Group(primary, safety, state)
+
+
+def protocol_versions_table(rows: list[dict[str, Any]]) -> Table:
+    """``protocol show``: one row per adopted version, in recorded order (SPEC section 2)."""
+    table = Table(title="Protocol versions", title_justify="left")
+    for column in ("version", "effective", "sha256", "recorded at", "by", "reason", "event"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            *(
+                cell(row[key])
+                for key in ("version", "effective", "sha256", "recorded_at", "user", "reason", "event_id")
+            )
+        )
+    return table
