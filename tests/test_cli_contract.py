@@ -275,24 +275,29 @@ def test_a_folder_output_holding_a_ledger_under_an_output_name_is_refused(
 
 
 @pytest.mark.parametrize("command", sorted(OUTPUTS | FOLDER_OUTPUTS))
-@pytest.mark.parametrize("problem", ["missing folder", "read-only folder"])
+@pytest.mark.parametrize("problem", ["missing folder", "a file, not a folder", "read-only folder"])
 def test_a_bad_output_folder_is_exit_2_naming_the_option(
     stores: tuple[str, str], tmp_path: Path, command: str, problem: str
 ) -> None:
-    if problem == "read-only folder" and os.geteuid() == 0:
-        pytest.skip("root writes into read-only folders")
     option, _ = stores
-    folder = tmp_path / ("missing" if problem == "missing folder" else "read-only")
-    if problem == "read-only folder":
+    folder = tmp_path / "folder"
+    state = {
+        "missing folder": "does not exist",
+        "a file, not a folder": "is not a folder",
+        "read-only folder": "is not writable",
+    }[problem]
+    if problem == "a file, not a folder":
+        folder.write_text("not a folder")
+    elif problem == "read-only folder":
         folder.mkdir()
         folder.chmod(stat.S_IRUSR | stat.S_IXUSR)
+        if os.access(folder, os.W_OK):  # root writes anyway: then a folder on a read-only mount
+            folder = Path("/proc/self")
     target = folder / "sub" / "out" if problem == "missing folder" else folder / "out"
     build = (OUTPUTS | FOLDER_OUTPUTS)[command]
     result = invoke(["--store", option, "--user", USER, *build(str(target))])
     assert result.exit_code == 2, result.output
-    parent = target.parent
-    state = "does not exist" if problem == "missing folder" else "is not writable"
-    assert result.stderr == f"error: {OPTION[command]}: folder {parent} {state}\n"
+    assert result.stderr == f"error: {OPTION[command]}: folder {target.parent} {state}\n"
     assert "Traceback" not in result.output
 
 
