@@ -222,8 +222,16 @@ def test_verify_passes_on_a_generated_trial(store_url: str) -> None:
     assert verify(ledger).root == head.root and head.size == data["size"]
 
 
-def test_verify_passes_on_an_empty_ledger(sqlite_url: str) -> None:
+def test_verify_passes_on_a_new_ledger(sqlite_url: str) -> None:
+    # A new ledger holds one event: init's adoption of the protocol (SPEC section 2).
     assert run(sqlite_url, "init")[0] == 0
+    assert run(sqlite_url, "verify") == (0, {"ok": True, "size": 1, "first_bad": None})
+    code, digest = run(sqlite_url, "digest")
+    assert code == 0 and digest["size"] == 1 and digest["root"] != Frontier().root().hex()
+
+
+def test_verify_passes_on_an_empty_ledger(sqlite_url: str) -> None:
+    TrialLedger(sqlite_url).close()  # the tables, no event at all
     assert run(sqlite_url, "verify") == (0, {"ok": True, "size": 0, "first_bad": None})
     assert run(sqlite_url, "digest") == (0, {"size": 0, "root": Frontier().root().hex()})
 
