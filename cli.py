@@ -822,6 +822,7 @@ def export_odm(file: str, known_at: dt.datetime | None) -> None:
 @global_options
 def export_sdtm(directory: str, format_: str, as_of: dt.date, known_at: dt.datetime | None) -> None:
     """SDTMIG 3.4 datasets in DIRECTORY with define.xml, export.json and the CDISC conformance checks."""
+    from ledger.application.protocols import protocol_versions
     from ledger.exchange.sdtm import export_sdtm as write
     from ledger.storage.outputs import output_folder
     from projections.presentation.submission import submission_view
@@ -838,6 +839,7 @@ def export_sdtm(directory: str, format_: str, as_of: dt.date, known_at: dt.datet
             created=ledger.clock(),
             format=format_,
             shown_as=directory,
+            versions=protocol_versions(ledger, known_at),
         )
 
     def show() -> None:

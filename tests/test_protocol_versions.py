@@ -17,6 +17,7 @@ from ledger.application.trial_ledger import TrialLedger
 from ledger.domain.errors import InvalidInput, Refused
 from ledger.domain.protocol import DEFAULT_PROTOCOL, parse_protocol
 from ledger.domain.rules.eligibility import failed_criteria
+from ledger.exchange.sdtm import build_datasets
 from projections.readmodel.queries import Monitor
 from tests import lines as L
 
@@ -213,3 +214,21 @@ def test_the_command_line_adopts_shows_and_refuses(tmp_path: Path) -> None:
         assert code == 2, out
         assert field in out.splitlines()[-1]
     assert len(json.loads(run("--json", "protocol", "show")[1])["versions"]) == 2
+
+
+def test_the_sdtm_export_judges_each_participant_under_their_version(store_url: str) -> None:
+    ledger = amended_ledger(store_url)
+    ledger.record(
+        L.as_lines(
+            [
+                L.screening("NFH-004", effective="2014-12-30", consent_date="2014-12-30", age_years=68),
+                L.screening("NFH-005", effective="2015-01-03", consent_date="2015-01-03", age_years=68),
+            ]
+        ),
+        user="nfh.chen",
+    )
+    as_of = dt.date(2015, 6, 30)
+    versions = protocol_versions(ledger)
+    dm = build_datasets(ledger.entries(), ledger.protocol, as_of, versions).datasets["DM"].rows
+    reasons = {row["USUBJID"].removeprefix("NFH-MSC-CMV-2014-"): row["ARMNRS"] for row in dm}
+    assert reasons == {"NFH-004": "SCREEN FAILURE", "NFH-005": "NOT ASSIGNED"}

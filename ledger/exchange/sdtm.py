@@ -49,9 +49,11 @@ from ledger.domain.events import (
 from ledger.domain.protocol import Protocol
 from ledger.domain.rules.coding import current_codings
 from ledger.domain.rules.corrections import ParticipantHistory, fold
+from ledger.domain.rules.endpoints import judged
 from ledger.domain.rules.safety import adverse_events
-from ledger.domain.rules.status import ParticipantStatus, summarise
+from ledger.domain.rules.status import ParticipantStatus
 from ledger.domain.rules.treatment import day_date
+from ledger.domain.rules.versions import ProtocolVersions
 from ledger.domain.text import printable
 from ledger.exchange.conformance import check, conformance_report
 from ledger.exchange.define import StudyMetadata, write_define
@@ -95,6 +97,7 @@ class Subject:
     status: ParticipantStatus
     usubjid: str
     screening: ParticipantScreened
+    protocol: Protocol  # the version that judges this participant
 
     @property
     def day1(self) -> dt.date | None:
@@ -138,6 +141,7 @@ def export_sdtm(
     created: dt.datetime,
     format: str = "xpt",
     shown_as: str | Path | None = None,
+    versions: ProtocolVersions | None = None,
 ) -> dict[str, Any]:
     """Write the datasets, ``define.xml`` and ``export.json`` into ``directory``; the summary.
 
@@ -145,9 +149,10 @@ def export_sdtm(
     ``define.csv``) or ``both``.  SUPP-- datasets without records are not written.
     ``shown_as`` is the folder the summary names, when ``directory`` is a
     temporary folder whose files are moved there afterwards (issue 11).
+    ``versions``: see :func:`build_datasets`.
     """
     chosen = list(entries)
-    submission = build_datasets(chosen, protocol, as_of)
+    submission = build_datasets(chosen, protocol, as_of, versions)
     written = {name: d for name, d in submission.datasets.items() if d.rows or name in PARENT_NAMES}
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
@@ -189,15 +194,20 @@ def export_sdtm(
     return summary
 
 
-def build_datasets(entries: Iterable[Entry], protocol: Protocol, as_of: dt.date) -> Submission:
+def build_datasets(
+    entries: Iterable[Entry], protocol: Protocol, as_of: dt.date, versions: ProtocolVersions | None = None
+) -> Submission:
     """The SDTM datasets of ``entries`` as of ``as_of``: parents, then SUPP--, ready for transport.
 
     Rows of a subject are ordered by their date and numbered (``--SEQ``); text is
     made ASCII; a value over 200 characters keeps its first 200 and puts the rest
     in SUPP-- (``QNAM`` the variable's first 7 letters and 1, 2, ...); qualifiers a
-    builder gives under ``SUPP`` become SUPP-- records of their row.
+    builder gives under ``SUPP`` become SUPP-- records of their row.  ``protocol``
+    gives the study-level values; each participant is judged under the version of
+    ``versions`` in force for them (SPEC section 2; default: ``protocol`` alone).
     """
-    subjects = _subjects(list(entries), protocol, as_of)
+    judging = versions if versions is not None else ProtocolVersions.only(protocol)
+    subjects = _subjects(list(entries), protocol, judging, as_of)
     parents: dict[str, Dataset] = {}
     supps: dict[str, Dataset] = {}
     altered: list[Altered] = []
@@ -270,16 +280,16 @@ def _transport_text(value: str, dataset: str, usubjid: str, variable: str, alter
     return text
 
 
-def _subjects(entries: list[Entry], protocol: Protocol, as_of: dt.date) -> list[Subject]:
+def _subjects(
+    entries: list[Entry], protocol: Protocol, versions: ProtocolVersions, as_of: dt.date
+) -> list[Subject]:
     """Every participant screened on or before ``as_of``, by site and number."""
     subjects = []
-    for history in fold(entries).values():
-        status = summarise(history, as_of, protocol)
-        if status is None:
-            continue
+    for history, status, version in judged(fold(entries).values(), as_of, versions):
         screening = history.as_of(ParticipantScreened, as_of)[-1].record
         assert isinstance(screening, ParticipantScreened)
-        subjects.append(Subject(history, status, f"{protocol.study}-{status.participant}", screening))
+        usubjid = f"{protocol.study}-{status.participant}"
+        subjects.append(Subject(history, status, usubjid, screening, version.protocol))
     return sorted(subjects, key=lambda s: (s.status.site, s.status.participant))
 
 
@@ -292,7 +302,7 @@ def _dm(s: Subject, protocol: Protocol, as_of: dt.date) -> Iterator[dict[str, An
         reason = SCREEN_FAILURE if status.status == "screen_failed" else NOT_ASSIGNED
     else:
         reason = None if courses else NOT_TREATED
-    end = _end_of_participation(s, protocol)
+    end = _end_of_participation(s)
     if status.status == "screen_failed":
         end = s.screening.effective
     screening = s.screening
@@ -336,11 +346,11 @@ def _arm(protocol: Protocol) -> str:
     return f"MSC {dose} x 10^6 cells/kg intravenous"
 
 
-def _end_of_participation(s: Subject, protocol: Protocol) -> dt.date | None:
+def _end_of_participation(s: Subject) -> dt.date | None:
     if s.status.died or s.status.withdrawn:
         return s.status.died or s.status.withdrawn
     if s.status.status == "completed" and s.day1 is not None:
-        return day_date(s.day1, protocol.follow_up.window_days)
+        return day_date(s.day1, s.protocol.follow_up.window_days)
     return None
 
 
@@ -459,7 +469,7 @@ def _ds(s: Subject, protocol: Protocol, as_of: dt.date) -> Iterator[dict[str, An
     for event in s.history.as_of(ParticipantDied, as_of):
         cause = event.record.cause or "DEATH"  # type: ignore[attr-defined]
         yield row(event.id, cause, "DEATH", disposition, event.effective)
-    end = _end_of_participation(s, protocol)
+    end = _end_of_participation(s)
     if status.status == "completed" and end is not None:
         yield row(None, "COMPLETED FOLLOW-UP", "COMPLETED", disposition, end)
 
