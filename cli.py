@@ -510,15 +510,13 @@ DEMO_MAX_PARTICIPANTS = 100_000
 @main.command()
 @click.option(
     "--participants",
-    default=120,
-    show_default=True,
     type=click.IntRange(1, DEMO_MAX_PARTICIPANTS),
-    help="Participants to enroll.",
+    help="Participants to enroll [default: the protocol's planned participants].",
 )
 @click.option("--seed", default=2014, show_default=True, help="Random seed of the simulation.")
 @click.option("--jsonl", type=click.Path(dir_okay=False), help="Also write the events in the import format.")
 @global_options
-def demo(participants: int, seed: int, jsonl: str | None) -> None:
+def demo(participants: int | None, seed: int, jsonl: str | None) -> None:
     """Simulate NFH-MSC-CMV-2014 from January 2014 and import it like site data, then report.
 
     The events go through the same validated, all-or-nothing import as any
@@ -537,7 +535,7 @@ def demo(participants: int, seed: int, jsonl: str | None) -> None:
         task = bar.add_task("simulating the trial", total=STEPS)
         run = run_demo(
             ledger,
-            participants,
+            participants or ledger.protocol.planned_participants,
             seed,
             user=settings().user,
             jsonl=jsonl,
