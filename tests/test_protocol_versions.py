@@ -232,3 +232,13 @@ def test_the_sdtm_export_judges_each_participant_under_their_version(store_url: 
     dm = build_datasets(ledger.entries(), ledger.protocol, as_of, versions).datasets["DM"].rows
     reasons = {row["USUBJID"].removeprefix("NFH-MSC-CMV-2014-"): row["ARMNRS"] for row in dm}
     assert reasons == {"NFH-004": "SCREEN FAILURE", "NFH-005": "NOT ASSIGNED"}
+
+
+def test_a_new_demo_store_adopts_the_protocol_as_init_does(tmp_path: Path) -> None:
+    store = str(tmp_path / "demo.db")
+    result = CliRunner().invoke(main, ["--store", store, "--user", "dm", "demo", "--participants", "3"])
+    assert result.exit_code == 0, result.output
+    shown = CliRunner().invoke(main, ["--store", store, "--json", "protocol", "show"])
+    assert [(v["version"], v["effective"]) for v in json.loads(shown.output)["versions"]] == [
+        ("1.0", "2014-01-01")
+    ]

@@ -12,12 +12,14 @@ never over a ledger, atomically.
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ledger.application.importer import import_lines
+from ledger.application.protocols import adopt_at_init
 from ledger.simulation.coding import code_demo
 from ledger.simulation.demo import generate_trial, write_jsonl
 from ledger.storage.outputs import output_file
@@ -64,6 +66,9 @@ def run_demo(
     ``step`` is told what starts next (``STEPS`` times); ``jsonl`` also saves the
     lines in the import format.
     """
+    # A new demo store is made like any other: the protocol adopted first, as init does.
+    if not ledger.recorder.max_notification_id():
+        adopt_at_init(ledger, user or getpass.getuser())
     lines = generate_trial(participants, seed, ledger.protocol)
     if jsonl:
         with output_file(jsonl, "jsonl", ledger.store) as temporary:
