@@ -42,6 +42,21 @@ def older(participant: str, screened: str, enrolled: str, **fields: object) -> l
     ]
 
 
+def screened_around_the_amendment(store_url: str) -> TrialLedger:
+    """An amended ledger with two 68-year-olds never enrolled: NFH-004 screened before, NFH-005 after."""
+    ledger = amended_ledger(store_url)
+    ledger.record(
+        L.as_lines(
+            [
+                L.screening("NFH-004", effective="2014-12-30", consent_date="2014-12-30", age_years=68),
+                L.screening("NFH-005", effective="2015-01-03", consent_date="2015-01-03", age_years=68),
+            ]
+        ),
+        user="nfh.chen",
+    )
+    return ledger
+
+
 def test_init_adopts_the_shipped_file_once(store_url: str) -> None:
     ledger = TrialLedger(store_url)
     first = adopt_at_init(ledger, "dm")
@@ -93,16 +108,7 @@ def test_a_participant_enrolled_after_the_amendment_is_judged_under_it_one_befor
 
 
 def test_a_participant_never_enrolled_is_judged_on_the_screening_date(store_url: str) -> None:
-    ledger = amended_ledger(store_url)
-    ledger.record(
-        L.as_lines(
-            [
-                L.screening("NFH-004", effective="2014-12-30", consent_date="2014-12-30", age_years=68),
-                L.screening("NFH-005", effective="2015-01-03", consent_date="2015-01-03", age_years=68),
-            ]
-        ),
-        user="nfh.chen",
-    )
+    ledger = screened_around_the_amendment(store_url)
     rows = {r["participant"]: r for r in Monitor(ledger).status(dt.date(2015, 6, 30), None)["participants"]}
     assert (rows["NFH-004"]["status"], rows["NFH-004"]["protocol_version"]) == ("screen_failed", "1.0")
     assert (rows["NFH-005"]["status"], rows["NFH-005"]["protocol_version"]) == ("screened", "2.0")
@@ -217,16 +223,7 @@ def test_the_command_line_adopts_shows_and_refuses(tmp_path: Path) -> None:
 
 
 def test_the_sdtm_export_judges_each_participant_under_their_version(store_url: str) -> None:
-    ledger = amended_ledger(store_url)
-    ledger.record(
-        L.as_lines(
-            [
-                L.screening("NFH-004", effective="2014-12-30", consent_date="2014-12-30", age_years=68),
-                L.screening("NFH-005", effective="2015-01-03", consent_date="2015-01-03", age_years=68),
-            ]
-        ),
-        user="nfh.chen",
-    )
+    ledger = screened_around_the_amendment(store_url)
     as_of = dt.date(2015, 6, 30)
     versions = protocol_versions(ledger)
     dm = build_datasets(ledger.entries(), ledger.protocol, as_of, versions).datasets["DM"].rows

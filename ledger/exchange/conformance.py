@@ -346,23 +346,29 @@ def _exposure(datasets: Datasets, column: str, pick: Callable[[list[str]], str])
 
 def first_treatment(datasets: Datasets) -> Iterator[Finding]:
     """CG0148: RFXSTDTC is the subject's earliest EXSTDTC."""
-    earliest = _exposure(datasets, "EXSTDTC", min)
-    for dm, number, row in _dm_rows(datasets):
-        want = earliest.get(row["USUBJID"])
-        if want is not None and row.get("RFXSTDTC") != want:
-            yield _finding(
-                "CG0148", dm, "RFXSTDTC", number, f"RFXSTDTC {row.get('RFXSTDTC')}, earliest EXSTDTC {want}"
-            )
+    return _treatment_bound(datasets, "CG0148", "RFXSTDTC", "EXSTDTC", min, "earliest")
 
 
 def last_treatment(datasets: Datasets) -> Iterator[Finding]:
     """CG0147: RFXENDTC is the subject's latest EXENDTC."""
-    latest = _exposure(datasets, "EXENDTC", max)
+    return _treatment_bound(datasets, "CG0147", "RFXENDTC", "EXENDTC", max, "latest")
+
+
+def _treatment_bound(
+    datasets: Datasets,
+    rule: str,
+    reference: str,
+    exposure: str,
+    pick: Callable[[list[str]], str],
+    which: str,
+) -> Iterator[Finding]:
+    """DM's ``reference`` date is the ``which`` (``pick``) of the subject's EX ``exposure`` dates."""
+    bounds = _exposure(datasets, exposure, pick)
     for dm, number, row in _dm_rows(datasets):
-        want = latest.get(row["USUBJID"])
-        if want is not None and row.get("RFXENDTC") != want:
+        want = bounds.get(row["USUBJID"])
+        if want is not None and row.get(reference) != want:
             yield _finding(
-                "CG0147", dm, "RFXENDTC", number, f"RFXENDTC {row.get('RFXENDTC')}, latest EXENDTC {want}"
+                rule, dm, reference, number, f"{reference} {row.get(reference)}, {which} {exposure} {want}"
             )
 
 
