@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -174,7 +175,7 @@ def protocol_versions(ledger: TrialLedger, known_at: dt.datetime | None = None) 
     return ProtocolVersions(
         tuple(
             AdoptedProtocol(
-                parse_protocol(e.record.content.encode("utf-8"), e.event_id),
+                _adopted_protocol(e.record.content, e.event_id),
                 e.record.version,
                 e.record.effective,
                 e.record.sha256,
@@ -182,6 +183,12 @@ def protocol_versions(ledger: TrialLedger, known_at: dt.datetime | None = None) 
             for e in entries
         )
     )
+
+
+@cache
+def _adopted_protocol(content: str, event_id: str) -> Protocol:
+    """The parameters of an adopted version's text, parsed once per process (every write reads them)."""
+    return parse_protocol(content.encode("utf-8"), event_id)
 
 
 def adopt_at_init(ledger: TrialLedger, user: str) -> Adoption | None:
