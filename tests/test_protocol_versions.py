@@ -214,6 +214,7 @@ def test_the_command_line_adopts_shows_and_refuses(tmp_path: Path) -> None:
     for args, field in (
         ((str(broken), "--effective", "2015-01-01"), "file"),
         ((str(tmp_path / "missing.toml"), "--effective", "2015-01-01"), "file"),
+        (("/dev/zero", "--effective", "2015-01-01"), "file"),  # endless: read no further than the limit
         ((str(amendment), "--effective", "2015-13-01"), "--effective"),
     ):
         code, out = run("protocol", "adopt", *args, "--reason", "bad")

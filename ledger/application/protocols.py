@@ -76,9 +76,9 @@ class VersionEntry:
 
 def read_protocol_file(path: str, field: str) -> tuple[bytes, Protocol]:
     """The bytes and parameters of a protocol file; :class:`InvalidInput` naming ``field``."""
-    file = Path(path)
     try:
-        text = file.read_bytes()
+        with Path(path).open("rb") as file:
+            text = file.read(MAX_PROTOCOL_BYTES + 1)  # never more: a device or a huge file is refused
     except OSError as exc:
         raise InvalidInput(f"{field}: cannot read {path}: {exc.strerror or exc}") from None
     if len(text) > MAX_PROTOCOL_BYTES:
