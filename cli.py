@@ -994,6 +994,38 @@ def user_add(
     emit(data, f"registered {name} ({role}{where}) as {event}" + (f"; private key in {path}" if path else ""))
 
 
+@user.command(name="update")
+@click.argument("name")
+@click.option("--role", help="The new role (default: unchanged).")
+@click.option("--site", help="The new site of a site_staff or investigator (default: unchanged).")
+@click.option("--reason", required=True, help="Why the role or site changes.")
+@global_options
+def user_update(name: str, role: str | None, site: str | None, reason: str) -> None:
+    """Change user NAME's role or site, recorded as an event. Data managers only."""
+    from ledger.application import access
+
+    record = access.update_user(
+        open_ledger(create=True), settings().user, name=name, role=role, user_site=site, reason=reason
+    )
+    where = f" of {record.user_site}" if record.user_site else ""
+    emit(
+        {"user": name, "role": record.role, "site": record.user_site, "event": record.id},
+        f"updated {name}: now {record.role}{where} ({record.id})",
+    )
+
+
+@user.command(name="deactivate")
+@click.argument("name")
+@click.option("--reason", required=True, help="Why the user's access ends.")
+@global_options
+def user_deactivate(name: str, reason: str) -> None:
+    """End user NAME's access for good, recorded as an event. Data managers only."""
+    from ledger.application import access
+
+    event = access.deactivate_user(open_ledger(create=True), settings().user, name=name, reason=reason)
+    emit({"user": name, "deactivated": True, "event": event}, f"deactivated {name} as {event}")
+
+
 @main.command()
 @click.argument("participant")
 @click.option("--meaning", required=True, help="reviewed, approved or investigator_attestation.")

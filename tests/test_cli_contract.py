@@ -468,6 +468,8 @@ WRITING = {
     ("code-ae",),
     ("demo",),
     ("user", "add"),
+    ("user", "update"),
+    ("user", "deactivate"),
     *((name,) for name in main.commands if type(main.commands[name]).__name__ == "WriteCommand"),
 }
 

@@ -1,7 +1,9 @@
 """Who may append what: registered users and roles, refused attempts, the database lock (issue #6).
 
 Two streams of the ledger are not a participant's: ``USERS`` (:class:`Registry`,
-one :class:`~ledger.domain.events.UserRegistered` per user) and ``TRIAL``
+one :class:`~ledger.domain.events.UserRegistered` per user, then their
+:class:`~ledger.domain.events.UserUpdated` and
+:class:`~ledger.domain.events.UserDeactivated`, issue 12) and ``TRIAL``
 (:class:`Trial`: :class:`~ledger.domain.events.DatabaseLocked`,
 :class:`~ledger.domain.events.DatabaseUnlocked` and every
 :class:`~ledger.domain.events.ActionRefused`).  Their events are sealed like any other
@@ -16,8 +18,10 @@ and the tests before issue #6 rely on).  The first ``user add`` must register a
 - ``site_staff`` and ``investigator`` append only for participants of their own
   site, and enter data only as that site;
 - ``monitor`` and ``auditor`` read only;
-- only a ``data_manager`` locks, unlocks and registers users; data managers may
-  append for every site (corrections during data cleaning);
+- a deactivated user can do nothing;
+- only a ``data_manager`` locks, unlocks, registers, updates and deactivates
+  users (never the last active data manager); data managers may append for
+  every site (corrections during data cleaning);
 - signatures: ``reviewed`` by site staff, investigators (own site) and data
   managers; ``approved`` by investigators (own site) and data managers;
   ``investigator_attestation`` by investigators of the participant's site.
@@ -54,10 +58,13 @@ from ledger.domain.events import (
     InvalidRecord,
     ParticipantCode,
     Record,
+    UserDeactivated,
     UserName,
     UserRegistered,
+    UserUpdated,
     convert,
     fill,
+    lenient,
     utc_text,
 )
 from ledger.domain.participant import RecordEvent, ledger_event_id
@@ -112,17 +119,48 @@ class Trial(RecordLog):
     STREAM = "TRIAL"
 
 
-class Registry(RecordLog):
-    """The registered users, by name."""
+class Users:
+    """The registered users, by name, as their records leave them (issue 12, item 2).
+
+    ``users`` holds every user ever registered, with the role and site of their
+    latest :class:`~ledger.domain.events.UserUpdated`; ``deactivated`` those
+    whose access has ended.  Folding records one by one into new ``Users``
+    gives the users as they stood at any moment.
+    """
+
+    def __init__(self) -> None:
+        self.users: dict[str, UserRegistered] = {}
+        self.deactivated: dict[str, UserDeactivated] = {}
+
+    def take(self, record: Record) -> None:
+        """Apply one record of the ``USERS`` stream."""
+        if isinstance(record, UserRegistered):
+            self.users[record.name] = record
+        elif isinstance(record, UserUpdated):
+            with lenient():
+                self.users[record.name] = msgspec.structs.replace(
+                    self.users[record.name], role=record.role, user_site=record.user_site
+                )
+        else:
+            assert isinstance(record, UserDeactivated)
+            self.deactivated[record.name] = record
+
+    def active(self, role: str | None = None) -> list[UserRegistered]:
+        """The users not deactivated (of ``role`` only, if given), in registration order."""
+        return [
+            member
+            for name, member in self.users.items()
+            if name not in self.deactivated and role in (None, member.role)
+        ]
+
+
+class Registry(Users, RecordLog):
+    """The ``USERS`` stream: the registered users as its records leave them."""
 
     STREAM = "USERS"
 
     def __init__(self) -> None:
-        self.users: dict[str, UserRegistered] = {}
-
-    def take(self, record: Record) -> None:
-        assert isinstance(record, UserRegistered)
-        self.users[record.name] = record
+        Users.__init__(self)
 
 
 class ProtocolLog(RecordLog):
@@ -152,6 +190,8 @@ PERMISSIONS: dict[str, Permission] = {
     "lock": Permission("lock the ledger", ("data_manager",)),
     "unlock": Permission("unlock the ledger", ("data_manager",)),
     "user add": Permission("register users", ("data_manager",)),
+    "user update": Permission("change users' roles and sites", ("data_manager",)),
+    "user deactivate": Permission("deactivate users", ("data_manager",)),
     "protocol adopt": Permission("adopt protocol versions", ("data_manager",)),
     "sign reviewed": Permission("sign as reviewed", ("site_staff", "investigator", "data_manager")),
     "sign approved": Permission("sign as approved", ("investigator", "data_manager")),
@@ -161,7 +201,7 @@ PERMISSIONS: dict[str, Permission] = {
 
 
 def refusal(
-    users: Registry | None,
+    users: Users | None,
     user: str | None,
     action: str,
     participant: str | None = None,
@@ -177,6 +217,8 @@ def refusal(
     member = users.users.get(user or "")
     if member is None:
         return f"user {user!r} is not registered (data managers register users: `trial-ledger user add`)"
+    if member.name in users.deactivated:
+        return f"user {member.name} is deactivated ({users.deactivated[member.name].reason})"
     permission = PERMISSIONS[action]
     if member.role not in permission.roles:
         return f"{member.name} ({member.role}) may not {permission.what}"
@@ -250,8 +292,7 @@ def register(
     data managers register users.
     """
     actor = acting(user)
-    if user_site is not None and user_site not in ledger.protocol.sites:
-        raise InvalidInput(f"site: unknown site code '{user_site}' ({', '.join(ledger.protocol.sites)})")
+    _check_site(ledger, user_site)
     fields = {"name": name, "full_name": full_name, "role": role, "user_site": user_site}
     record = checked(UserRegistered, {**fields, "public_key": public_key, "user": actor})
 
@@ -267,6 +308,84 @@ def register(
         return _store(ledger, Registry.append(users, record, ledger.clock()))
 
     return ledger.write(attempt)
+
+
+def update_user(
+    ledger: TrialLedger, user: str | None, *, name: str, role: str | None, user_site: str | None, reason: str
+) -> UserUpdated:
+    """``user update``: change ``name``'s role and/or site (issue 12, item 2); returns the stored record.
+
+    An omitted role stays; an omitted site stays unless the new role acts for the
+    whole trial.  Data managers only; the last active data manager keeps the role.
+    """
+    actor = acting(user)
+    _check_site(ledger, user_site)
+
+    def attempt() -> UserUpdated:
+        users = Registry.load(ledger)
+        require(ledger, users, actor, "user update")
+        assert users is not None  # an open ledger has no users to update
+        member = _current(users, name)
+        new_role = role or member.role
+        site = user_site
+        if site is None and new_role in SITE_ROLES:
+            site = member.user_site
+        fields = {"name": name, "role": new_role, "user_site": site, "reason": reason, "user": actor}
+        record = checked(UserUpdated, fields)
+        if (record.role, record.user_site) == (member.role, member.user_site):
+            raise InvalidInput(f"role: {name} is already {_described(member)}: nothing to change")
+        if member.role == "data_manager" and record.role != "data_manager":
+            _keep_a_data_manager(ledger, users, actor, name, "user update")
+        log = Registry.append(users, record, ledger.clock())
+        stored: UserUpdated = log.pending_events[-1].record  # type: ignore[attr-defined]
+        _store(ledger, log)
+        return stored
+
+    return ledger.write(attempt)
+
+
+def deactivate_user(ledger: TrialLedger, user: str | None, *, name: str, reason: str) -> str:
+    """``user deactivate``: end ``name``'s access for good (issue 12, item 2); returns the event id.
+
+    Data managers only; the last active data manager cannot be deactivated.
+    """
+    actor = acting(user)
+    record = checked(UserDeactivated, {"name": name, "reason": reason, "user": actor})
+
+    def attempt() -> str:
+        users = Registry.load(ledger)
+        require(ledger, users, actor, "user deactivate")
+        assert users is not None  # an open ledger has no users to deactivate
+        member = _current(users, name)
+        if member.role == "data_manager":
+            _keep_a_data_manager(ledger, users, actor, name, "user deactivate")
+        return _store(ledger, Registry.append(users, record, ledger.clock()))
+
+    return ledger.write(attempt)
+
+
+def _current(users: Registry, name: str) -> UserRegistered:
+    """The active user ``name``; exit 2 naming ``name`` if there is none."""
+    if name not in users.users:
+        raise InvalidInput(f"name: user {name} is not registered")
+    if name in users.deactivated:
+        raise InvalidInput(f"name: user {name} is deactivated (register a new user instead)")
+    return users.users[name]
+
+
+def _keep_a_data_manager(ledger: TrialLedger, users: Registry, actor: str, name: str, action: str) -> None:
+    """Refuse to take the role from the last active data manager: nobody could register users again."""
+    if [member.name for member in users.active("data_manager")] == [name]:
+        refuse(ledger, [f"{name} is the last active data_manager"], action=action, user=actor)
+
+
+def _described(member: UserRegistered) -> str:
+    return member.role + (f" of {member.user_site}" if member.user_site else "")
+
+
+def _check_site(ledger: TrialLedger, user_site: str | None) -> None:
+    if user_site is not None and user_site not in ledger.protocol.sites:
+        raise InvalidInput(f"site: unknown site code '{user_site}' ({', '.join(ledger.protocol.sites)})")
 
 
 def lock(ledger: TrialLedger, user: str | None, reason: str) -> str:
@@ -336,8 +455,12 @@ def lock_state(entries: Iterable[Entry]) -> LockState:
 
 
 def registered_users(entries: Iterable[Entry]) -> dict[str, UserRegistered]:
-    """The users registered in ``entries``, by name."""
-    return {e.record.name: e.record for e in entries if isinstance(e.record, UserRegistered)}
+    """The users registered in ``entries``, by name, with their latest role and site."""
+    users = Users()
+    for entry in entries:
+        if isinstance(entry.record, UserRegistered | UserUpdated | UserDeactivated):
+            users.take(entry.record)
+    return users.users
 
 
 def _clip(text: str) -> str:

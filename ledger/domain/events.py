@@ -336,10 +336,43 @@ class UserRegistered(Record, CrossChecked, tag="UserRegistered", kw_only=True):
     public_key: Hex32
 
     def check(self) -> None:
-        if self.role in SITE_ROLES and self.user_site is None:
-            _fail("user_site", f"a {self.role} belongs to one site: give it")
-        if self.role not in SITE_ROLES and self.user_site is not None:
-            _fail("user_site", f"a {self.role} acts for the whole trial, not for one site")
+        _check_user_site(self.role, self.user_site)
+
+
+def _check_user_site(role: str, user_site: str | None) -> None:
+    """A site role belongs to one site; every other role to the whole trial."""
+    if role in SITE_ROLES and user_site is None:
+        _fail("user_site", f"a {role} belongs to one site: give it")
+    if role not in SITE_ROLES and user_site is not None:
+        _fail("user_site", f"a {role} acts for the whole trial, not for one site")
+
+
+class UserUpdated(Record, CrossChecked, tag="UserUpdated", kw_only=True):
+    """A change of a registered user's role or site (issue 12, item 2: role changes are events).
+
+    ``role`` and ``user_site`` are the user's state after the change, complete,
+    so that the registry is their latest values; ``user`` is who changed them.
+    The ledger writes it for ``user update``; it is not an import type.
+    """
+
+    name: UserName
+    role: Role
+    user_site: SiteCode | None = None
+    reason: Text
+
+    def check(self) -> None:
+        _check_user_site(self.role, self.user_site)
+
+
+class UserDeactivated(Record, tag="UserDeactivated", kw_only=True):
+    """The end of a user's access: from then on they can do nothing (issue 12, item 2).
+
+    ``user`` is who deactivated them.  The ledger writes it for ``user deactivate``;
+    it is not an import type.
+    """
+
+    name: UserName
+    reason: Text
 
 
 class DatabaseLocked(Record, tag="DatabaseLocked", kw_only=True):
