@@ -25,10 +25,10 @@ import pytest
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 
-import ledger.application.trial_ledger as application
 from ledger.application.importer import read_lines
 from ledger.application.trial_ledger import TrialLedger
 from ledger.domain.errors import Refused
+from ledger.domain.rules.ordering import Chart
 from ledger.evidence.merkle import Frontier, leaf_hash
 from ledger.simulation.demo import generate_trial, write_jsonl
 from ledger.storage.seal import GENESIS, Seal, chain_hash, content_hash
@@ -76,9 +76,12 @@ def plain_path(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
 
     def switch() -> None:
         # Every participant loaded through the repository (new ones found missing),
-        # the aggregate for every line, a plain chart, the library's insert.
+        # the aggregate for every line, a chart read by scans (not its type index), the library's insert.
         monkeypatch.setattr(Seal, "participants", lambda self, datastore, candidates: set(candidates))
-        monkeypatch.setattr(application, "_indexed", lambda aggregate: aggregate)
+        monkeypatch.setattr(
+            Chart, "of_type", lambda self, kind: [r for r in self.records.values() if isinstance(r, kind)]
+        )
+        monkeypatch.setattr(Chart, "first", lambda self, kind: next(iter(self.of_type(kind)), None))
         monkeypatch.setattr(LedgerSQLiteRecorder, "_insert_events", _plain_insert)
 
     return switch

@@ -133,6 +133,19 @@ def test_corrections_and_voids_keep_the_original(ledger: TrialLedger) -> None:
         store(ledger, [L.void("NFH-001#6")])
 
 
+def test_a_participant_loads_as_the_library_projects_it(ledger: TrialLedger) -> None:
+    """The write path's lean load (issue 14) gives the library's aggregate: same version, chart, voids."""
+    store(ledger, [*L.treated(), L.cmv(id="c1"), L.cmv(id="c2", effective="2014-01-20")])
+    store(ledger, [L.correction("c1", {"value_iu_ml": 10}), L.void("c2")])
+    lean, library = ledger._load("NFH-001"), ledger.repository.get("NFH-001")
+    assert lean is not None
+    assert (lean.version, lean.voided, list(lean.chart.records.items())) == (
+        library.version,
+        library.voided,
+        list(library.chart.records.items()),
+    )
+
+
 def test_reimport_is_idempotent_and_conflicting_ids_are_named(ledger: TrialLedger) -> None:
     trial = [*L.treated(), L.cmv(id="c1"), L.correction("c1", {"value_iu_ml": 5500}, id="fix1")]
     assert len(store(ledger, trial)) == 5

@@ -33,16 +33,75 @@ from ledger.domain.rules.sites import site_of
 T = TypeVar("T", bound=ClinicalRecord)
 
 
+class ChartRecords(dict[str, ClinicalRecord]):
+    """A chart's records by event id that also keep, per record type, that type's records in chart order.
+
+    A chart changes only by setting and deleting keys (the aggregate's ``take``,
+    a replay); both keep the index in step, so a rule asking for the screening or
+    the infusions reads them without a scan of the whole history (issue 14).
+    """
+
+    def __init__(self, records: dict[str, ClinicalRecord] | None = None) -> None:
+        super().__init__()
+        self.by_type: dict[type, dict[str, ClinicalRecord]] = {}
+        self._kinds: dict[type, list[dict[str, ClinicalRecord]]] = {}
+        for key, record in (records or {}).items():
+            self[key] = record
+
+    def __setitem__(self, key: str, record: ClinicalRecord) -> None:
+        previous = self.get(key)
+        super().__setitem__(key, record)
+        if previous is not None and type(previous) is not type(record):
+            # A correction never changes a record's type; should one, rebuild in chart order.
+            self.by_type, self._kinds = {}, {}
+            for k, r in self.items():
+                self.by_type.setdefault(type(r), {})[k] = r
+        elif type(record) in self.by_type:
+            self.by_type[type(record)][key] = record
+        else:
+            group = self.by_type[type(record)] = {key: record}
+            for kind, groups in self._kinds.items():
+                if issubclass(type(record), kind):
+                    groups.append(group)
+
+    def __delitem__(self, key: str) -> None:
+        record = self[key]
+        super().__delitem__(key)
+        del self.by_type[type(record)][key]
+
+    def kind(self, kind: type) -> list[dict[str, ClinicalRecord]]:
+        """The per-type groups of every record type that is ``kind`` or a subclass of it."""
+        try:
+            return self._kinds[kind]
+        except KeyError:
+            groups = self._kinds[kind] = [g for cls, g in self.by_type.items() if issubclass(cls, kind)]
+            return groups
+
+
 @dataclass
 class Chart:
-    """A participant's current clinical records (corrections applied, voids removed)."""
+    """A participant's current clinical records (corrections applied, voids removed), indexed by type."""
 
-    records: dict[str, ClinicalRecord] = field(default_factory=dict)
+    records: dict[str, ClinicalRecord] = field(default_factory=ChartRecords)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.records, ChartRecords):
+            self.records = ChartRecords(self.records)
 
     def of_type(self, kind: type[T]) -> list[T]:
-        return [r for r in self.records.values() if isinstance(r, kind)]
+        """The records of type ``kind`` (or a subclass), in chart order."""
+        groups = self.records.kind(kind)  # type: ignore[attr-defined]
+        filled = [group for group in groups if group]
+        if len(filled) > 1:  # several types: keep the chart's order across them
+            return [r for r in self.records.values() if isinstance(r, kind)]
+        return list(filled[0].values()) if filled else []  # type: ignore[arg-type]
 
     def first(self, kind: type[T]) -> T | None:
+        groups = self.records.kind(kind)  # type: ignore[attr-defined]
+        if len(groups) == 1:
+            return next(iter(groups[0].values()), None)  # type: ignore[arg-type]
+        if not groups:
+            return None
         found = self.of_type(kind)
         return found[0] if found else None
 
