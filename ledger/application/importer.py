@@ -1,10 +1,15 @@
 """Import of a JSON Lines file: every line checked, then all stored or nothing (SPEC section 6).
 
-A million-line import builds millions of small objects that live until the
-end and form no reference cycles; Python's cyclic garbage collector would scan
-them over and over (about a third of the import's time), so it is paused while
-an import runs (:func:`_paused_gc`, issue #7).  Reference counting still frees
-everything as usual.
+The file is streamed (issue 14): a first pass validates every line and stages
+it on disk (:mod:`ledger.storage.staging`), a second checks the staged lines
+against the ledger a group of participants at a time and stages their events,
+and only then are the events moved into the ledger, in one transaction.  No
+pass holds the whole file, so memory stays bounded whatever its size.
+
+An import builds millions of small objects that form no reference cycles;
+Python's cyclic garbage collector would scan them over and over (about a third
+of the import's time), so it is paused while an import runs (:func:`_paused_gc`,
+issue #7).  Reference counting still frees everything as usual.
 """
 
 from __future__ import annotations
@@ -17,9 +22,12 @@ from typing import BinaryIO
 
 from ledger.application.trial_ledger import Line, Receipt, TrialLedger
 from ledger.domain.errors import InvalidInput
-from ledger.domain.events import InvalidRecord, decode_line
+from ledger.domain.events import ClinicalRecord, InvalidRecord, Record, decode_line
+from ledger.storage.staging import UNKNOWN, Staging
 
 MAX_REPORTED = 50
+# Lines staged per write to the staging file.
+STAGE_BATCH = 10_000
 UTF8_BOM = b"\xef\xbb\xbf"
 # Byte-order marks of encodings the import format is not (SPEC section 6: UTF-8).
 _OTHER_BOMS = (
@@ -40,7 +48,42 @@ def read_lines(source: BinaryIO) -> list[Line]:
     is named.
     """
     lines: list[Line] = []
-    problems: list[str] = []
+    problems = _Problems()
+    for number, _, decoded in _decoded(source):
+        if isinstance(decoded, str):
+            problems.add(decoded)
+        else:
+            lines.append(Line(number, decoded))
+    problems.check()
+    return lines
+
+
+def stage_lines(source: BinaryIO, staging: Staging) -> None:
+    """Validate every line as :func:`read_lines` does, staging each as its bytes (issue 14).
+
+    Only the line's number, participant (or a correction's target), client id
+    and bytes are kept, on disk: memory does not grow with the file.
+    """
+    problems = _Problems()
+    rows: list[tuple[int, str, str | None, str | None, bytes]] = []
+    for number, raw, decoded in _decoded(source):
+        if isinstance(decoded, str):
+            problems.add(decoded)
+        elif not problems.count:
+            if isinstance(decoded, ClinicalRecord):
+                rows.append((number, decoded.participant, decoded.id, None, raw))
+            else:
+                rows.append((number, UNKNOWN, decoded.id, getattr(decoded, "target", None), raw))
+            if len(rows) == STAGE_BATCH:
+                staging.add_lines(rows)
+                rows = []
+    problems.check()
+    staging.add_lines(rows)
+    staging.index_lines()
+
+
+def _decoded(source: BinaryIO) -> Iterator[tuple[int, bytes, Record | str]]:
+    """``(number, bytes, record or what is wrong with it)`` of every line that is not blank."""
     for number, raw in enumerate(source, start=1):
         if number == 1:
             encoding = next((name for bom, name in _OTHER_BOMS if raw.startswith(bom)), None)
@@ -48,19 +91,39 @@ def read_lines(source: BinaryIO) -> list[Line]:
                 raise InvalidInput(f"line 1: the file is {encoding} (byte-order mark); save it as UTF-8")
             raw = raw.removeprefix(UTF8_BOM)
         if raw.startswith(UTF8_BOM):
-            problems.append(f"line {number}: a byte-order mark (U+FEFF) starts the line; only the file may")
+            yield number, raw, f"line {number}: a byte-order mark (U+FEFF) starts the line; only the file may"
             continue
         if not raw.strip():
             continue
         try:
-            lines.append(Line(number, decode_line(raw)))
+            yield number, raw, decode_line(raw)
         except InvalidRecord as exc:
-            problems.append(f"line {number}: {_located(raw, str(exc))}")
+            yield number, raw, f"line {number}: {_located(raw, str(exc))}"
         except UnicodeDecodeError:
-            problems.append(f"line {number}: {_not_utf8(raw)}")
-    if problems:
-        raise InvalidInput(_summary(problems), problems=_capped(problems))
-    return lines
+            yield number, raw, f"line {number}: {_not_utf8(raw)}"
+
+
+class _Problems:
+    """The bad lines of a file: how many, and the first ones (the report shows no more)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first: list[str] = []
+
+    def add(self, problem: str) -> None:
+        self.count += 1
+        if len(self.first) < MAX_REPORTED:
+            self.first.append(problem)
+
+    def check(self) -> None:
+        """Raise :class:`InvalidInput` naming the bad lines, if there are any."""
+        if not self.count:
+            return
+        more = self.count - len(self.first)
+        reported = [*self.first, f"... and {more} more invalid lines"] if more else self.first
+        raise InvalidInput(
+            f"{self.count} invalid line(s); nothing stored. First: {self.first[0]}", problems=reported
+        )
 
 
 def _located(raw: bytes, message: str) -> str:
@@ -102,23 +165,18 @@ def import_lines(
     site: str | None = None,
     progress: bool = False,
 ) -> Receipt:
-    """Import ``source`` into ``ledger``: all lines or none."""
-    with _paused_gc():
-        return _import(ledger, source, user, site, progress)
-
-
-def _import(
-    ledger: TrialLedger, source: BinaryIO, user: str | None, site: str | None, progress: bool
-) -> Receipt:
-    if progress:
+    """Import ``source`` into ``ledger``: all lines or none, streamed through a staging file."""
+    with _paused_gc(), Staging() as staging:
+        if not progress:
+            stage_lines(source, staging)
+            return ledger.record_staged(staging, user=user, site=site)
         from rich.console import Console
 
         console = Console(stderr=True)
         with console.status("checking lines..."):
-            lines = read_lines(source)
-        with console.status(f"checking {len(lines)} events against the protocol and storing..."):
-            return ledger.record(lines, user=user, site=site)
-    return ledger.record(read_lines(source), user=user, site=site)
+            stage_lines(source, staging)
+        with console.status(f"checking {staging.count} events against the protocol and storing..."):
+            return ledger.record_staged(staging, user=user, site=site)
 
 
 @contextmanager
@@ -130,13 +188,3 @@ def _paused_gc() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
-
-
-def _summary(problems: list[str]) -> str:
-    return f"{len(problems)} invalid line(s); nothing stored. First: {problems[0]}"
-
-
-def _capped(problems: list[str]) -> list[str]:
-    if len(problems) <= MAX_REPORTED:
-        return problems
-    return [*problems[:MAX_REPORTED], f"... and {len(problems) - MAX_REPORTED} more invalid lines"]

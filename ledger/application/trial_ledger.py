@@ -45,6 +45,7 @@ from ledger.domain.events import (
     ParticipantEnrolled,
     ParticipantScreened,
     Record,
+    decode_line,
     fill,
 )
 from ledger.domain.participant import EVENT_CLASS, Participant, ledger_event_id
@@ -54,10 +55,13 @@ from ledger.domain.rules.sites import site_of
 from ledger.domain.rules.versions import ProtocolVersions
 from ledger.storage.codec import Codec
 from ledger.storage.seal import content_hash
+from ledger.storage.staging import Staging
 from ledger.storage.stores import require_ledger, store_env, store_url
 from ledger.storage.transcoder import MsgspecTranscoder
 
 MAX_ATTEMPTS = 5
+# Lines an import checks at once (whole participants): what bounds its memory (issue 14).
+STAGED_GROUP_LINES = 20_000
 T = TypeVar("T")
 
 
@@ -79,6 +83,17 @@ class Line:
 
     number: int
     record: Record
+
+
+@dataclass
+class _Checked:
+    """A checked batch: what it would store (pending in ``aggregates``) and every problem found."""
+
+    receipt: Receipt = field(default_factory=Receipt)
+    aggregates: list[Participant | _NewStream] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    ineligible: list[Ineligible] = field(default_factory=list)
+    refusals: list[Participant] = field(default_factory=list)
 
 
 def check_client_id(record: Record) -> None:
@@ -176,16 +191,81 @@ class TrialLedger(Application[str]):
     def _record_once(
         self, lines: list[Line], user: str | None, site: str | None, record_refusal: bool
     ) -> Receipt:
-        problems: list[str] = []
-        ineligible: list[Ineligible] = []
-        receipt = Receipt()
         at = self.clock()
         # Every read below sees at least this much; the save is refused as a
         # conflict if one of the batch's streams grew after it.
         read_at = self.recorder.max_notification_id() or 0
+        versions, users = protocol_versions(self), access.Registry.load(self)
+        checked = self._check(lines, user, site, record_refusal, at, versions, users)
+        if checked.problems:
+            if checked.refusals and len(checked.ineligible) == len(checked.problems):
+                self.save(*checked.refusals)
+            raise _failure(checked.problems, len(checked.ineligible))
+        self.save(*checked.aggregates, read_at=read_at)
+        return checked.receipt
+
+    def record_staged(self, staging: Staging, *, user: str | None = None, site: str | None = None) -> Receipt:
+        """Store an import's staged lines, all or nothing, in bounded memory (SPEC section 6, issue 14).
+
+        The lines are checked as :meth:`record` checks a batch, one group of
+        whole participants at a time; each group's events are staged as the rows
+        the recorder stores, and once every line has passed they are moved into
+        the ledger in one transaction.  Retries as :meth:`write` does.
+        """
+        return self.write(lambda: self._record_staged_once(staging, user, site))
+
+    def _record_staged_once(self, staging: Staging, user: str | None, site: str | None) -> Receipt:
+        at = self.clock()
+        read_at = self.recorder.max_notification_id() or 0
         versions = protocol_versions(self)
-        filled = self._fill(lines, user, site, problems, versions)
         users = access.Registry.load(self)
+        stored: dict[str, str] = {}
+        for targets in staging.targets():
+            stored.update((eid, participant) for eid, (participant, _) in self.lookup(targets).items())
+        staging.resolve(stored)
+        staging.clear_events()
+        receipt = Receipt()
+        problems = [
+            f"line {number}: id: {rid} is already stored with different content"
+            for number, rid in staging.id_clashes()
+        ]
+        ineligible = 0
+        for group in staging.groups(STAGED_GROUP_LINES):
+            lines = [Line(number, decode_line(raw)) for number, raw in group]
+            checked = self._check(lines, user, site, False, at, versions, users)
+            receipt.stored.extend(checked.receipt.stored)
+            receipt.skipped.extend(checked.receipt.skipped)
+            problems.extend(checked.problems)
+            ineligible += len(checked.ineligible)
+            if not problems:
+                to_stored = self.mapper.to_stored_event
+                staging.add_events(
+                    to_stored(e) for aggregate in checked.aggregates for e in aggregate.collect_events()
+                )
+        if problems:
+            raise _failure(problems, ineligible)
+        events = staging.events()
+        if events:
+            self.recorder.insert_events(events, read_at=read_at)
+        return receipt
+
+    def _check(
+        self,
+        lines: list[Line],
+        user: str | None,
+        site: str | None,
+        record_refusal: bool,
+        at: dt.datetime,
+        versions: ProtocolVersions,
+        users: access.Registry | None,
+    ) -> _Checked:
+        """Check a batch against the schema, access, idempotency and each participant's chart.
+
+        Nothing is saved: the events to store are pending in ``aggregates``.
+        """
+        checked = _Checked()
+        problems, receipt = checked.problems, checked.receipt
+        filled = self._fill(lines, user, site, problems, versions)
         known = self.lookup(
             [ln.record.id for ln in filled if ln.record.id]
             + [ln.record.target for ln in filled if isinstance(ln.record, EventCorrected | EventVoided)]
@@ -220,8 +300,6 @@ class TrialLedger(Application[str]):
                 problems.append(_at(ln, f"target: {ln.record.target} is not a participant's event"))  # type: ignore[attr-defined]
             else:
                 by_participant[participant].append(ln)
-        aggregates: list[Participant | _NewStream] = []
-        refusals: list[Participant] = []
         existing = self.recorder.seal.participants(self.recorder.datastore, list(by_participant))  # type: ignore[attr-defined]
         for participant, batch in by_participant.items():
             aggregate: Participant | _NewStream | None = None
@@ -240,22 +318,15 @@ class TrialLedger(Application[str]):
                     else:
                         receipt.stored.append(aggregate.append(ln.record, protocol, at))
                 except Ineligible as refusal:
-                    ineligible.append(refusal)
+                    checked.ineligible.append(refusal)
                     problems.append(_at(ln, str(refusal)))
                     if record_refusal and isinstance(aggregate, Participant):
-                        refusals.append(self._refusal(aggregate, ln.record, refusal, protocol, at))
+                        checked.refusals.append(self._refusal(aggregate, ln.record, refusal, protocol, at))
                 except LedgerError as exc:
                     problems.append(_at(ln, str(exc)))
             if aggregate is not None:
-                aggregates.append(aggregate)
-        if problems:
-            if refusals and len(ineligible) == len(problems):
-                self.save(*refusals)
-            if len(ineligible) == len(problems):
-                raise Refused(_summary(problems, "refused"), problems=problems)
-            raise InvalidInput(_summary(problems, "invalid"), problems=problems)
-        self.save(*aggregates, read_at=read_at)
-        return receipt
+                checked.aggregates.append(aggregate)
+        return checked
 
     def _check_access(self, users: access.Registry | None, lines: list[Line], owners: dict[str, str]) -> None:
         """Refuse the whole batch (and record it) if a line's user may not append it (issue #6)."""
@@ -460,6 +531,13 @@ def _judged_under(
     return versions.for_participant(
         screening.effective, enrollment.effective if enrollment else None
     ).protocol
+
+
+def _failure(problems: list[str], ineligible: int) -> LedgerError:
+    """The refusal of a batch: exit 3 when every problem is a failed eligibility, else exit 2."""
+    if ineligible == len(problems):
+        return Refused(_summary(problems, "refused"), problems=problems)
+    return InvalidInput(_summary(problems, "invalid"), problems=problems)
 
 
 def _summary(problems: list[str], kind: str) -> str:

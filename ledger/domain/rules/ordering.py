@@ -133,26 +133,27 @@ def check_entered_at(
     """
     if entered_at is None:
         return
-    when, start = utc_text(entered_at), day_start(about.effective)
+    start = day_start(about.effective)
     if entered_at < start:
         raise _invalid(
             who,
             "entered_at",
-            f"{when} is before the clinical date {about.effective} began ({utc_text(start)})"
+            f"{utc_text(entered_at)} is before the clinical date {about.effective} began ({utc_text(start)})"
             " (rule entered_at_bounds)",
         )
     if isinstance(about, AdverseEventReported) and entered_at < about.aware_at:
         raise _invalid(
             who,
             "entered_at",
-            f"{when} is before the site became aware of AE {about.ae_id} ({utc_text(about.aware_at)})"
-            " (rule entered_at_bounds)",
+            f"{utc_text(entered_at)} is before the site became aware of AE {about.ae_id}"
+            f" ({utc_text(about.aware_at)}) (rule entered_at_bounds)",
         )
     if entered_at > at:
         raise _invalid(
             who,
             "entered_at",
-            f"{when} is after the time it is recorded, {utc_text(at)} (rule entered_at_bounds)",
+            f"{utc_text(entered_at)} is after the time it is recorded, {utc_text(at)}"
+            " (rule entered_at_bounds)",
         )
 
 
