@@ -132,7 +132,8 @@ class TrialLedger(Application[str]):
         self.clock = clock
         # Checked before the library connects: connecting would create the file.
         require_ledger(self.store, create=create)
-        super().__init__(store_env(self.store))
+        # Opening an existing ledger makes no table: a read runs on a read-only file or login.
+        super().__init__({**store_env(self.store), **({} if create else {"CREATE_TABLE": "false"})})
         # Stored bytes as the mapper writes them (compressed, enciphered: issue 13).
         self.codec = Codec.of(self.mapper)
 

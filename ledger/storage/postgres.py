@@ -28,6 +28,7 @@ from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
 from ledger.storage.codec import CodecFactory
+from ledger.storage.feed import Row, TimelineFeed
 from ledger.storage.seal import EntryRow, Seal
 from ledger.storage.stores import ScannedRow
 
@@ -51,6 +52,16 @@ class CopySeal(Seal):
             return cursor.fetchall()
 
 
+class CopyFeed(TimelineFeed):
+    """The read model's feed, writing its rows with binary COPY."""
+
+    def write_rows(self, cursor: Any, rows: Iterable[Row]) -> None:
+        with cursor.copy(f"COPY {self.timeline} FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["text", "int8", "bytea"])
+            for row in rows:
+                copy.write_row(row)
+
+
 class LedgerPostgresRecorder(PostgresApplicationRecorder):
     def __init__(self, datastore: Any, **kwargs: Any) -> None:
         super().__init__(datastore, **kwargs)
@@ -61,7 +72,10 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             blob="BYTEA",
             position="BIGINT",
         )
-        self.sql_create_statements.extend(SQL(s) for s in self.seal.create_statements)  # type: ignore[arg-type]
+        # The read model's tables are made with a new ledger only (see ``create_table``).
+        self.feed = CopyFeed(prefix=f'"{self.datastore.schema}".', placeholder="%s", blob="BYTEA")
+        creating = [*self.seal.create_statements, *self.feed.create_statements]
+        self.sql_create_statements.extend(SQL(s) for s in creating)  # type: ignore[arg-type]
         table = SQL("{0}.{1}").format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
         self.copy_events = SQL(
             "COPY {0} (notification_id, originator_id, originator_version, topic, state) "
@@ -84,7 +98,8 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         several commands starting at once race in ``CREATE TYPE`` and ``CREATE OR
         REPLACE FUNCTION`` (PostgreSQL: "tuple concurrently updated").  So an
         initialised schema is left alone, and a new one is made under an advisory
-        lock held by a connection of its own.
+        lock held by a connection of its own.  A schema written by an earlier
+        version keeps the read model it has until ``rebuild`` (:mod:`ledger.storage.feed`).
         """
         key = f"trial-ledger create {self.datastore.schema}"
         with self.datastore.get_connection() as conn:
@@ -138,6 +153,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             if stored_events:
                 curs.execute(self.advance_sequence, (self.sequence_of, positions[-1]))
             self.seal.seal(curs, positions, stored_events, read_at)
+            self.feed.feed(curs, positions, stored_events, self.seal.codec)
             return list(positions)
 
     def scan(self, after: int, limit: int) -> list[ScannedRow]:

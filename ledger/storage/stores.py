@@ -38,6 +38,7 @@ from eventsourcing.sqlite import (
 
 from ledger.domain.errors import InvalidInput, Refused
 from ledger.storage.codec import CodecFactory
+from ledger.storage.feed import TimelineFeed
 from ledger.storage.seal import Seal
 
 DEFAULT_STORE = "trial-ledger.db"
@@ -58,6 +59,8 @@ ScannedRow = tuple[int, str, bytes]
 class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
     def __init__(self, datastore: Any, events_table_name: str = "stored_events") -> None:
         self.seal = Seal(events_table_name)  # before the library asks for the create statements
+        self.feed = TimelineFeed()
+        self.new_store = False
         super().__init__(datastore, events_table_name)
         self.insert_at_positions = (
             f"INSERT INTO {self.events_table_name} "
@@ -69,7 +72,21 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
         )
 
     def construct_create_table_statements(self) -> list[str]:
-        return [*super().construct_create_table_statements(), *self.seal.create_statements]
+        view = self.feed.create_statements if self.new_store else []
+        return [*super().construct_create_table_statements(), *self.seal.create_statements, *view]
+
+    def create_table(self) -> None:
+        """The library's ``create_table``; the read model's tables only with a new ledger.
+
+        A store written by an earlier version keeps the view it has until
+        ``rebuild`` (:mod:`ledger.storage.feed`): tables made empty beside its
+        events would claim a view that covers nothing.
+        """
+        with self.datastore.transaction(commit=False) as cursor:
+            cursor.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (self.events_table_name,))
+            self.new_store = cursor.fetchone() is None
+        self.create_table_statements = self.construct_create_table_statements()
+        super().create_table()
 
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], *, read_at: int | None = None, **_: Any
@@ -92,6 +109,7 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
         last = c.fetchone()[0]
         positions = range(last - len(stored_events) + 1, last + 1)
         self.seal.seal(c, positions, stored_events, read_at)
+        self.feed.feed(c, positions, stored_events, self.seal.codec)
         return list(positions)
 
     def scan(self, after: int, limit: int) -> list[ScannedRow]:
@@ -117,7 +135,10 @@ def is_postgres(url: str) -> bool:
 
 
 def sqlite_path(url: str) -> str:
-    """The file of a SQLite store URL (a plain path or ``sqlite:///path``)."""
+    """The file of a SQLite store URL: a plain path, ``sqlite:///path``, or an SQLite URI
+    ``file:path?mode=ro`` (read-only: every read command runs on it, issue 12 item 4)."""
+    if url.startswith("file:"):
+        return unquote(urlparse(url).path)
     return url.removeprefix("sqlite://").removeprefix("/") if url.startswith("sqlite:///") else url
 
 
@@ -153,7 +174,8 @@ def store_env(url: str) -> dict[str, str]:
     return {
         **common,
         "PERSISTENCE_MODULE": "ledger.storage.stores:LedgerSQLiteFactory",
-        "SQLITE_DBNAME": sqlite_path(url),
+        # An SQLite URI goes to SQLite whole (the library opens with ``uri=True``), its mode kept.
+        "SQLITE_DBNAME": url if url.startswith("file:") else sqlite_path(url),
         "SQLITE_LOCK_TIMEOUT": busy,
     }
 

@@ -21,15 +21,15 @@ from ledger.domain.entry import Entry
 from ledger.domain.rules.corrections import ParticipantHistory, fold
 from ledger.domain.rules.endpoints import endpoints, judged, versions_used
 from ledger.domain.rules.versions import ProtocolVersions
-from ledger.storage.timelines import Row, Timelines
-from projections.readmodel.timeline import catch_up, open_view, read_rows, read_state
+from ledger.storage.timelines import Row
+from projections.readmodel.timeline import CurrentTimelines, read_state
 
 
 def histories(
-    view: Timelines, known_at: dt.datetime | None, participant: str | None = None
+    timelines: CurrentTimelines, known_at: dt.datetime | None, participant: str | None = None
 ) -> Iterator[ParticipantHistory]:
     """Each participant's current events as known at ``known_at`` (all if None)."""
-    for code, stream in groupby(read_rows(view, participant), key=lambda row: row[0]):
+    for code, stream in groupby(timelines.rows(participant), key=lambda row: row[0]):
         folded = fold(_known(code, stream, known_at))
         if code in folded:
             yield folded[code]
@@ -49,12 +49,11 @@ def _code_order(participant: str) -> tuple[str, int, str]:
 
 
 class Monitor:
-    """Read side of one ledger: brings the read model up to date, then answers."""
+    """Read side of one ledger: checks the read model, then answers; writes nothing (issue 12 item 4)."""
 
     def __init__(self, ledger: TrialLedger) -> None:
         self.ledger = ledger
-        self.view = open_view(ledger)
-        catch_up(ledger, self.view)
+        self.view = CurrentTimelines(ledger)
 
     def status(
         self, as_of: dt.date, known_at: dt.datetime | None, participant: str | None = None
@@ -86,7 +85,7 @@ class Monitor:
 
     def entries(self, stream: str, known_at: dt.datetime | None) -> Iterator[Entry]:
         """One stream's stored events recorded by ``known_at``, in ledger order."""
-        return _known(stream, read_rows(self.view, stream), known_at)
+        return _known(stream, self.view.rows(stream), known_at)
 
 
 def _instant(moment: dt.datetime | None) -> str:

@@ -1,4 +1,4 @@
-"""The participant timelines read model: a tracked, restartable projection (SPEC section 4).
+"""The participant timelines read model: kept by the writes, checked on every read (SPEC section 4).
 
 Status and endpoints depend on two times chosen at query time (``--as-of`` and
 ``--known-at``), so what is worth persisting is each participant's stored
@@ -6,36 +6,34 @@ events, grouped by participant and kept in ledger order, each with the time the
 ledger recorded it: any as-of date and any known-at moment can then be answered
 from it (:mod:`projections.readmodel.queries`).
 
-The projection follows the application through the library's notification log
-and writes into a tracking recorder (:mod:`ledger.storage.timelines`): every
-batch of rows goes in the same transaction as the tracking record of the last
-notification it covers, so a projection killed mid-way restarts exactly where it
-stopped and never applies an event twice.  ``rebuild`` empties it and replays
-from the first event.
+Reads never write (issue 12 item 4, issue 14).  The rows are added by the write
+itself, in the events' transaction (:mod:`ledger.storage.feed`), so a read finds
+the view current and only reads.  A view that lags the ledger (a store written
+by an earlier version, a missing view, a rebuild under way) is not refused and
+not caught up by the read: :class:`CurrentTimelines` reads the view's rows up to
+its tracked position and the events after it straight from the events table, in
+the same order, and merges the two; ``rebuild`` (a write command) makes the view
+whole again.
 
-The read model is checked, not trusted (issue 11 item 8).  Each notification
-becomes exactly one row keyed by its position, so a sound view tracked at
-position P holds one row for each of the ledger's events up to P and none after
-it, and P is not beyond the ledger.  :func:`catch_up` checks that with one
-statement (two counts and three maxima over indexed columns, one snapshot)
-before it applies anything, and refuses to go on otherwise
-(:class:`ReadModelDamaged`, exit 2 saying to run ``rebuild``); every round of
-the catch-up then advances the tracked position or stops, so it ends.  A row
-that does not decode is refused where it is read.  What the counts cannot see,
-a row altered into another well-formed row, is what
+The read model is checked, not trusted (issue 11 item 8).  Each event becomes
+exactly one row keyed by its position, so a sound view tracked at position P
+holds one row for each of the ledger's events up to P and none after it, and P
+is not beyond the ledger.  Every read checks that with one statement (two counts
+and three maxima over indexed columns, one snapshot) and refuses to go on
+otherwise (:class:`ReadModelDamaged`, exit 2 saying to run ``rebuild``).  A row
+that does not decode is refused where it is read.  What the counts cannot see, a
+row altered into another well-formed row, is what
 :func:`projections.readmodel.check.check_read_model` (run by ``verify``) finds,
 row against event.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Iterator
-from functools import singledispatchmethod
-from typing import Any
 
 import msgspec
-from eventsourcing.persistence import IntegrityError, Tracking
-from eventsourcing.projection import Projection
+from eventsourcing.persistence import IntegrityError
 
 from ledger.application.trial_ledger import TrialLedger
 from ledger.domain.errors import InvalidInput
@@ -46,9 +44,8 @@ from ledger.storage.timelines import (
     Timelines,
     TimelinesUnreadable,
     open_timelines,
-    remake_timelines,
 )
-from ledger.storage.transcoder import MsgspecTranscoder, StoredState, decode_state
+from ledger.storage.transcoder import StoredState, decode_state
 
 BATCH = 20_000
 REBUILD = "run `trial-ledger rebuild`"
@@ -61,47 +58,17 @@ class ReadModelDamaged(InvalidInput):
         super().__init__(f"read model: {damage}; {REBUILD}")
 
 
-class ParticipantTimelines(Projection[Any]):
-    """Projects the ledger's events into per-participant timelines."""
-
-    name = "participant_timelines"
-    _encode = MsgspecTranscoder().encode
-
-    def __init__(self, view: Timelines) -> None:
-        super().__init__(view)
-        self.timelines = view
-
-    @singledispatchmethod
-    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
-        """One domain event, as the library's projection runner delivers them."""
-        state = self._encode({"timestamp": domain_event.timestamp, "record": domain_event.record})
-        self.timelines.append([(domain_event.originator_id, tracking.notification_id, state)], tracking)
-
-    def process_notifications(self, ledger: TrialLedger, after: int, batch: int) -> int:
-        """Apply up to ``batch`` notifications after position ``after``; the position reached."""
-        notifications = ledger.notification_log.select(start=after + 1, limit=batch)
-        if not notifications:
-            return after
-        rows = [(str(n.originator_id), n.id, ledger.codec.plain(n.state)) for n in notifications]
-        tracking = Tracking(notification_id=notifications[-1].id, application_name=ledger.name)
-        self.timelines.append(rows, tracking)
-        return tracking.notification_id
-
-
 def open_view(ledger: TrialLedger) -> Timelines:
-    """The view in the ledger's own database (SQLite file or PostgreSQL schema)."""
+    """The view in the ledger's own database (SQLite file or PostgreSQL schema); nothing is created."""
+    return open_timelines(ledger.recorder, ledger.store)
+
+
+def shape(view: Timelines) -> Shape | None:
+    """The view's row count, highest row position and tracked position (None: the view has no tracking)."""
     try:
-        return open_timelines(ledger.factory, ledger.store, ledger.recorder.events_table_name)
+        return view.shape()
     except TimelinesUnreadable as exc:
         raise ReadModelDamaged(f"its tables cannot be opened ({exc})") from exc
-
-
-def shape(ledger: TrialLedger, view: Timelines) -> Shape:
-    """The view's row count, highest row position and tracked position."""
-    try:
-        return view.shape(ledger.name)
-    except TimelinesUnreadable as exc:
-        raise ReadModelDamaged(f"its tables cannot be read ({exc})") from exc
 
 
 def damage(found: Shape) -> str | None:
@@ -115,28 +82,66 @@ def damage(found: Shape) -> str | None:
     return None
 
 
+class CurrentTimelines:
+    """The timelines as the ledger holds them now, read without writing anything.
+
+    The view's rows up to its tracked position, checked first, and after it the
+    events the view does not cover yet, deciphered in memory.
+    """
+
+    def __init__(self, ledger: TrialLedger) -> None:
+        self.view = open_view(ledger)
+        self.plain = ledger.codec.plain
+        found = shape(self.view)
+        if found is not None:
+            problem = damage(found)
+            if problem is not None:
+                raise ReadModelDamaged(problem)
+        # Without tracking the view covers nothing: rows an earlier version left are not read.
+        # A sound view without rows may have no table either (dropped): nothing to page through.
+        self.tracked = 0 if found is None else found.tracked
+        self.covers = found is not None and found.held > 0
+
+    def rows(self, participant: str | None = None) -> Iterator[Row]:
+        """Every row by participant then position (or one participant's), as the view would hold them."""
+        tracked, plain = self.tracked, self.plain
+        # Rows a writer adds after the check are beyond ``tracked``: the tail has those events.
+        held = (row for row in read_rows(self.view, participant) if row[1] <= tracked) if self.covers else ()
+        tail = ((code, position, plain(state)) for code, position, state in self._tail(participant))
+        return heapq.merge(held, tail, key=lambda row: (row[0], row[1]))
+
+    def _tail(self, participant: str | None) -> Iterator[Row]:
+        try:
+            yield from self.view.tail(self.tracked, participant)
+        except TimelinesUnreadable as exc:
+            raise ReadModelDamaged(f"the events after it cannot be read ({exc})") from exc
+
+
 def catch_up(
     ledger: TrialLedger,
     view: Timelines,
     progress: Callable[[int], None] | None = None,
     batch: int = BATCH,
 ) -> int:
-    """Check the view, then apply every notification after its tracked position; the number applied.
+    """Check the view, then add the rows of every event after its tracked position; the number added.
 
-    Every round either advances the tracked position or stops, so this ends.
+    What ``rebuild`` runs after making the tables; every round either advances
+    the tracked position or stops, so this ends.
     """
-    found = shape(ledger, view)
+    found = shape(view)
+    if found is None:
+        raise ReadModelDamaged("its tracking table is missing")
     problem = damage(found)
     if problem is not None:
         raise ReadModelDamaged(problem)
-    projection = ParticipantTimelines(view)
     position = start = found.tracked
     while True:
         try:
-            reached = projection.process_notifications(ledger, position, batch)
+            reached = _apply(ledger, view, position, batch)
         except IntegrityError as exc:
-            # Another process caught up over the same rows first: go on from its position.
-            reached = shape(ledger, view).tracked
+            # A writer added the same rows first (the feed, once the view is current): go on from there.
+            again = shape(view)
+            reached = 0 if again is None else again.tracked
             if reached <= position:
                 uncovered = f"rows after position {position} that its tracking does not cover"
                 raise ReadModelDamaged(uncovered) from exc
@@ -147,12 +152,20 @@ def catch_up(
         position = reached
 
 
+def _apply(ledger: TrialLedger, view: Timelines, after: int, batch: int) -> int:
+    """Add the rows of up to ``batch`` events after position ``after``; the position reached."""
+    notifications = ledger.notification_log.select(start=after + 1, limit=batch)
+    if not notifications:
+        return after
+    rows = [(str(n.originator_id), n.id, ledger.codec.plain(n.state)) for n in notifications]
+    view.append(rows, notifications[-1].id)
+    return notifications[-1].id
+
+
 def rebuild(ledger: TrialLedger, progress: Callable[[int], None] | None = None) -> int:
-    """Make the view anew, whatever was done to its tables, and replay the whole ledger into it."""
-    try:
-        view = remake_timelines(ledger.factory, ledger.store, ledger.recorder.events_table_name)
-    except TimelinesUnreadable as exc:
-        raise ReadModelDamaged(f"its tables cannot be made again ({exc})") from exc
+    """Make the view anew, whatever was done to its tables, and add the whole ledger to it."""
+    view = open_view(ledger)
+    view.remake()
     return catch_up(ledger, view, progress)
 
 
