@@ -170,7 +170,8 @@ class Attacker:
         self.move(table, column, -1, b)
 
     def reseal(self, from_position: int) -> None:
-        """Recompute every leaf, chain hash and the head from ``from_position`` on: a full rewrite."""
+        """Recompute every leaf, chain hash and the head from ``from_position`` on, and the read
+        model from the events: a full rewrite of every table the ledger keeps."""
         chain, frontier = GENESIS, Frontier()
         for position, _ in self.rows():
             originator, version, topic, state = self.event(position)
@@ -189,6 +190,10 @@ class Attacker:
                 )
         self.sql("UPDATE ledger_meta SET value = ? WHERE key = 'frontier'", (frontier.to_bytes(),))
         self.sql("UPDATE ledger_meta SET value = ? WHERE key = 'chain'", (chain,))
+        self.sql("DELETE FROM rm_timeline")
+        self.sql("DELETE FROM rm_tracking")
+        self.sql("INSERT INTO rm_timeline SELECT originator_id, {pos}, state FROM {events}")
+        self.sql("INSERT INTO rm_tracking SELECT MAX({pos}) FROM {events}")
 
     def close(self) -> None:
         self.conn.close()

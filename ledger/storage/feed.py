@@ -38,13 +38,21 @@ Row = tuple[str, int, bytes]
 class TimelineFeed:
     """The view's tables and the statements that keep them current, for either database."""
 
-    def __init__(self, prefix: str = "", placeholder: str = "?", blob: str = "BLOB") -> None:
-        """``prefix`` qualifies the tables (PostgreSQL's schema); the others are the SQL's."""
+    def __init__(
+        self, prefix: str = "", placeholder: str = "?", blob: str = "BLOB", collate: str = ""
+    ) -> None:
+        """``prefix`` qualifies the tables (PostgreSQL's schema); the others are the SQL's.
+
+        ``collate`` orders participants by code point (PostgreSQL's ``"C"``; SQLite's
+        ``BINARY`` already does), as Python compares them: reads merge the view's rows
+        with the events it does not cover by that order.
+        """
         p = placeholder
+        self.collate = collate
         self.timeline = f"{prefix}{TIMELINE_TABLE}"
         self.tracking = f"{prefix}{TRACKING_TABLE}"
         self.create_statements = [
-            f"CREATE TABLE IF NOT EXISTS {self.timeline} (participant TEXT NOT NULL, "
+            f"CREATE TABLE IF NOT EXISTS {self.timeline} (participant TEXT {collate}NOT NULL, "
             f"position BIGINT NOT NULL, state {blob} NOT NULL, PRIMARY KEY (participant, position))",
             f"CREATE INDEX IF NOT EXISTS rm_timeline_position ON {self.timeline} (position)",
             f"CREATE TABLE IF NOT EXISTS {self.tracking} (position BIGINT PRIMARY KEY)",

@@ -73,7 +73,9 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             position="BIGINT",
         )
         # The read model's tables are made with a new ledger only (see ``create_table``).
-        self.feed = CopyFeed(prefix=f'"{self.datastore.schema}".', placeholder="%s", blob="BYTEA")
+        self.feed = CopyFeed(
+            prefix=f'"{self.datastore.schema}".', placeholder="%s", blob="BYTEA", collate='COLLATE "C" '
+        )
         creating = [*self.seal.create_statements, *self.feed.create_statements]
         self.sql_create_statements.extend(SQL(s) for s in creating)  # type: ignore[arg-type]
         table = SQL("{0}.{1}").format(Identifier(self.datastore.schema), Identifier(self.events_table_name))

@@ -65,10 +65,11 @@ class TimelineSQL:
         self.page_one = f"{columns} WHERE participant = {p} AND position > {p} ORDER BY position LIMIT {p}"
         self.page_by_position = f"{columns} WHERE position > {p} ORDER BY position LIMIT {p}"
         # Events after a position, in the view's order: by stream, then version (= position within one).
+        stream = f"originator_id {feed.collate}".rstrip()
         tail = f"SELECT originator_id, originator_version, {position} AS position, state FROM {events}"
-        order = f"ORDER BY originator_id, originator_version LIMIT {p}"
+        order = f"ORDER BY {stream}, originator_version LIMIT {p}"
         self.tail_all = (
-            f"{tail} WHERE (originator_id, originator_version) > ({p}, {p}) AND {position} > {p} {order}"
+            f"{tail} WHERE ({stream}, originator_version) > ({p}, {p}) AND {position} > {p} {order}"
         )
         self.tail_one = (
             f"{tail} WHERE originator_id = {p} AND originator_version > {p} AND {position} > {p} {order}"

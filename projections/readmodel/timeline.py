@@ -101,6 +101,7 @@ class CurrentTimelines:
         # A sound view without rows may have no table either (dropped): nothing to page through.
         self.tracked = 0 if found is None else found.tracked
         self.covers = found is not None and found.held > 0
+        self.behind = found is None or found.size > found.tracked
 
     def rows(self, participant: str | None = None) -> Iterator[Row]:
         """Every row by participant then position (or one participant's), as the view would hold them."""
@@ -111,6 +112,8 @@ class CurrentTimelines:
         return heapq.merge(held, tail, key=lambda row: (row[0], row[1]))
 
     def _tail(self, participant: str | None) -> Iterator[Row]:
+        if not self.behind:  # a current view: no need to look through the events at all
+            return
         try:
             yield from self.view.tail(self.tracked, participant)
         except TimelinesUnreadable as exc:

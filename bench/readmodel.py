@@ -1,0 +1,168 @@
+"""The read model's bench (issues 12 and 14): what keeping it on the write side costs, and the reads.
+
+    python bench/readmodel.py                 # 100k events, SQLite and PostgreSQL
+    python bench/readmodel.py --events 1000000 --no-pg
+    python bench/readmodel.py --json out.json # also save the figures
+
+Write side: the same import into a new store with the read model (the writes
+add its rows in their transaction) and without it (its tracking table dropped
+after ``init``: the writes then add nothing), and the median of one shell
+append on a small store, both ways.  Reads: ``status`` and ``endpoints`` at
+several ``--as-of`` and ``--known-at`` on the imported store, each with its
+ratio to a full ``rebuild`` of the same store and its peak memory.  Every
+command is a fresh ``trial-ledger`` process, start-up included
+(:func:`run.timed`).  Run the 1M-event store only under ``flock /tmp/bench.lock``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from generate import write_trial
+from run import PG_DEFAULT, SCREENING, cli, pg_drop, pg_reachable, remove_sqlite
+
+APPENDS = 9
+# (as-of, known-at) pairs the reads are timed at: the trial's middle and end, known now and earlier.
+READS = (
+    ("2014-06-30", None),
+    ("2015-12-31", None),
+    ("2015-12-31", "2015-06-30T00:00:00Z"),
+    ("2099-12-31", "2016-06-30T00:00:00Z"),
+)
+TRACKING = "rm_tracking"
+
+
+def without_read_model(store: str) -> None:
+    """Drop the read model's tracking table: the writes then add no rows (``ledger/storage/feed.py``)."""
+    if store.startswith("postgres"):
+        import psycopg
+
+        base, schema = store.split("?schema=")
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f'DROP TABLE "{schema}".{TRACKING}')
+        return
+    with sqlite3.connect(store) as conn:
+        conn.execute(f"DROP TABLE {TRACKING}")
+
+
+def new_store(store: str, admin: str | None) -> None:
+    if admin is None:
+        remove_sqlite(Path(store))
+    else:
+        import psycopg
+
+        schema = store.split("?schema=")[1]
+        pg_drop(admin, schema)
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+    cli(store, "init")
+
+
+def appends(store: str) -> float:
+    """The median seconds of one shell append (a CMV result of one participant)."""
+    seconds = []
+    for number in range(APPENDS + 1):  # the first warms the bytecode cache
+        run = cli(
+            store,
+            "cmv",
+            "--participant",
+            SCREENING["participant"],
+            "--effective",
+            f"2014-02-{4 + number:02d}",
+            "--specimen",
+            "plasma",
+            "--assay",
+            "COBAS AmpliPrep/COBAS TaqMan CMV Test",
+            "--lloq-iu-ml",
+            "137",
+            "--result",
+            "not_detected",
+        )
+        seconds.append(run.seconds)
+    return statistics.median(seconds[1:])
+
+
+def bench_store(store: str, source: Path, small: Path, admin: str | None) -> dict[str, Any]:
+    events = sum(1 for _ in source.open("rb"))
+    row: dict[str, Any] = {"events": events}
+    for kept in (True, False):
+        label = "with_read_model" if kept else "without_read_model"
+        new_store(store, admin)
+        if not kept:
+            without_read_model(store)
+        imported = cli(store, "import", str(source))
+        row[f"import_{label}"] = {"seconds": imported.seconds, "peak_mb": imported.peak_mb}
+        if kept:
+            row["reads"] = reads(store)
+        new_store(store, admin)
+        if not kept:
+            without_read_model(store)
+        cli(store, "import", str(small))
+        row[f"append_{label}"] = {"median_seconds": appends(store)}
+    row["import_cost"] = (
+        row["import_with_read_model"]["seconds"] / row["import_without_read_model"]["seconds"]
+    )
+    row["append_cost"] = (
+        row["append_with_read_model"]["median_seconds"] / row["append_without_read_model"]["median_seconds"]
+    )
+    if admin is None:
+        remove_sqlite(Path(store))
+    else:
+        pg_drop(admin, store.split("?schema=")[1])
+    return row
+
+
+def reads(store: str) -> dict[str, Any]:
+    """``status`` and ``endpoints`` at each pair of :data:`READS`, as ratios to a full ``rebuild``."""
+    rebuilt = cli(store, "--json", "rebuild")
+    out: dict[str, Any] = {"rebuild": {"seconds": rebuilt.seconds, "peak_mb": rebuilt.peak_mb}, "cases": []}
+    for as_of, known_at in READS:
+        times = ["--as-of", as_of, *(["--known-at", known_at] if known_at else [])]
+        for command in ("status", "endpoints"):
+            run = cli(store, "--json", command, *times)
+            out["cases"].append(
+                {
+                    "command": command,
+                    "as_of": as_of,
+                    "known_at": known_at,
+                    "seconds": run.seconds,
+                    "peak_mb": run.peak_mb,
+                    "ratio_to_rebuild": run.seconds / rebuilt.seconds,
+                }
+            )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=100_000, help="size of the imported store")
+    parser.add_argument("--no-pg", action="store_true", help="skip PostgreSQL")
+    parser.add_argument("--pg", default=PG_DEFAULT, help="PostgreSQL database for throwaway schemas")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/trial-ledger-bench"), help="scratch folder")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    source = write_trial(args.events, args.work / f"trial-{args.events}.jsonl")
+    small = args.work / "readmodel-append.jsonl"
+    small.write_text(json.dumps(SCREENING) + "\n")
+    results: dict[str, Any] = {"sqlite": bench_store(str(args.work / "readmodel.db"), source, small, None)}
+    print(f"sqlite: {json.dumps(results['sqlite'])}", flush=True)
+    if not args.no_pg and pg_reachable(args.pg):
+        store = f"{args.pg}?schema=bench_readmodel"
+        results["postgres"] = bench_store(store, source, small, args.pg)
+        print(f"postgres: {json.dumps(results['postgres'])}", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    json.dump(results, sys.stdout, indent=2)
+
+
+if __name__ == "__main__":
+    main()
