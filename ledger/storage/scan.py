@@ -20,7 +20,8 @@ Rows come back as tuples (no per-row dicts: this is the hot path of ``verify``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -88,18 +89,35 @@ class Snapshot:
     # -- stored events joined with their seal ----------------------------------------------
 
     def sealed_events(self, batch: int = 20_000) -> Iterator[list[SealedRow]]:
-        """Every stored event in ledger order with the ledger entry at its position, in batches."""
-        after = 0
+        """Every stored event in ledger order with the ledger entry at its position, in batches.
+
+        On PostgreSQL the next batch is asked for while the caller works on this
+        one (issue 14): the server reads and joins the rows on its own core
+        while ``verify`` hashes, instead of each waiting for the other.
+        """
+        if not self.tables.postgres:
+            yield from self._batches(batch, self._fetch)
+            return
+        with ThreadPoolExecutor(max_workers=1) as ahead:
+            yield from self._batches(batch, lambda after, size: ahead.submit(self._fetch, after, size))
+
+    def _fetch(self, after: int, batch: int) -> list[SealedRow]:
         binary = {"binary": True} if self.tables.postgres else {}  # bytea as is, not hex text
+        self._cursor.execute(self._sealed_sql, (after, batch), **binary)
+        return self._cursor.fetchall()
+
+    def _batches(self, batch: int, fetch: Callable[[int, int], Any]) -> Iterator[list[SealedRow]]:
+        """The batches of :meth:`sealed_events`; ``fetch`` returns rows, or a future of them."""
+        pending = fetch(0, batch)
         while True:
-            self._cursor.execute(self._sealed_sql, (after, batch), **binary)
-            rows = self._cursor.fetchall()
+            rows = pending.result() if isinstance(pending, Future) else pending
             if not rows:
                 return
+            if len(rows) == batch:
+                pending = fetch(rows[-1][0], batch)
             yield rows
             if len(rows) < batch:
                 return
-            after = rows[-1][0]
 
     def events(self, batch: int = 5_000) -> Iterator[tuple[int, str, bytes]]:
         """``(position, stream, state)`` of every stored event, in ledger order."""
