@@ -11,6 +11,10 @@ sealing and decoding cost on top:
   the plain way: lines parsed with ``json``, one aggregate per participant and
   one ``Application.save`` each, the default JSON transcoder and SQLite
   recorder; replay through the notification log and the library's mapper;
+- :func:`naive_import`: the naive raw path of an import (issue 14): each line
+  through ``json.loads`` and ``msgpack.packb``, all rows into an empty file's
+  events table by one ``executemany`` in one transaction (no validation, no
+  rules, no seal);
 - :func:`sqlite_scan` / :func:`pg_scan`: the events table read in ledger order
   and every state decoded by ``msgpack.unpackb``;
 - :func:`pg_copy` / :func:`pg_batched_insert`: the same rows into an empty
@@ -79,6 +83,30 @@ def sqlite_executemany(target: Path, events: Rows, entries: Rows | None = None) 
     elapsed = time.perf_counter() - start
     conn.close()
     return elapsed
+
+
+def naive_import(source: Path, target: Path) -> tuple[float, int]:
+    """Seconds for the naive raw path of an import of ``source`` into an empty file; and the lines."""
+    _remove(target)
+    conn = sqlite3.connect(target, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(EVENTS_DDL)
+    start = time.perf_counter()
+    versions: dict[str, int] = defaultdict(int)
+    rows = []
+    with source.open("rb") as lines:
+        for raw in lines:
+            fields = json.loads(raw)
+            stream = fields.get("participant") or fields["target"]
+            versions[stream] += 1
+            rows.append((stream, versions[stream], fields["type"], msgpack.packb(fields)))
+    conn.execute("BEGIN IMMEDIATE")
+    conn.executemany("INSERT INTO stored_events VALUES (?,?,?,?)", rows)
+    conn.execute("COMMIT")
+    elapsed = time.perf_counter() - start
+    conn.close()
+    _remove(target)
+    return elapsed, len(rows)
 
 
 def sqlite_scan(db: Path) -> tuple[float, int]:

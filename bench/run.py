@@ -35,6 +35,7 @@ from typing import Any
 
 import baselines
 from generate import write_trial
+from history import HISTORY_LENGTHS, bench_history
 from report import AS_OF, plot, render
 
 from ledger.simulation.demo import generate_trial, write_jsonl
@@ -42,6 +43,8 @@ from ledger.simulation.demo import generate_trial, write_jsonl
 HERE = Path(__file__).resolve().parent
 FULL_SIZES = (100_000, 300_000, 1_000_000)
 QUICK_SIZES = (20_000,)
+# The generated trial the import is timed against the naive raw path on (issue 14).
+NAIVE_LINES = 95_000
 PG_DEFAULT = os.environ.get("TRIAL_LEDGER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 CLI = [sys.executable, "-c", "import cli; cli.main()"]
 APPEND_RUNS = 15
@@ -93,10 +96,13 @@ class Results:
     started: str
     command: str
     sizes: list[int]
+    naive: dict[str, Any] = field(default_factory=dict)
+    history: dict[str, Any] = field(default_factory=dict)
     sqlite: dict[str, Any] = field(default_factory=dict)
     postgres: dict[str, Any] = field(default_factory=dict)
     small: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    readmodel: dict[str, Any] = field(default_factory=dict)
 
 
 def timed(args: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None) -> Run:
@@ -298,6 +304,30 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
+def bench_naive(work: Path, lines: int) -> dict[str, Any]:
+    """``trial-ledger import`` of a generated trial against the naive raw path of the same lines."""
+    source = write_trial(lines, work / f"trial-{lines}.jsonl")
+    db = work / "naive-import.db"
+    remove_sqlite(db)
+    imported = cli(str(db), "import", str(source))
+    remove_sqlite(db)
+    seconds, count = baselines.naive_import(source, work / "naive-raw.db")
+    return {
+        "lines": count,
+        "import": imported.summary(count),
+        "raw": {"seconds": seconds, "rate": count / seconds},
+    }
+
+
+def bench_histories(work: Path, lengths: tuple[int, ...]) -> dict[str, Any]:
+    """One append and one correction against the participant's history length (issue 14, goal 3)."""
+    db = work / "history.db"
+    remove_sqlite(db)
+    figures = bench_history(str(db), work, cli, lengths)
+    remove_sqlite(db)
+    return figures
+
+
 # -- PostgreSQL --------------------------------------------------------------------------------
 
 
@@ -371,8 +401,22 @@ def main() -> None:
         type=Path,
         help="where RESULTS.md and the plot go (default: bench/, or the scratch folder with --quick)",
     )
+    parser.add_argument(
+        "--readmodel", type=Path, help="the JSON written by bench/readmodel.py, to fold into the report"
+    )
+    parser.add_argument(
+        "--report-only", action="store_true", help="render RESULTS.md and the plot again from results.json"
+    )
     args = parser.parse_args()
     args.out = args.out or (args.work if args.quick else HERE)
+    if args.report_only:
+        figures = json.loads((args.out / "results.json").read_text())
+        if args.readmodel:
+            figures["readmodel"] = json.loads(args.readmodel.read_text())
+            (args.out / "results.json").write_text(json.dumps(figures, indent=2, default=str) + "\n")
+        plot(figures, args.out / "scaling.png")
+        (args.out / "RESULTS.md").write_text(render(figures))
+        return
     sizes = QUICK_SIZES if args.quick else FULL_SIZES
     args.work.mkdir(parents=True, exist_ok=True)
     largest = write_trial(max(sizes), args.work / f"trial-{max(sizes)}.jsonl")
@@ -388,11 +432,17 @@ def main() -> None:
     )
     results.small = bench_small(args.work, available)
     print(f"small: {json.dumps(results.small)}", flush=True)
+    results.history = bench_histories(args.work, (100, 300) if args.quick else HISTORY_LENGTHS)
+    print(f"history: {json.dumps(results.history)}", flush=True)
+    results.naive = bench_naive(args.work, min(NAIVE_LINES, max(sizes)))
+    print(f"naive: {json.dumps(results.naive)}", flush=True)
     results.sqlite = bench_sqlite(args.work, files, available, args)
     if not args.no_pg and pg_reachable(args.pg):
         results.postgres = bench_postgres(files, args.pg, available)
     elif not args.no_pg:
         results.notes.append(f"PostgreSQL not reachable at {args.pg}: skipped")
+    if args.readmodel:
+        results.readmodel = json.loads(args.readmodel.read_text())
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results.__dict__, indent=2, default=str) + "\n")
     plot(results.__dict__, args.out / "scaling.png")
