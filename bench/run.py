@@ -9,6 +9,7 @@ noisy: read the ratios rather than the absolute times.
     python bench/run.py --quick       # 20k events: the CI smoke run, about a minute (writes to --work)
     python bench/run.py --no-pg       # SQLite only
     python bench/run.py --before DIR  # also time the import of an older source tree
+    python bench/run.py --sizes 100000 1000000   # only these store sizes
 
 (``git archive 22a09ab | tar -x -C DIR`` extracts the write path as it was
 before issue #7.)
@@ -392,6 +393,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="20k events only (CI smoke run)")
+    parser.add_argument("--sizes", type=int, nargs="+", help="store sizes to time (default: 100k, 300k, 1M)")
     parser.add_argument("--no-pg", action="store_true", help="skip PostgreSQL")
     parser.add_argument("--pg", default=PG_DEFAULT, help="PostgreSQL database for throwaway schemas")
     parser.add_argument("--work", type=Path, default=Path("/tmp/trial-ledger-bench"), help="scratch folder")
@@ -417,7 +419,7 @@ def main() -> None:
         plot(figures, args.out / "scaling.png")
         (args.out / "RESULTS.md").write_text(render(figures))
         return
-    sizes = QUICK_SIZES if args.quick else FULL_SIZES
+    sizes = tuple(args.sizes) if args.sizes else QUICK_SIZES if args.quick else FULL_SIZES
     args.work.mkdir(parents=True, exist_ok=True)
     largest = write_trial(max(sizes), args.work / f"trial-{max(sizes)}.jsonl")
     files = {size: prefix(largest, size, args.work / f"trial-{size}.jsonl") for size in sizes}
