@@ -28,12 +28,13 @@ from generate import write_trial
 from run import PG_DEFAULT, SCREENING, cli, pg_drop, pg_reachable, remove_sqlite
 
 APPENDS = 9
-# (as-of, known-at) pairs the reads are timed at: the trial's middle and end, known now and earlier.
+# (as-of, known-at) pairs the reads are timed at: the trial's middle and end, as known now, as known
+# later, and before anything was recorded (the bench's events are all recorded by the one import).
 READS = (
     ("2014-06-30", None),
     ("2015-12-31", None),
-    ("2015-12-31", "2015-06-30T00:00:00Z"),
-    ("2099-12-31", "2016-06-30T00:00:00Z"),
+    ("2015-12-31", "2099-01-01T00:00:00Z"),
+    ("2099-12-31", "2000-01-01T00:00:00Z"),
 )
 TRACKING = "rm_tracking"
 
