@@ -330,9 +330,13 @@ class WriteCommand(click.Command):
             record = convert(fields, RECORD_TYPES[self.type_name])
         except InvalidRecord as exc:
             raise InvalidInput(str(exc)) from None
+        from ledger.application.access import acting
+
         ledger = open_ledger(create=True)
         receipt = ledger.record(
-            [record], user=settings().user, record_refusal=self.type_name == "ParticipantEnrolled"
+            [record],
+            user=acting(ledger, settings().user),
+            record_refusal=self.type_name == "ParticipantEnrolled",
         )
         _receipt(receipt)
 
@@ -351,12 +355,12 @@ def init() -> None:
     first protocol version from its own ``effective`` date; run again, init adopts
     nothing more (SPEC section 2, protocol versions).
     """
-    import getpass
-
+    from ledger.application.access import secure
     from ledger.application.protocols import adopt_at_init
 
     ledger = open_ledger(create=True)
-    adoption = adopt_at_init(ledger, settings().user or getpass.getuser())
+    secure(ledger)
+    adoption = adopt_at_init(ledger, settings().user)
     where, study = _safe_url(ledger.store), ledger.protocol.study
     adopted = f"; adopted protocol {adoption.version} ({adoption.event_id})" if adoption else ""
     data = {"store": where, "protocol": study, "adopted": adoption.to_json() if adoption else None}
@@ -369,11 +373,12 @@ def init() -> None:
 @global_options
 def import_(source: Any, site: str | None) -> None:
     """Import events from a JSON Lines FILE (or - for stdin), all or nothing (SPEC section 6)."""
+    from ledger.application.access import acting
     from ledger.application.importer import import_lines
 
-    receipt = import_lines(
-        open_ledger(create=True), source, user=settings().user, site=site, progress=not settings().json
-    )
+    ledger = open_ledger(create=True)
+    user = acting(ledger, settings().user)
+    receipt = import_lines(ledger, source, user=user, site=site, progress=not settings().json)
     _receipt(receipt) if settings().json else click.echo(
         f"imported {len(receipt.stored)} events, skipped {len(receipt.skipped)} already stored"
     )
@@ -1039,9 +1044,9 @@ def sign(participant: str, meaning: str, key_file: str | None, passphrase_env: s
     from ledger.application import access, signatures
     from ledger.domain.events import utc_text
 
-    signer = access.acting(settings().user)
-    path = Path(key_file) if key_file else signatures.default_key_file(signer)
     ledger = open_ledger()
+    signer = access.acting(ledger, settings().user)
+    path = Path(key_file) if key_file else signatures.default_key_file(signer)
     record = signatures.sign(
         ledger, signer, participant, meaning, path, _passphrase(passphrase_env, confirm=False)
     )

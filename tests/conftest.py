@@ -12,6 +12,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -59,6 +60,16 @@ def pg_url(pg_ready: bool) -> Iterator[str]:
     finally:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            # The groups ``init`` made for this schema (ledger.storage.grants): roles are cluster-wide.
+            drop_roles(conn, f"{schema}_")
+
+
+def drop_roles(conn: Any, prefix: str) -> None:
+    """Drop every role whose name starts with ``prefix``, with what it owns or was granted here."""
+    rows = conn.execute("SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s)", (prefix,)).fetchall()
+    for (name,) in rows:
+        conn.execute(f'DROP OWNED BY "{name}"')
+        conn.execute(f'DROP ROLE "{name}"')
 
 
 @pytest.fixture

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import getpass
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, Self
@@ -266,11 +267,51 @@ def checked(record_type: type[Record], fields: dict[str, Any]) -> Any:
         raise InvalidInput(str(exc)) from None
 
 
-def acting(user: str | None) -> str:
-    """The acting user, required for every append (SPEC section 6, ``--user``)."""
-    if user is None:
-        raise InvalidInput("user: required (give --user or TRIAL_LEDGER_USER)")
-    return user
+def acting(ledger: TrialLedger, user: str | None) -> str:
+    """Who acts (SPEC section 6, ``--user``; issue 12, items 1 and 9).
+
+    On PostgreSQL the authenticated login (``session_user``): a ``user`` naming
+    someone else is refused (exit 3), except for a superuser, who can become any
+    role anyway.  On SQLite ``user``, else the operating-system user.
+    """
+    login = ledger.login
+    if login is None:
+        return user or _os_user()
+    if user is None or user == login.name:
+        return login.name
+    if login.superuser:
+        return user
+    raise Refused(f"user: you are logged in as {login.name}; --user {user} names someone else")
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        raise InvalidInput("user: required (give --user or TRIAL_LEDGER_USER)") from None
+
+
+def secure(ledger: TrialLedger) -> bool:
+    """``init`` by the schema's owner: PostgreSQL's groups, grants and policies (issue 12, items 2-3).
+
+    Every site of the protocol file gets its group.  False (nothing done) on
+    SQLite and for a login that does not own the schema.
+    """
+    login = ledger.login
+    if login is None or not login.owner:
+        return False
+    ledger.recorder.secure(list(ledger.protocol.sites))  # type: ignore[attr-defined]
+    return True
+
+
+def _in_database(ledger: TrialLedger, name: str, role: str | None, site: str | None) -> None:
+    """Make the database's groups say what the ``USERS`` stream is about to (issue 12, item 2).
+
+    Before the event is saved, and idempotent: a save that fails leaves the
+    login as it would be after a retry.  Nothing on SQLite.
+    """
+    if ledger.login is not None:
+        ledger.recorder.set_member(name, role, site)  # type: ignore[attr-defined]
 
 
 # -- use cases ---------------------------------------------------------------------------------
@@ -291,7 +332,7 @@ def register(
     The first user of an open ledger must be a ``data_manager``; after that only
     data managers register users.
     """
-    actor = acting(user)
+    actor = acting(ledger, user)
     _check_site(ledger, user_site)
     fields = {"name": name, "full_name": full_name, "role": role, "user_site": user_site}
     record = checked(UserRegistered, {**fields, "public_key": public_key, "user": actor})
@@ -305,6 +346,7 @@ def register(
         require(ledger, users, actor, "user add")
         if users is not None and name in users.users:
             raise InvalidInput(f"name: user {name} is already registered")
+        _in_database(ledger, name, role, user_site)
         return _store(ledger, Registry.append(users, record, ledger.clock()))
 
     return ledger.write(attempt)
@@ -318,7 +360,7 @@ def update_user(
     An omitted role stays; an omitted site stays unless the new role acts for the
     whole trial.  Data managers only; the last active data manager keeps the role.
     """
-    actor = acting(user)
+    actor = acting(ledger, user)
     _check_site(ledger, user_site)
 
     def attempt() -> UserUpdated:
@@ -336,6 +378,7 @@ def update_user(
             raise InvalidInput(f"role: {name} is already {_described(member)}: nothing to change")
         if member.role == "data_manager" and record.role != "data_manager":
             _keep_a_data_manager(ledger, users, actor, name, "user update")
+        _in_database(ledger, name, record.role, record.user_site)
         log = Registry.append(users, record, ledger.clock())
         stored: UserUpdated = log.pending_events[-1].record  # type: ignore[attr-defined]
         _store(ledger, log)
@@ -349,7 +392,7 @@ def deactivate_user(ledger: TrialLedger, user: str | None, *, name: str, reason:
 
     Data managers only; the last active data manager cannot be deactivated.
     """
-    actor = acting(user)
+    actor = acting(ledger, user)
     record = checked(UserDeactivated, {"name": name, "reason": reason, "user": actor})
 
     def attempt() -> str:
@@ -359,6 +402,7 @@ def deactivate_user(ledger: TrialLedger, user: str | None, *, name: str, reason:
         member = _current(users, name)
         if member.role == "data_manager":
             _keep_a_data_manager(ledger, users, actor, name, "user deactivate")
+        _in_database(ledger, name, None, None)
         return _store(ledger, Registry.append(users, record, ledger.clock()))
 
     return ledger.write(attempt)
@@ -401,10 +445,11 @@ def unlock(ledger: TrialLedger, user: str | None, reason: str) -> str:
 def _trial_event(
     ledger: TrialLedger, user: str | None, action: str, record_type: type[Record], reason: str
 ) -> str:
-    record = checked(record_type, {"reason": reason, "user": acting(user)})
+    actor = acting(ledger, user)
+    record = checked(record_type, {"reason": reason, "user": actor})
 
     def attempt() -> str:
-        require(ledger, Registry.load(ledger), user, action)
+        require(ledger, Registry.load(ledger), actor, action)
         return _store(ledger, Trial.append(Trial.load(ledger), record, ledger.clock()))
 
     return ledger.write(attempt)

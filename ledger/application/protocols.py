@@ -103,7 +103,7 @@ def adopt(
     event (a retry is safe); the same version number with other content is
     refused, since a version names one text.
     """
-    actor = acting(user)
+    actor = acting(ledger, user)
     if protocol.version is None:
         raise InvalidInput("version: the protocol file must name its version to be adopted")
     sha256 = content_hash(text)
@@ -191,7 +191,7 @@ def _adopted_protocol(content: str, event_id: str) -> Protocol:
     return parse_protocol(content.encode("utf-8"), event_id)
 
 
-def adopt_at_init(ledger: TrialLedger, user: str) -> Adoption | None:
+def adopt_at_init(ledger: TrialLedger, user: str | None) -> Adoption | None:
     """``init``: adopt the protocol file the ledger is opened with, once (SPEC section 2).
 
     A ledger that already holds a version is left as it is (``init`` may be run

@@ -19,6 +19,7 @@ checks that the stored bytes equal the plain path's.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -56,7 +57,7 @@ from ledger.domain.rules.versions import ProtocolVersions
 from ledger.storage.codec import Codec
 from ledger.storage.seal import content_hash
 from ledger.storage.staging import Staging
-from ledger.storage.stores import require_ledger, store_env, store_url
+from ledger.storage.stores import Login, require_ledger, store_env, store_url
 from ledger.storage.transcoder import MsgspecTranscoder
 
 MAX_ATTEMPTS = 5
@@ -136,6 +137,11 @@ class TrialLedger(Application[str]):
         super().__init__({**store_env(self.store), **({} if create else {"CREATE_TABLE": "false"})})
         # Stored bytes as the mapper writes them (compressed, enciphered: issue 13).
         self.codec = Codec.of(self.mapper)
+
+    @functools.cached_property
+    def login(self) -> Login | None:
+        """The database login of a PostgreSQL store (issue 12, item 1); None on SQLite."""
+        return self.recorder.login()  # type: ignore[attr-defined,no-any-return]
 
     def construct_transcoder(self) -> MsgspecTranscoder:
         return MsgspecTranscoder()

@@ -12,7 +12,6 @@ never over a ledger, atomically.
 from __future__ import annotations
 
 import datetime as dt
-import getpass
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,7 +67,7 @@ def run_demo(
     """
     # A new demo store is made like any other: the protocol adopted first, as init does.
     if not ledger.recorder.max_notification_id():
-        adopt_at_init(ledger, user or getpass.getuser())
+        adopt_at_init(ledger, user)
     lines = generate_trial(participants, seed, ledger.protocol)
     if jsonl:
         with output_file(jsonl, "jsonl", ledger.store) as temporary:

@@ -27,20 +27,37 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
+from ledger.domain.errors import Refused
+from ledger.storage import grants
 from ledger.storage.codec import CodecFactory
 from ledger.storage.feed import Row, TimelineFeed
 from ledger.storage.seal import EntryRow, Seal
-from ledger.storage.stores import ScannedRow
+from ledger.storage.stores import Login, ScannedRow
 
 # Attempts of one insert when the connection drops under it (each on a new connection).
 CONNECTION_ATTEMPTS = 3
 
 
 class CopySeal(Seal):
-    """The seal, writing ``ledger_entries`` with binary COPY and asking for many ids with one array."""
+    """The seal, writing ``ledger_entries`` with binary COPY and asking for many ids with one array.
+
+    For a login that is not the owner (``through_functions``), rows go in by
+    ``INSERT`` (row-level security allows no ``COPY FROM``) and the frontier and
+    chain head through the owner's function (:mod:`ledger.storage.grants`).
+    """
+
+    through_functions = False
+
+    def use_functions(self, schema: str) -> None:
+        self.through_functions = True
+        self.upsert_meta = f'SELECT "{schema}".{grants.META_FUNCTION}(%s, %s)'
 
     def write_entries(self, cursor: Any, rows: Iterable[EntryRow]) -> None:
-        with cursor.copy(f"COPY {self.entries} FROM STDIN (FORMAT BINARY)") as copy:
+        if self.through_functions:
+            super().write_entries(cursor, rows)
+            return
+        columns = "position, event_id, participant, content_hash, leaf_hash, chain_hash"
+        with cursor.copy(f"COPY {self.entries} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(["int8", "text", "text", "bytea", "bytea", "bytea"])
             for row in rows:
                 copy.write_row(row)
@@ -83,6 +100,14 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             "COPY {0} (notification_id, originator_id, originator_version, topic, state) "
             "FROM STDIN (FORMAT BINARY)"
         ).format(table)
+        self.insert_rows = SQL(
+            "INSERT INTO {0} (notification_id, originator_id, originator_version, topic, state) "
+            "VALUES (%s, %s, %s, %s, %s)"
+        ).format(table)
+        self.lock_through_function = SQL("SELECT {0}.{1}()").format(
+            Identifier(self.datastore.schema), Identifier(grants.LOCK_FUNCTION)
+        )
+        self._owner: bool | None = None
         self.select_last = SQL("SELECT COALESCE(MAX(notification_id), 0) FROM {0}").format(table)
         self.advance_sequence = SQL("SELECT setval(pg_get_serial_sequence(%s, 'notification_id'), %s)")
         self.sequence_of = f'"{self.datastore.schema}"."{self.events_table_name}"'
@@ -90,6 +115,45 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             "SELECT notification_id, originator_id, state FROM {0} "
             "WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
         ).format(table)
+
+    def login(self) -> Login:
+        """Who the database says this connection is (issue 12, item 1): the session user."""
+        with self.datastore.get_connection() as conn:
+            row = conn.execute(
+                "SELECT session_user AS name, rolsuper, has_table_privilege(%s, 'UPDATE') AS owns "
+                "FROM pg_roles WHERE rolname = session_user",
+                (self.sequence_of,),
+            ).fetchone()
+        assert row is not None
+        return Login(row["name"], bool(row["rolsuper"]), bool(row["owns"]))
+
+    def secure(self, sites: Sequence[str]) -> None:
+        """Make the schema's group roles, grants, policies and functions (:mod:`ledger.storage.grants`)."""
+        schema = self.datastore.schema
+        names = [grants.group(schema, role) for role in grants.ROLES]
+        names += [grants.site_group(schema, site) for site in sites]
+        key = f"trial-ledger secure {schema}"
+        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
+            curs.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (key,))
+            existing = grants.existing_roles(curs, names)
+            for statement in grants.secure_statements(schema, self.events_table_name, sites, existing):
+                curs.execute(statement)
+
+    def set_member(self, login: str, role: str | None, site: str | None) -> bool:
+        """Give ``login`` exactly ledger role ``role`` and site ``site`` (None: none) in the database.
+
+        False when the schema has no groups (``init`` of an earlier version): then
+        the roles live in the ledger's events only.
+        """
+        grants.check_name(login, "name")
+        function = f'"{self.datastore.schema}".{grants.MEMBER_FUNCTION}'
+        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
+            signature = f"{function}(text,text,text)"
+            curs.execute("SELECT to_regprocedure(%s) IS NOT NULL AS secured", (signature,))
+            if not curs.fetchone()["secured"]:  # type: ignore[index]
+                return False
+            curs.execute(f"SELECT {function}(%s, %s, %s)", (login, role, site))
+        return True
 
     def create_table(self) -> None:
         """The library's ``create_table``, only on a schema without the ledger, one process at a time.
@@ -134,6 +198,11 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             try:
                 return self._insert_sealed(stored_events, **kwargs)
             except PersistenceError as exc:
+                if isinstance(exc.__cause__, psycopg.errors.InsufficientPrivilege):
+                    # The database's own refusal (ledger.storage.grants): exit 3, nothing stored.
+                    raise Refused(f"the database refuses this login: {exc.__cause__}") from None
+                if isinstance(exc.__cause__, psycopg.errors.ReadOnlySqlTransaction):
+                    raise Refused(f"the database is read-only (a standby?): {exc.__cause__}") from None
                 if attempt == CONNECTION_ATTEMPTS or not _connection_lost(exc):
                     raise
                 time.sleep(0.2 * attempt)
@@ -142,21 +211,41 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
     def _insert_sealed(
         self, stored_events: Sequence[StoredEvent], *, read_at: int | None = None, **_: Any
     ) -> list[int]:
+        through_functions = self._through_functions()
         with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
-            self._lock_table(curs)
+            if through_functions:
+                curs.execute(self.lock_table_statements[0])  # the lock timeout
+                curs.execute(self.lock_through_function)
+            else:
+                self._lock_table(curs)
             self._notify_channel(curs)
             curs.execute(self.select_last)
             last = curs.fetchone()["coalesce"]  # type: ignore[index]
             positions = range(last + 1, last + 1 + len(stored_events))
-            with curs.copy(self.copy_events) as copy:
-                copy.set_types(["int8", "text", "int8", "text", "bytea"])
-                for position, s in zip(positions, stored_events, strict=True):
-                    copy.write_row((position, s.originator_id, s.originator_version, s.topic, s.state))
+            rows = (
+                (position, s.originator_id, s.originator_version, s.topic, s.state)
+                for position, s in zip(positions, stored_events, strict=True)
+            )
+            if through_functions:
+                curs.executemany(self.insert_rows, rows)
+            else:
+                with curs.copy(self.copy_events) as copy:
+                    copy.set_types(["int8", "text", "int8", "text", "bytea"])
+                    for row in rows:
+                        copy.write_row(row)
             if stored_events:
                 curs.execute(self.advance_sequence, (self.sequence_of, positions[-1]))
             self.seal.seal(curs, positions, stored_events, read_at)
             self.feed.feed(curs, positions, stored_events, self.seal.codec)
             return list(positions)
+
+    def _through_functions(self) -> bool:
+        """Whether this login appends through the owner's functions (it may not lock or update itself)."""
+        if self._owner is None:
+            self._owner = self.login().owner
+            if not self._owner:
+                self.seal.use_functions(self.datastore.schema)
+        return not self._owner
 
     def scan(self, after: int, limit: int) -> list[ScannedRow]:
         """Up to ``limit`` stored events after position ``after``, in ledger order (SPEC section 4)."""

@@ -25,6 +25,7 @@ import os
 import sqlite3
 from collections.abc import Sequence
 from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
@@ -54,6 +55,19 @@ BUSY_TIMEOUT_SECONDS = 30
 BUSY_TIMEOUT_VARIABLE = "TRIAL_LEDGER_BUSY_TIMEOUT"
 # One stored event as the read paths see it: position, participant, state bytes.
 ScannedRow = tuple[int, str, bytes]
+
+
+@dataclass(frozen=True)
+class Login:
+    """Who a PostgreSQL connection is (issue 12, item 1): the session user, and what it may do.
+
+    ``owner``: it may update the events table (the schema's owner, or a
+    superuser), so it appends directly rather than through the owner's functions.
+    """
+
+    name: str
+    superuser: bool
+    owner: bool
 
 
 class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
@@ -87,6 +101,10 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
             self.new_store = cursor.fetchone() is None
         self.create_table_statements = self.construct_create_table_statements()
         super().create_table()
+
+    def login(self) -> None:
+        """The embedded store has no logins: whoever can open the file acts (issue 12, item 9)."""
+        return None
 
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], *, read_at: int | None = None, **_: Any
@@ -152,7 +170,10 @@ def store_env(url: str) -> dict[str, str]:
     """The eventsourcing environment for a store URL.
 
     ``postgresql://user:password@host:port/dbname?schema=name`` selects
-    PostgreSQL (schema defaults to ``public``); anything else is a SQLite file.
+    PostgreSQL (schema defaults to ``public``); what the URL leaves out comes
+    from libpq's variables ``PGHOST``, ``PGPORT``, ``PGUSER``, ``PGPASSWORD`` and
+    ``PGDATABASE`` (issue 12: each person connects as their own login).
+    Anything else is a SQLite file.
     """
     common = {"ORIGINATOR_ID_TYPE": "text"}
     busy = str(busy_timeout())
@@ -162,11 +183,11 @@ def store_env(url: str) -> dict[str, str]:
         return {
             **common,
             "PERSISTENCE_MODULE": "ledger.storage.postgres:LedgerPostgresFactory",
-            "POSTGRES_DBNAME": unquote(parts.path.lstrip("/")) or "postgres",
-            "POSTGRES_HOST": parts.hostname or "127.0.0.1",
-            "POSTGRES_PORT": str(parts.port or 5432),
-            "POSTGRES_USER": unquote(parts.username or "postgres"),
-            "POSTGRES_PASSWORD": unquote(parts.password or ""),
+            "POSTGRES_DBNAME": unquote(parts.path.lstrip("/")) or _libpq("PGDATABASE", "postgres"),
+            "POSTGRES_HOST": parts.hostname or _libpq("PGHOST", "127.0.0.1"),
+            "POSTGRES_PORT": str(parts.port or _libpq("PGPORT", "5432")),
+            "POSTGRES_USER": unquote(parts.username or _libpq("PGUSER", "postgres")),
+            "POSTGRES_PASSWORD": unquote(parts.password or _libpq("PGPASSWORD", "")),
             "POSTGRES_SCHEMA": query.get("schema", ["public"])[0],
             "POSTGRES_LOCK_TIMEOUT": busy,
             "POSTGRES_POOL_SIZE": "2",
@@ -178,6 +199,10 @@ def store_env(url: str) -> dict[str, str]:
         "SQLITE_DBNAME": url if url.startswith("file:") else sqlite_path(url),
         "SQLITE_LOCK_TIMEOUT": busy,
     }
+
+
+def _libpq(variable: str, default: str) -> str:
+    return os.environ.get(variable) or default
 
 
 def _no_ledger(where: str) -> InvalidInput:

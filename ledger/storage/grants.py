@@ -1,0 +1,212 @@
+"""PostgreSQL enforces the roles itself: group roles, privileges, row-level security (issue 12, items 2-3).
+
+``init``, run by the owner of the schema, makes one group role per ledger role
+(``<schema>_<role>``) and one per site (``<schema>_site_<SITE>``), and grants:
+
+- every group: ``USAGE`` on the schema and ``SELECT`` on every table (monitors
+  and auditors get nothing more);
+- the groups that append (data managers, site staff, investigators, coders):
+  ``INSERT`` on every table but ``ledger_meta``, and the sequence of positions;
+  nobody but the owner has ``UPDATE``, ``DELETE`` or ``TRUNCATE`` on any table;
+- row-level security on the events and ``ledger_entries``: site staff and
+  investigators insert rows only for the participants of the sites whose group
+  they are in (and the ``TRIAL`` stream, where refusals go); coders never in
+  ``USERS`` or ``PROTOCOL``; data managers anywhere;
+- ``ledger_entries.login``: the login that appended each sealed row, filled by
+  the database (``session_user``) and checked by the policies, so that no login
+  but the owner can seal a row in another's name;
+- three ``SECURITY DEFINER`` functions for what an append needs beyond
+  ``INSERT``: :data:`LOCK_FUNCTION` takes the table lock that orders appends,
+  :data:`META_FUNCTION` moves the seal's frontier and chain head (the chain head
+  only to the chain hash of the last entry), and :data:`MEMBER_FUNCTION`, for
+  data managers only, creates or adopts a login role and gives it exactly one
+  ledger group and its site group (none: deactivated).
+
+A login that is not the owner appends through the functions, with ``INSERT``
+statements (PostgreSQL refuses ``COPY FROM`` under row-level security).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, get_args
+
+from psycopg.sql import SQL, Composed, Identifier, Literal
+
+from ledger.domain.errors import InvalidInput
+from ledger.domain.events import SITE_ROLES, Role
+
+ROLES: tuple[str, ...] = get_args(Role)
+WRITERS: tuple[str, ...] = ("data_manager", "site_staff", "investigator", "coder")
+LOCK_FUNCTION = "ledger_lock_for_append"
+META_FUNCTION = "ledger_put_meta"
+MEMBER_FUNCTION = "ledger_set_member"
+SITE_FUNCTION = "ledger_own_site"
+# The column of ``ledger_entries`` that names the login that appended the row.
+LOGIN_COLUMN = "login"
+# PostgreSQL keeps the first 63 bytes of a name.
+NAME_LIMIT = 63
+# Streams only data managers append to (the registry and the protocol versions).
+MANAGED_STREAMS = ("USERS", "PROTOCOL")
+TRIAL_STREAM = "TRIAL"
+
+
+def group(schema: str, role: str) -> str:
+    """The group role of ledger role ``role`` in ``schema``."""
+    return f"{schema}_{role}"
+
+
+def site_group(schema: str, site: str) -> str:
+    """The group role of the staff of ``site`` in ``schema``."""
+    return f"{schema}_site_{site}"
+
+
+def check_name(name: str, what: str) -> None:
+    """Refuse (exit 2, naming ``what``) a role name PostgreSQL would cut short."""
+    if len(name.encode()) > NAME_LIMIT:
+        raise InvalidInput(f"{what}: {name} is longer than PostgreSQL's {NAME_LIMIT}-byte role names")
+
+
+def secure_statements(schema: str, events: str, sites: Iterable[str], existing: set[str]) -> list[Composed]:
+    """The statements that make ``schema``'s groups, grants, policies and functions (idempotent).
+
+    ``existing`` are the role names the cluster has already.
+    """
+    s = Identifier(schema)
+    table = SQL("{0}.{1}").format(s, Identifier(events))
+    entries, meta = SQL("{0}.ledger_entries").format(s), SQL("{0}.ledger_meta").format(s)
+    groups = {role: group(schema, role) for role in ROLES}
+    sites = list(sites)
+    site_groups = [site_group(schema, site) for site in sites]
+    for name in (*groups.values(), *site_groups):
+        check_name(name, "schema")
+    statements = [
+        SQL("CREATE ROLE {0} NOLOGIN").format(Identifier(name))
+        for name in (*groups.values(), *site_groups)
+        if name not in existing
+    ]
+    everyone = SQL(", ").join(Identifier(name) for name in groups.values())
+    writers = SQL(", ").join(Identifier(groups[role]) for role in WRITERS)
+    site_writers = SQL(", ").join(Identifier(groups[role]) for role in SITE_ROLES)
+    statements += [
+        SQL("REVOKE ALL ON SCHEMA {0} FROM PUBLIC").format(s),
+        SQL("GRANT USAGE ON SCHEMA {0} TO {1}").format(s, everyone),
+        SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {0} TO {1}").format(s, everyone),
+        SQL("GRANT INSERT ON ALL TABLES IN SCHEMA {0} TO {1}").format(s, writers),
+        SQL("REVOKE INSERT ON {0} FROM {1}").format(meta, writers),
+        SQL("GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {0} TO {1}").format(s, writers),
+        # Tables the owner makes later (read models) are readable and appendable alike.
+        SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA {0} GRANT SELECT ON TABLES TO {1}").format(s, everyone),
+        SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA {0} GRANT INSERT ON TABLES TO {1}").format(s, writers),
+        SQL(
+            "CREATE OR REPLACE FUNCTION {0}.{1}(stream text) RETURNS boolean LANGUAGE sql STABLE "
+            "SET search_path = pg_catalog, pg_temp AS $$ SELECT EXISTS (SELECT 1 FROM pg_roles r "
+            "WHERE r.rolname = {2} || split_part(stream, '-', 1) "
+            "AND pg_has_role(session_user, r.oid, 'MEMBER')) $$"
+        ).format(s, Identifier(SITE_FUNCTION), Literal(site_group(schema, ""))),
+    ]
+    # Who appended each sealed row, as the database authenticated them; rows sealed before
+    # the ledger's groups existed keep none.
+    statements += [
+        SQL("ALTER TABLE {0} ADD COLUMN IF NOT EXISTS {1} text").format(entries, Identifier(LOGIN_COLUMN)),
+        SQL("ALTER TABLE {0} ALTER COLUMN {1} SET DEFAULT session_user").format(
+            entries, Identifier(LOGIN_COLUMN)
+        ),
+    ]
+    for target, column, own in (
+        (table, "originator_id", SQL("true")),
+        (entries, "participant", SQL("{0} = session_user").format(Identifier(LOGIN_COLUMN))),
+    ):
+        stream = Identifier(column)
+        statements += [
+            SQL("ALTER TABLE {0} ENABLE ROW LEVEL SECURITY").format(target),
+            *_policy(target, "ledger_read", SQL("FOR SELECT TO {0} USING (true)").format(everyone)),
+            *_policy(
+                target,
+                "ledger_append_anywhere",
+                SQL("FOR INSERT TO {0} WITH CHECK ({1})").format(Identifier(groups["data_manager"]), own),
+            ),
+            *_policy(
+                target,
+                "ledger_append_coding",
+                SQL("FOR INSERT TO {0} WITH CHECK ({1} <> ALL ({2}) AND {3})").format(
+                    Identifier(groups["coder"]), stream, Literal(list(MANAGED_STREAMS)), own
+                ),
+            ),
+            *_policy(
+                target,
+                "ledger_append_own_site",
+                SQL("FOR INSERT TO {0} WITH CHECK (({1} = {2} OR {3}.{4}({1})) AND {5})").format(
+                    site_writers, stream, Literal(TRIAL_STREAM), s, Identifier(SITE_FUNCTION), own
+                ),
+            ),
+        ]
+    statements += _functions(schema, table, entries, meta, groups, writers)
+    return statements
+
+
+def _policy(target: Composed, name: str, body: Composed) -> list[Composed]:
+    policy = Identifier(name)
+    return [
+        SQL("DROP POLICY IF EXISTS {0} ON {1}").format(policy, target),
+        SQL("CREATE POLICY {0} ON {1} ").format(policy, target) + body,
+    ]
+
+
+def _functions(
+    schema: str, table: Composed, entries: Composed, meta: Composed, groups: dict[str, str], writers: Composed
+) -> list[Composed]:
+    s = Identifier(schema)
+    definer = SQL("LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp")
+    refuse = SQL("USING ERRCODE = 'insufficient_privilege'")
+    lock = SQL("{0}.{1}").format(s, Identifier(LOCK_FUNCTION))
+    put = SQL("{0}.{1}").format(s, Identifier(META_FUNCTION))
+    member = SQL("{0}.{1}").format(s, Identifier(MEMBER_FUNCTION))
+    all_groups = Literal(list(groups.values()))
+    site_prefix = Literal(site_group(schema, ""))
+    return [
+        SQL(
+            "CREATE OR REPLACE FUNCTION {0}() RETURNS void {1} AS $$ BEGIN "
+            "LOCK TABLE {2} IN EXCLUSIVE MODE; END $$"
+        ).format(lock, definer, table),
+        SQL(
+            "CREATE OR REPLACE FUNCTION {0}(k text, v bytea) RETURNS void {1} AS $$ BEGIN "
+            "IF k NOT IN ('frontier', 'chain') THEN "
+            "RAISE EXCEPTION 'permission denied: % is not a seal key', k {2}; END IF; "
+            "IF k = 'chain' AND v IS DISTINCT FROM "
+            "(SELECT chain_hash FROM {3} ORDER BY position DESC LIMIT 1) THEN "
+            "RAISE EXCEPTION 'permission denied: the chain head is the last entry''s chain hash' {2}; "
+            "END IF; "
+            "INSERT INTO {4} (key, value) VALUES (k, v) "
+            "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value; END $$"
+        ).format(put, definer, refuse, entries, meta),
+        SQL(
+            "CREATE OR REPLACE FUNCTION {0}(login text, ledger_role text, site text) RETURNS void {1} AS $$ "
+            "DECLARE held text; BEGIN "
+            "IF login = ANY ({2}) OR starts_with(login, {3}) THEN "
+            "RAISE EXCEPTION 'permission denied: % is a group of the ledger', login {4}; END IF; "
+            "IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = login) THEN "
+            "EXECUTE format('CREATE ROLE %I LOGIN', login); END IF; "
+            "FOR held IN SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
+            "JOIN pg_roles u ON u.oid = m.member WHERE u.rolname = login "
+            "AND (g.rolname = ANY ({2}) OR starts_with(g.rolname, {3})) LOOP "
+            "EXECUTE format('REVOKE %I FROM %I', held, login); END LOOP; "
+            "IF ledger_role IS NOT NULL THEN "
+            "EXECUTE format('GRANT %I TO %I', {5} || ledger_role, login); END IF; "
+            "IF site IS NOT NULL THEN EXECUTE format('GRANT %I TO %I', {3} || site, login); END IF; "
+            "END $$"
+        ).format(member, definer, all_groups, site_prefix, refuse, Literal(group(schema, ""))),
+        SQL("REVOKE ALL ON FUNCTION {0}(), {1}(text, bytea), {2}(text, text, text) FROM PUBLIC").format(
+            lock, put, member
+        ),
+        SQL("GRANT EXECUTE ON FUNCTION {0}(), {1}(text, bytea) TO {2}").format(lock, put, writers),
+        SQL("GRANT EXECUTE ON FUNCTION {0}(text, text, text) TO {1}").format(
+            member, Identifier(groups["data_manager"])
+        ),
+    ]
+
+
+def existing_roles(cursor: Any, names: Iterable[str]) -> set[str]:
+    """Which of ``names`` are roles of the cluster."""
+    cursor.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", [list(names)])
+    return {row["rolname"] if isinstance(row, dict) else row[0] for row in cursor.fetchall()}

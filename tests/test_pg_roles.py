@@ -1,0 +1,249 @@
+"""PostgreSQL itself enforces who may do what (issue 12, items 1-3), with real logins and plain SQL.
+
+``init`` by the schema's owner makes the groups, grants and policies; ``user
+add`` makes the login roles; then every login connects as itself: the ledger
+acts as the session user, and the database refuses, even to raw SQL, what the
+login's role may not do.  Roles are cluster-wide: every login of a test carries
+a random tag and is dropped afterwards, with the schema's groups.
+"""
+
+from __future__ import annotations
+
+import getpass
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+from psycopg import sql
+
+from cli import main
+from ledger.application import access
+from ledger.application.trial_ledger import TrialLedger
+from ledger.domain.errors import Refused
+from tests import lines as L
+from tests.conftest import PG_ADMIN_URL, drop_roles
+from tests.staff import add_user, store
+
+TABLES = ("trialledger_events", "ledger_entries", "ledger_meta")
+PEOPLE = {
+    "dm": ("data_manager", None),
+    "nurse": ("site_staff", "NFH"),
+    "pi": ("investigator", "AMMS"),
+    "monitor": ("monitor", None),
+    "auditor": ("auditor", None),
+    "coder": ("coder", None),
+}
+
+
+def as_login(url: str, name: str) -> str:
+    """``url`` with ``name`` as its user (trust authentication on the test server)."""
+    return url.replace("postgresql://postgres@", f"postgresql://{quote(name, safe='')}@", 1)
+
+
+class Site:
+    """A secured ledger: its URL, schema and the login of each person."""
+
+    def __init__(self, url: str, tag: str) -> None:
+        self.url, self.tag = url, tag
+        self.schema = url.rsplit("schema=", 1)[1]
+        self.logins = {person: f"{tag}.{person}" for person in PEOPLE}
+
+    def ledger(self, person: str) -> TrialLedger:
+        return TrialLedger(as_login(self.url, self.logins[person]))
+
+    def connect(self, person: str) -> psycopg.Connection:
+        conn = psycopg.connect(as_login(PG_ADMIN_URL, self.logins[person]), autocommit=True)
+        conn.execute(sql.SQL("SET search_path = {0}").format(sql.Identifier(self.schema)))
+        return conn
+
+
+@pytest.fixture
+def site(pg_url: str, tmp_path: Path) -> Iterator[Site]:
+    tag = f"t{uuid.uuid4().hex[:8]}"
+    place = Site(pg_url, tag)
+    try:
+        result = CliRunner().invoke(main, ["--store", pg_url, "init"])
+        assert result.exit_code == 0, result.output
+        owner = TrialLedger(pg_url)  # the bootstrap: the owner registers the first data manager
+        add_user(owner, tmp_path, place.logins["dm"], "data_manager", by="postgres")
+        dm = place.ledger("dm")
+        for person, (role, where) in PEOPLE.items():
+            if person != "dm":
+                add_user(dm, tmp_path, place.logins[person], role, where, by=place.logins["dm"])
+        yield place
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE starts_with(usename, %s)",
+                (tag,),
+            )
+            drop_roles(conn, tag)
+
+
+def sqlstate(conn: psycopg.Connection, statement: str | sql.Composable, *params: object) -> str | None:
+    """The SQLSTATE ``statement`` fails with (None: it succeeded)."""
+    try:
+        conn.execute(statement, params or None)  # type: ignore[arg-type]
+    except psycopg.Error as exc:
+        return exc.sqlstate
+    return None
+
+
+DENIED = "42501"  # insufficient_privilege: "permission denied" and row-level security refusals alike
+
+
+def test_each_login_acts_as_itself_and_a_claimed_name_is_refused(site: Site) -> None:
+    nurse = site.ledger("nurse")
+    assert nurse.login is not None and nurse.login.name == site.logins["nurse"]
+    assert access.acting(nurse, None) == site.logins["nurse"]
+    with pytest.raises(Refused, match=f"you are logged in as {site.logins['nurse']}; --user .*dm"):
+        access.acting(nurse, site.logins["dm"])
+    runner = CliRunner()
+    store_url = as_login(site.url, site.logins["nurse"])
+    screen = [*("screen", "--participant", "NFH-001", "--site", "NFH", "--effective", "2014-01-06")]
+    screen += [*("--age-years", "42", "--sex", "F", "--refractory-cmv", "infection")]
+    screen += [*("--consent-date", "2014-01-05", "--consent-by", "participant")]
+    screen += [*("--hr", "78", "--rr", "16", "--sbp", "118", "--dbp", "76")]
+    claimed = runner.invoke(main, ["--store", store_url, "--user", site.logins["dm"], *screen])
+    assert claimed.exit_code == 3
+    assert f"logged in as {site.logins['nurse']}" in claimed.stderr
+    result = runner.invoke(main, ["--store", store_url, "--json", *screen])
+    assert result.exit_code == 0, result.output
+    entries = list(site.ledger("monitor").entries())
+    assert entries[-1].record.user == site.logins["nurse"]
+
+
+def test_the_roles_hold_through_the_ledger_for_every_login(site: Site) -> None:
+    assert store(site.ledger("nurse"), L.treated("NFH-001"), user=site.logins["nurse"]).stored
+    with pytest.raises(Refused, match="may not act for site AMMS"):
+        store(site.ledger("nurse"), L.treated("AMMS-001"), user=site.logins["nurse"])
+    assert store(site.ledger("pi"), L.treated("AMMS-001"), user=site.logins["pi"]).stored
+    assert store(site.ledger("dm"), L.treated("NFH-002"), user=site.logins["dm"]).stored
+    with pytest.raises(Refused, match="may not append clinical data"):
+        store(site.ledger("monitor"), L.treated("NFH-003"), user=site.logins["monitor"])
+    assert access.lock(site.ledger("dm"), None, "interim") == "TRIAL#2"
+    assert access.unlock(site.ledger("dm"), None, "done") == "TRIAL#3"
+    # The nurse's refusal is on record, by the nurse's login; a SELECT-only login cannot append
+    # even the record of its own refusal (PostgreSQL's log has the attempt).
+    refused = [e.record for e in site.ledger("auditor").entries() if e.record.type == "ActionRefused"]
+    assert [r.user for r in refused] == [site.logins["nurse"]]
+
+
+@pytest.mark.parametrize("person", list(PEOPLE))
+def test_no_login_but_the_owner_may_update_delete_or_truncate(site: Site, person: str) -> None:
+    store(site.ledger("dm"), L.treated("NFH-001"), user=site.logins["dm"])
+    with site.connect(person) as conn:
+        for table in TABLES:
+            assert sqlstate(conn, f"SELECT count(*) FROM {table}") is None
+            for statement in (
+                f"UPDATE {table} SET {'value = value' if table == 'ledger_meta' else 'position = position'}",
+                f"DELETE FROM {table}",
+                f"TRUNCATE {table}",
+            ):
+                statement = statement.replace("position = position", _unchanged(table))
+                assert sqlstate(conn, statement) == DENIED, (person, statement)
+        assert sqlstate(conn, "INSERT INTO ledger_meta VALUES ('chain', '\\x00')") == DENIED
+        assert sqlstate(conn, "SELECT ledger_put_meta('frontier', '\\x00'::bytea)") == DENIED or person in (
+            "dm",
+            "nurse",
+            "pi",
+            "coder",
+        )
+        assert sqlstate(conn, "SELECT ledger_put_meta('chain', '\\x00'::bytea)") == DENIED
+        assert sqlstate(conn, "SELECT ledger_set_member(%s, 'data_manager', NULL)", site.logins[person]) == (
+            None if person == "dm" else DENIED
+        )
+
+
+def _unchanged(table: str) -> str:
+    return (
+        "originator_version = originator_version" if table == "trialledger_events" else "event_id = event_id"
+    )
+
+
+def _insert_event(stream: str) -> str:
+    return (
+        "INSERT INTO trialledger_events (notification_id, originator_id, originator_version, topic, state) "
+        f"VALUES (1000000, '{stream}', 99, 'forged', '\\x00')"
+    )
+
+
+def _insert_entry(stream: str, login: str = "DEFAULT") -> str:
+    values = f"1000000, 'forged#1', '{stream}', '\\x00', '\\x00', '\\x00', {login}"
+    return f"INSERT INTO ledger_entries VALUES ({values})"
+
+
+def test_every_sealed_row_names_its_login_and_none_can_name_another(site: Site) -> None:
+    store(site.ledger("nurse"), L.treated("NFH-001"), user=site.logins["nurse"])
+    access.lock(site.ledger("dm"), None, "interim")
+    with site.connect("auditor") as conn:
+        rows = conn.execute("SELECT participant, login FROM ledger_entries ORDER BY position").fetchall()
+    assert {login for participant, login in rows if participant == "NFH-001"} == {site.logins["nurse"]}
+    assert rows[-1] == ("TRIAL", site.logins["dm"])
+    for person in ("nurse", "dm", "coder"):
+        with site.connect(person) as conn:
+            forged = _insert_entry("TRIAL", f"'{site.logins['dm' if person != 'dm' else 'nurse']}'")
+            assert sqlstate(conn, forged) == DENIED, person
+
+
+@pytest.mark.parametrize(
+    ("person", "allowed"),
+    [
+        ("dm", {"NFH-009", "AMMS-009", "TRIAL", "USERS", "PROTOCOL"}),
+        ("nurse", {"NFH-009", "TRIAL"}),
+        ("pi", {"AMMS-009", "TRIAL"}),
+        ("coder", {"NFH-009", "AMMS-009", "TRIAL"}),
+        ("monitor", set()),
+        ("auditor", set()),
+    ],
+)
+def test_raw_inserts_are_refused_outside_the_role(site: Site, person: str, allowed: set[str]) -> None:
+    with site.connect(person) as conn:
+        for stream in ("NFH-009", "AMMS-009", "TRIAL", "USERS", "PROTOCOL"):
+            for statement in (_insert_event(stream), _insert_entry(stream)):
+                with conn.transaction(force_rollback=True):
+                    assert sqlstate(conn, statement) == (None if stream in allowed else DENIED), (
+                        person,
+                        statement,
+                    )
+
+
+def test_role_changes_and_deactivation_take_effect_in_the_database_at_once(site: Site) -> None:
+    nurse = site.logins["nurse"]
+    dm = site.ledger("dm")
+    access.update_user(dm, None, name=nurse, role=None, user_site="AMMS", reason="moved")
+    with site.connect("nurse") as conn, conn.transaction(force_rollback=True):
+        assert sqlstate(conn, _insert_event("AMMS-009")) is None
+    with site.connect("nurse") as conn:
+        assert sqlstate(conn, _insert_event("NFH-009")) == DENIED
+    access.update_user(dm, None, name=nurse, role="monitor", user_site=None, reason="now monitors")
+    with site.connect("nurse") as conn:
+        assert sqlstate(conn, _insert_event("AMMS-009")) == DENIED
+        assert sqlstate(conn, "SELECT count(*) FROM trialledger_events") is None
+    access.deactivate_user(dm, None, name=nurse, reason="left")
+    with site.connect("nurse") as conn:
+        statement = sql.SQL("SELECT count(*) FROM {0}.trialledger_events").format(sql.Identifier(site.schema))
+        assert sqlstate(conn, statement) == DENIED
+    result = CliRunner().invoke(main, ["--store", as_login(site.url, nurse), "status"])
+    assert result.exit_code == 3, result.output
+    assert "permission denied" in result.stderr
+
+
+def test_user_add_adopts_an_existing_login(site: Site, tmp_path: Path) -> None:
+    name = f"{site.tag}.existing"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {0} LOGIN").format(sql.Identifier(name)))
+    add_user(site.ledger("dm"), tmp_path, name, "site_staff", "NFH", by=site.logins["dm"])
+    assert store(TrialLedger(as_login(site.url, name)), L.treated("NFH-001"), user=name).stored
+
+
+def test_on_sqlite_the_actor_is_the_claimed_name_else_the_operating_system_user(sqlite_url: str) -> None:
+    ledger = TrialLedger(sqlite_url)
+    assert ledger.login is None
+    assert access.acting(ledger, "nfh.chen") == "nfh.chen"
+    assert access.acting(ledger, None) == getpass.getuser()
+    assert not access.secure(ledger)
