@@ -335,7 +335,7 @@ class WriteCommand(click.Command):
         ledger = open_ledger(create=True)
         receipt = ledger.record(
             [record],
-            user=acting(ledger, settings().user),
+            user=acting(ledger, settings().user, self.name or "write"),
             record_refusal=self.type_name == "ParticipantEnrolled",
         )
         _receipt(receipt)
@@ -377,7 +377,7 @@ def import_(source: Any, site: str | None) -> None:
     from ledger.application.importer import import_lines
 
     ledger = open_ledger(create=True)
-    user = acting(ledger, settings().user)
+    user = acting(ledger, settings().user, "import")
     receipt = import_lines(ledger, source, user=user, site=site, progress=not settings().json)
     _receipt(receipt) if settings().json else click.echo(
         f"imported {len(receipt.stored)} events, skipped {len(receipt.skipped)} already stored"
@@ -1045,7 +1045,7 @@ def sign(participant: str, meaning: str, key_file: str | None, passphrase_env: s
     from ledger.domain.events import utc_text
 
     ledger = open_ledger()
-    signer = access.acting(ledger, settings().user)
+    signer = access.acting(ledger, settings().user, f"sign {meaning}")
     path = Path(key_file) if key_file else signatures.default_key_file(signer)
     record = signatures.sign(
         ledger, signer, participant, meaning, path, _passphrase(passphrase_env, confirm=False)

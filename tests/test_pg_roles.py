@@ -99,9 +99,9 @@ DENIED = "42501"  # insufficient_privilege: "permission denied" and row-level se
 def test_each_login_acts_as_itself_and_a_claimed_name_is_refused(site: Site) -> None:
     nurse = site.ledger("nurse")
     assert nurse.login is not None and nurse.login.name == site.logins["nurse"]
-    assert access.acting(nurse, None) == site.logins["nurse"]
+    assert access.acting(nurse, None, "write") == site.logins["nurse"]
     with pytest.raises(Refused, match=f"you are logged in as {site.logins['nurse']}; --user .*dm"):
-        access.acting(nurse, site.logins["dm"])
+        access.acting(nurse, site.logins["dm"], "lock")
     runner = CliRunner()
     store_url = as_login(site.url, site.logins["nurse"])
     screen = [*("screen", "--participant", "NFH-001", "--site", "NFH", "--effective", "2014-01-06")]
@@ -115,6 +115,9 @@ def test_each_login_acts_as_itself_and_a_claimed_name_is_refused(site: Site) -> 
     assert result.exit_code == 0, result.output
     entries = list(site.ledger("monitor").entries())
     assert entries[-1].record.user == site.logins["nurse"]
+    # Each claim was an attempt, on record under the login that made it.
+    refused = [e.record for e in entries if e.record.type == "ActionRefused"]
+    assert [(r.user, r.action) for r in refused] == [(nurse.login.name, "lock"), (nurse.login.name, "screen")]
 
 
 def test_the_roles_hold_through_the_ledger_for_every_login(site: Site) -> None:
@@ -244,6 +247,6 @@ def test_user_add_adopts_an_existing_login(site: Site, tmp_path: Path) -> None:
 def test_on_sqlite_the_actor_is_the_claimed_name_else_the_operating_system_user(sqlite_url: str) -> None:
     ledger = TrialLedger(sqlite_url)
     assert ledger.login is None
-    assert access.acting(ledger, "nfh.chen") == "nfh.chen"
-    assert access.acting(ledger, None) == getpass.getuser()
+    assert access.acting(ledger, "nfh.chen", "write") == "nfh.chen"
+    assert access.acting(ledger, None, "write") == getpass.getuser()
     assert not access.secure(ledger)

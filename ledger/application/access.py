@@ -267,12 +267,13 @@ def checked(record_type: type[Record], fields: dict[str, Any]) -> Any:
         raise InvalidInput(str(exc)) from None
 
 
-def acting(ledger: TrialLedger, user: str | None) -> str:
-    """Who acts (SPEC section 6, ``--user``; issue 12, items 1 and 9).
+def acting(ledger: TrialLedger, user: str | None, action: str) -> str:
+    """Who acts to do ``action`` (SPEC section 6, ``--user``; issue 12, items 1 and 9).
 
     On PostgreSQL the authenticated login (``session_user``): a ``user`` naming
-    someone else is refused (exit 3), except for a superuser, who can become any
-    role anyway.  On SQLite ``user``, else the operating-system user.
+    someone else is refused (exit 3) and the attempt recorded under the login,
+    except for a superuser, who can become any role anyway.  On SQLite ``user``,
+    else the operating-system user.
     """
     login = ledger.login
     if login is None:
@@ -281,7 +282,8 @@ def acting(ledger: TrialLedger, user: str | None) -> str:
         return login.name
     if login.superuser:
         return user
-    raise Refused(f"user: you are logged in as {login.name}; --user {user} names someone else")
+    problem = f"user: you are logged in as {login.name}; --user {user} names someone else"
+    refuse(ledger, [problem], action=action, user=login.name)
 
 
 def _os_user() -> str:
@@ -332,7 +334,7 @@ def register(
     The first user of an open ledger must be a ``data_manager``; after that only
     data managers register users.
     """
-    actor = acting(ledger, user)
+    actor = acting(ledger, user, "user add")
     _check_site(ledger, user_site)
     fields = {"name": name, "full_name": full_name, "role": role, "user_site": user_site}
     record = checked(UserRegistered, {**fields, "public_key": public_key, "user": actor})
@@ -360,7 +362,7 @@ def update_user(
     An omitted role stays; an omitted site stays unless the new role acts for the
     whole trial.  Data managers only; the last active data manager keeps the role.
     """
-    actor = acting(ledger, user)
+    actor = acting(ledger, user, "user update")
     _check_site(ledger, user_site)
 
     def attempt() -> UserUpdated:
@@ -392,7 +394,7 @@ def deactivate_user(ledger: TrialLedger, user: str | None, *, name: str, reason:
 
     Data managers only; the last active data manager cannot be deactivated.
     """
-    actor = acting(ledger, user)
+    actor = acting(ledger, user, "user deactivate")
     record = checked(UserDeactivated, {"name": name, "reason": reason, "user": actor})
 
     def attempt() -> str:
@@ -445,7 +447,7 @@ def unlock(ledger: TrialLedger, user: str | None, reason: str) -> str:
 def _trial_event(
     ledger: TrialLedger, user: str | None, action: str, record_type: type[Record], reason: str
 ) -> str:
-    actor = acting(ledger, user)
+    actor = acting(ledger, user, action)
     record = checked(record_type, {"reason": reason, "user": actor})
 
     def attempt() -> str:

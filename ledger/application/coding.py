@@ -78,7 +78,7 @@ def code_adverse_events(ledger: TrialLedger, user: str | None, codings: Sequence
     Refused (exit 3, recorded) unless ``user`` is a coder or a data manager;
     a coding of an AE that is not reported, or voided, is invalid input (exit 2).
     """
-    coder = access.acting(ledger, user)
+    coder = access.acting(ledger, user, ACTION)
 
     def attempt() -> list[Coded]:
         users = access.Registry.load(ledger)

@@ -103,7 +103,7 @@ def adopt(
     event (a retry is safe); the same version number with other content is
     refused, since a version names one text.
     """
-    actor = acting(ledger, user)
+    actor = acting(ledger, user, "protocol adopt")
     if protocol.version is None:
         raise InvalidInput("version: the protocol file must name its version to be adopted")
     sha256 = content_hash(text)

@@ -127,7 +127,7 @@ def sign(
     Refused (exit 3, recorded) when the signer is not registered or not
     permitted, or the key cannot be opened or is not theirs.
     """
-    signer = access.acting(ledger, user)
+    signer = access.acting(ledger, user, f"sign {meaning}")
     if meaning not in MEANINGS:
         raise InvalidInput(f"meaning: expected one of {', '.join(MEANINGS)}")
     action = f"sign {meaning}"
