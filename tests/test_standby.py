@@ -10,6 +10,7 @@ three outputs, and the files written, are the same.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import re
 from collections.abc import Iterator
@@ -72,24 +73,29 @@ def replicas(pg_ready: bool) -> Iterator[Replicas]:
 
 
 # When a file was made (ODM and Define-XML creation times, export.json's "created", the SAS
-# XPORT headers): the one thing that differs between two runs of the same export.
+# XPORT headers, the report's "Generated"): what differs between two runs of the same export.
 MADE_AT = re.compile(
     rb'(CreationDateTime|FileOID)="[^"]*"|"created": "[^"]*"|\d\d[A-Z]{3}\d\d:\d\d:\d\d:\d\d'
+    rb"|<dt>Generated</dt><dd>[^<]*</dd>"
 )
 
 
 def _outputs(
     args: list[str], store: str, out: Path, participant: str, known_at: str
-) -> tuple[int, bytes, dict[str, bytes]]:
-    """Exit code, output and files written, without where (``out``) and when they were written."""
+) -> tuple[int, bytes, dict[str, str]]:
+    """Exit code, output and the hash of each file written, without where, from which store and when."""
     out.mkdir(parents=True)
     args = [a.replace("{out}", str(out)).replace("{p}", participant).replace("{k}", known_at) for a in args]
     code, text = run(["--store", store, "--json", *args])
 
     def same(data: bytes) -> bytes:
-        return MADE_AT.sub(b"", data.replace(str(out).encode(), b"{out}"))
+        return MADE_AT.sub(b"", data.replace(str(out).encode(), b"{out}").replace(store.encode(), b"{store}"))
 
-    files = {str(p.relative_to(out)): same(p.read_bytes()) for p in sorted(out.rglob("*")) if p.is_file()}
+    files = {
+        str(p.relative_to(out)): hashlib.sha256(same(p.read_bytes())).hexdigest()
+        for p in sorted(out.rglob("*"))
+        if p.is_file()
+    }
     return code, same(text.encode()), files
 
 

@@ -35,6 +35,7 @@ from psycopg.sql import SQL, Composed, Identifier, Literal
 
 from ledger.domain.errors import InvalidInput
 from ledger.domain.events import SITE_ROLES, Role
+from ledger.storage.seal import TRIAL_STREAM
 
 ROLES: tuple[str, ...] = get_args(Role)
 WRITERS: tuple[str, ...] = ("data_manager", "site_staff", "investigator", "coder")
@@ -48,7 +49,6 @@ LOGIN_COLUMN = "login"
 NAME_LIMIT = 63
 # Streams only data managers append to (the registry and the protocol versions).
 MANAGED_STREAMS = ("USERS", "PROTOCOL")
-TRIAL_STREAM = "TRIAL"
 
 
 def group(schema: str, role: str) -> str:
