@@ -196,17 +196,17 @@ def test_every_sealed_row_names_its_login_and_none_can_name_another(site: Site) 
 @pytest.mark.parametrize(
     ("person", "allowed"),
     [
-        ("dm", {"NFH-009", "AMMS-009", "TRIAL", "USERS", "PROTOCOL"}),
-        ("nurse", {"NFH-009", "TRIAL"}),
-        ("pi", {"AMMS-009", "TRIAL"}),
-        ("coder", {"NFH-009", "AMMS-009", "TRIAL"}),
+        ("dm", {"NFH-009", "AMMS-009", "TRIAL", "REFUSALS", "USERS", "PROTOCOL"}),
+        ("nurse", {"NFH-009", "TRIAL", "REFUSALS"}),
+        ("pi", {"AMMS-009", "TRIAL", "REFUSALS"}),
+        ("coder", {"NFH-009", "AMMS-009", "TRIAL", "REFUSALS"}),
         ("monitor", set()),
         ("auditor", set()),
     ],
 )
 def test_raw_inserts_are_refused_outside_the_role(site: Site, person: str, allowed: set[str]) -> None:
     with site.connect(person) as conn:
-        for stream in ("NFH-009", "AMMS-009", "TRIAL", "USERS", "PROTOCOL"):
+        for stream in ("NFH-009", "AMMS-009", "TRIAL", "REFUSALS", "USERS", "PROTOCOL"):
             for statement in (_insert_event(stream), _insert_entry(stream)):
                 with conn.transaction(force_rollback=True):
                     assert sqlstate(conn, statement) == (None if stream in allowed else DENIED), (

@@ -10,7 +10,7 @@
   nobody but the owner has ``UPDATE``, ``DELETE`` or ``TRUNCATE`` on any table;
 - row-level security on the events and ``ledger_entries``: site staff and
   investigators insert rows only for the participants of the sites whose group
-  they are in (and the ``TRIAL`` stream, where refusals go); coders never in
+  they are in (and :data:`SHARED_STREAMS`, where refusals go); coders never in
   ``USERS`` or ``PROTOCOL``; data managers anywhere;
 - ``ledger_entries.login``: the login that appended each sealed row, filled by
   the database (``session_user``) and checked by the policies, so that no login
@@ -49,6 +49,9 @@ LOGIN_COLUMN = "login"
 NAME_LIMIT = 63
 # Streams only data managers append to (the registry and the protocol versions).
 MANAGED_STREAMS = ("USERS", "PROTOCOL")
+# Streams every appending login may add to: where refused attempts are recorded (the trial's
+# own stream, and the stream of refusals of their own).
+SHARED_STREAMS = (TRIAL_STREAM, "REFUSALS")
 
 
 def group(schema: str, role: str) -> str:
@@ -89,7 +92,6 @@ def secure_statements(schema: str, events: str, sites: Iterable[str], existing: 
     writers = SQL(", ").join(Identifier(groups[role]) for role in WRITERS)
     site_writers = SQL(", ").join(Identifier(groups[role]) for role in SITE_ROLES)
     statements += [
-        SQL("REVOKE ALL ON SCHEMA {0} FROM PUBLIC").format(s),
         SQL("GRANT USAGE ON SCHEMA {0} TO {1}").format(s, everyone),
         SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {0} TO {1}").format(s, everyone),
         SQL("GRANT INSERT ON ALL TABLES IN SCHEMA {0} TO {1}").format(s, writers),
@@ -136,8 +138,8 @@ def secure_statements(schema: str, events: str, sites: Iterable[str], existing: 
             *_policy(
                 target,
                 "ledger_append_own_site",
-                SQL("FOR INSERT TO {0} WITH CHECK (({1} = {2} OR {3}.{4}({1})) AND {5})").format(
-                    site_writers, stream, Literal(TRIAL_STREAM), s, Identifier(SITE_FUNCTION), own
+                SQL("FOR INSERT TO {0} WITH CHECK (({1} = ANY ({2}) OR {3}.{4}({1})) AND {5})").format(
+                    site_writers, stream, Literal(list(SHARED_STREAMS)), s, Identifier(SITE_FUNCTION), own
                 ),
             ),
         ]
