@@ -1,4 +1,4 @@
-"""Read commands run for a SELECT-only login and on a hot standby, with the primary's output (issue 12).
+"""Every read command runs for a SELECT-only login and on a hot standby, with the primary's output (issue 12).
 
 A throwaway primary and its streaming standby (:mod:`tests.replicas`): the
 ledger is made on the primary by its owner, a monitor login (SELECT only) is
@@ -29,6 +29,11 @@ MONITOR = "monitor.rossi"
 # with what it writes under ``{out}``.
 KNOWN = ["--known-at", "{k}"]
 READS: dict[str, list[str]] = {
+    "status": ["status", *KNOWN],
+    "status-one": ["status", "{p}", *KNOWN],
+    "endpoints": ["endpoints", *KNOWN],
+    "verify": ["verify"],
+    "report": ["report", "--out", "{out}/report", *KNOWN],
     "audit": ["audit", "{p}", *KNOWN],
     "digest": ["digest"],
     "prove": ["prove", "--from-size", "10"],
