@@ -197,9 +197,9 @@ def test_every_sealed_row_names_its_login_and_none_can_name_another(site: Site) 
     ("person", "allowed"),
     [
         ("dm", {"NFH-009", "AMMS-009", "TRIAL", "REFUSALS", "USERS", "PROTOCOL"}),
-        ("nurse", {"NFH-009", "TRIAL", "REFUSALS"}),
-        ("pi", {"AMMS-009", "TRIAL", "REFUSALS"}),
-        ("coder", {"NFH-009", "AMMS-009", "TRIAL", "REFUSALS"}),
+        ("nurse", {"NFH-009", "TRIAL", "REFUSALS", "USERS"}),
+        ("pi", {"AMMS-009", "TRIAL", "REFUSALS", "USERS"}),
+        ("coder", {"NFH-009", "AMMS-009", "TRIAL", "REFUSALS", "USERS"}),
         ("monitor", set()),
         ("auditor", set()),
     ],

@@ -10,8 +10,8 @@
   nobody but the owner has ``UPDATE``, ``DELETE`` or ``TRUNCATE`` on any table;
 - row-level security on the events and ``ledger_entries``: site staff and
   investigators insert rows only for the participants of the sites whose group
-  they are in (and :data:`SHARED_STREAMS`, where refusals go); coders never in
-  ``USERS`` or ``PROTOCOL``; data managers anywhere;
+  they are in (and :data:`SHARED_STREAMS`: refusals, their own keys); coders never
+  in ``PROTOCOL``; data managers anywhere;
 - ``ledger_entries.login``: the login that appended each sealed row, filled by
   the database (``session_user``) and checked by the policies, so that no login
   but the owner can seal a row in another's name;
@@ -47,11 +47,12 @@ SITE_FUNCTION = "ledger_own_site"
 LOGIN_COLUMN = "login"
 # PostgreSQL keeps the first 63 bytes of a name.
 NAME_LIMIT = 63
-# Streams only data managers append to (the registry and the protocol versions).
-MANAGED_STREAMS = ("USERS", "PROTOCOL")
+# The stream only data managers append to (the protocol versions).
+MANAGED_STREAMS = ("PROTOCOL",)
 # Streams every appending login may add to: where refused attempts are recorded (the trial's
-# own stream, and the stream of refusals of their own).
-SHARED_STREAMS = (TRIAL_STREAM, "REFUSALS")
+# own stream, and the stream of refusals of their own), and the users' stream, where each user
+# registers their own signing key; every row names the login that sealed it.
+SHARED_STREAMS = (TRIAL_STREAM, "REFUSALS", "USERS")
 
 
 def group(schema: str, role: str) -> str:
