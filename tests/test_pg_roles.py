@@ -23,7 +23,7 @@ from psycopg import sql
 from cli import main
 from ledger.application import access
 from ledger.application.trial_ledger import TrialLedger
-from ledger.domain.errors import Refused
+from ledger.domain.errors import InvalidInput, Refused
 from tests import lines as L
 from tests.conftest import PG_ADMIN_URL, drop_roles
 from tests.staff import add_user, store
@@ -250,3 +250,13 @@ def test_on_sqlite_the_actor_is_the_claimed_name_else_the_operating_system_user(
     assert access.acting(ledger, "nfh.chen", "write") == "nfh.chen"
     assert access.acting(ledger, None, "write") == getpass.getuser()
     assert not access.secure(ledger)
+
+
+def test_a_site_without_its_group_is_named_and_nothing_changes(site: Site) -> None:
+    """A protocol version may add a site after init: its group comes with the owner's next init."""
+    dm = site.ledger("dm")
+    with pytest.raises(
+        InvalidInput, match="site: the database has no group for site NEW1 yet; the owner runs"
+    ):
+        dm.recorder.set_member(site.logins["nurse"], "site_staff", "NEW1")  # type: ignore[attr-defined]
+    assert store(site.ledger("nurse"), L.treated("NFH-001"), user=site.logins["nurse"]).stored

@@ -27,7 +27,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
-from ledger.domain.errors import Refused
+from ledger.domain.errors import InvalidInput, Refused
 from ledger.storage import grants
 from ledger.storage.codec import CodecFactory
 from ledger.storage.feed import Row, TimelineFeed
@@ -146,12 +146,17 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         the roles live in the ledger's events only.
         """
         grants.check_name(login, "name")
-        function = f'"{self.datastore.schema}".{grants.MEMBER_FUNCTION}'
+        schema = self.datastore.schema
+        function = f'"{schema}".{grants.MEMBER_FUNCTION}'
         with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
             signature = f"{function}(text,text,text)"
             curs.execute("SELECT to_regprocedure(%s) IS NOT NULL AS secured", (signature,))
             if not curs.fetchone()["secured"]:  # type: ignore[index]
                 return False
+            if site is not None and not grants.existing_roles(curs, [grants.site_group(schema, site)]):
+                raise InvalidInput(
+                    f"site: the database has no group for site {site} yet; the owner runs `trial-ledger init`"
+                )
             curs.execute(f"SELECT {function}(%s, %s, %s)", (login, role, site))
         return True
 
