@@ -208,6 +208,9 @@ def baselines_sqlite(
     work: Path, db: Path, source: Path, size: int, available: set[str], args: argparse.Namespace
 ) -> dict[str, Any]:
     row: dict[str, Any] = {}
+    if args.skip_references:
+        row.update(queries(str(db), size, available))
+        return row
     events, entries = baselines.stored_rows(db)
     raw = work / "raw.db"
     seconds = baselines.sqlite_executemany(raw, events)
@@ -237,8 +240,10 @@ def baselines_sqlite(
 
 
 def queries(store: str, size: int, available: set[str]) -> dict[str, Any]:
-    """``verify``, ``status --as-of`` and ``endpoints --known-at`` on a full store."""
-    row: dict[str, Any] = {}
+    """``verify``, ``status --as-of`` and ``endpoints --known-at`` on a full store; the read model's cases."""
+    import readmodel  # it imports this module's helpers
+
+    row: dict[str, Any] = {"readmodel_reads": readmodel.reads(store)}
     if "verify" in available:
         run = cli(store, "--json", "verify")
         row["verify"] = run.summary(size)
@@ -349,7 +354,9 @@ def pg_drop(admin: str, schema: str) -> None:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
-def bench_postgres(files: dict[int, Path], admin: str, available: set[str]) -> dict[str, Any]:
+def bench_postgres(
+    files: dict[int, Path], admin: str, available: set[str], skip_references: bool = False
+) -> dict[str, Any]:
     import psycopg
 
     out: dict[str, Any] = {"sizes": {}}
@@ -374,8 +381,9 @@ def bench_postgres(files: dict[int, Path], admin: str, available: set[str]) -> d
             events, entries = baselines.pg_rows(admin, schema, "trialledger_events")
             copy_seconds = baselines.pg_copy(admin, "bench_baseline", events, entries)
             row["copy_both"] = {"seconds": copy_seconds, "rate": size / copy_seconds}
-            insert_seconds = baselines.pg_batched_insert(admin, "bench_baseline", events, entries)
-            row["batched_insert_both"] = {"seconds": insert_seconds, "rate": size / insert_seconds}
+            if not skip_references:
+                insert_seconds = baselines.pg_batched_insert(admin, "bench_baseline", events, entries)
+                row["batched_insert_both"] = {"seconds": insert_seconds, "rate": size / insert_seconds}
             pg_drop(admin, "bench_baseline")
             del events, entries
             row.update(queries(store, size, available))
@@ -394,6 +402,12 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="20k events only (CI smoke run)")
     parser.add_argument("--sizes", type=int, nargs="+", help="store sizes to time (default: 100k, 300k, 1M)")
+    parser.add_argument("--pg-sizes", type=int, nargs="+", help="PostgreSQL store sizes (default: --sizes)")
+    parser.add_argument(
+        "--skip-references",
+        action="store_true",
+        help="skip issue #7's reference baselines (raw executemany, library plain path, batched INSERT)",
+    )
     parser.add_argument("--no-pg", action="store_true", help="skip PostgreSQL")
     parser.add_argument("--pg", default=PG_DEFAULT, help="PostgreSQL database for throwaway schemas")
     parser.add_argument("--work", type=Path, default=Path("/tmp/trial-ledger-bench"), help="scratch folder")
@@ -440,7 +454,10 @@ def main() -> None:
     print(f"naive: {json.dumps(results.naive)}", flush=True)
     results.sqlite = bench_sqlite(args.work, files, available, args)
     if not args.no_pg and pg_reachable(args.pg):
-        results.postgres = bench_postgres(files, args.pg, available)
+        pg_files = {
+            size: prefix(largest, size, args.work / f"trial-{size}.jsonl") for size in args.pg_sizes or sizes
+        }
+        results.postgres = bench_postgres(pg_files, args.pg, available, args.skip_references)
     elif not args.no_pg:
         results.notes.append(f"PostgreSQL not reachable at {args.pg}: skipped")
     if args.readmodel:
