@@ -80,13 +80,17 @@ MODULES: dict[str, list[str]] = {
         "tests/test_rules_status.py",
     ],
     f"{RULES}/status.py": ["tests/test_rules_status.py"],
-    f"{RULES}/corrections.py": ["tests/test_rules_history.py", "tests/test_rules_ordering.py"],
+    f"{RULES}/corrections.py": [
+        "tests/test_rules_corrections.py",
+        "tests/test_rules_history.py",
+        "tests/test_rules_ordering.py",
+    ],
     f"{RULES}/sites.py": ["tests/test_rules_ordering.py"],
-    f"{RULES}/endpoints.py": ["tests/test_rules_endpoints.py"],
-    f"{RULES}/stats.py": ["tests/test_rules_stats.py"],
+    f"{RULES}/endpoints.py": ["tests/test_rules_boundaries.py", "tests/test_rules_endpoints.py"],
+    f"{RULES}/stats.py": ["tests/test_rules_boundaries.py", "tests/test_rules_stats.py"],
     f"{RULES}/versions.py": ["tests/test_rules_versions.py"],
     f"{RULES}/coding.py": ["tests/test_rules_coding.py"],
-    "ledger/evidence/merkle.py": ["tests/test_merkle.py"],
+    "ledger/evidence/merkle.py": ["tests/test_merkle_messages.py", "tests/test_merkle.py"],
 }
 
 
@@ -795,10 +799,11 @@ def main(argv: list[str] | None = None) -> int:
     import hypothesis  # noqa: F401
     import pytest  # noqa: F401
 
-    results: dict[str, dict[str, object]] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     deadline = time.monotonic() + args.budget
     for path in [_pick(name) for name in args.module] if args.module else list(MODULES):
         result = run_module(path, args.jobs, deadline, args.sample)
+        # read again: another run (of other modules) may have written since
+        results: dict[str, dict[str, object]] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
         results[path] = result
         run = int(result["run"])  # type: ignore[call-overload]
         print(f"{path}: {result['killed']} of {run} killed", flush=True)

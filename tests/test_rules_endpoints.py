@@ -10,9 +10,19 @@ import pytest
 from ledger.domain.events import CATEGORIES
 from ledger.domain.protocol import Protocol, load_protocol
 from ledger.domain.rules.corrections import fold
-from ledger.domain.rules.endpoints import endpoints
+from ledger.domain.rules.endpoints import (
+    Judged,
+    endpoints,
+    in_population,
+    judged,
+    ongoing,
+    primary,
+    responder,
+    secondary,
+    versions_used,
+)
 from ledger.domain.rules.stats import proportion_percent
-from ledger.domain.rules.versions import ProtocolVersions
+from ledger.domain.rules.versions import AdoptedProtocol, ProtocolVersions
 from tests.builders import D0, Ledger, day, remission_days
 
 PROTOCOL = load_protocol()
@@ -219,3 +229,55 @@ def test_the_window_bounds_responders_ongoing_and_safety(protocol: Protocol, off
     assert (result["primary"]["n"], result["primary"]["N"]) == (1 if inside else 0, 2)
     assert result["primary"]["ongoing"] == (1 if inside else 0)  # NFH-002 while the window is open
     assert result["secondary"]["participants_with_serious_ae"] == (1 if inside else 0)
+
+
+# -- the pieces, on their own (issue 16) -----------------------------------------------------
+
+
+def _rows(ledger: Ledger, as_of: dt.date, versions: ProtocolVersions) -> list[Judged]:
+    return judged(fold(ledger.entries).values(), as_of, versions)
+
+
+def test_the_versions_used_are_named_in_order_of_effective_date() -> None:
+    first = AdoptedProtocol(PROTOCOL, "1.0", day(-100), "1" * 64)
+    amended = AdoptedProtocol(PROTOCOL, "2.0", day(-5), "2" * 64)
+    ledger = Ledger()
+    ledger.treated("NFH-002")  # enrolled on day -2: judged by the amendment
+    ledger.screen("NFH-001", effective=day(-30), consent_date=day(-30))  # screened only, before it
+    ledger.screen("NFH-003", effective=day(-30), consent_date=day(-30))
+    result = endpoints(fold(ledger.entries).values(), D0, ProtocolVersions((first, amended)))
+    assert result["protocol_versions"] == [first.to_json(), amended.to_json()]
+    assert versions_used([]) == []
+
+
+def test_an_unknown_population_is_named() -> None:
+    [row] = _rows(_one_treated(), D0, ProtocolVersions.only(PROTOCOL))
+    with pytest.raises(ValueError) as refused:
+        in_population(row.status, "PP")
+    assert str(refused.value) == "unknown population 'PP'"
+    assert primary([row], D0)["population"] == "mITT"
+
+
+def _one_treated() -> Ledger:
+    ledger = Ledger()
+    ledger.treated("NFH-001")
+    return ledger
+
+
+def test_responder_and_ongoing_are_false_not_merely_falsy() -> None:
+    ledger = _one_treated()
+    ledger.death("NFH-001", on=day(10))
+    [row] = _rows(ledger, day(10), ProtocolVersions.only(PROTOCOL))
+    assert responder(row.status, PROTOCOL) is False
+    assert ongoing(row.status, day(10), PROTOCOL) is False
+
+
+def test_a_participant_not_yet_infused_does_not_hide_the_adverse_events_of_others() -> None:
+    ledger = Ledger()
+    ledger.screen("NFH-001")
+    ledger.enroll("NFH-001")
+    ledger.treated("NFH-002")
+    ledger.ae("NFH-002", on=day(3), serious=True)
+    result = secondary(_rows(ledger, day(10), ProtocolVersions.only(PROTOCOL)), day(10))
+    assert result["participants_with_serious_ae"] == 1
+    assert result["by_category"]["infection"] == {"participants": 1, "events": 1, "serious_events": 1}

@@ -12,7 +12,7 @@ from ledger.domain.events import EnrollmentRefused
 from ledger.domain.protocol import Protocol, load_protocol
 from ledger.domain.rules.corrections import fold
 from ledger.domain.rules.safety import adverse_events
-from ledger.domain.rules.status import ParticipantStatus, summarise
+from ledger.domain.rules.status import FLAGS, ParticipantStatus, summarise
 from tests.builders import D0, Ledger, day, remission_days
 
 PROTOCOL = load_protocol()
@@ -102,6 +102,7 @@ def test_recurrence_and_completed_window(protocol: Protocol) -> None:
     assert status_of(ledger, day(99), protocol=protocol).status == "complete_remission"
     assert status_of(ledger, day(100), protocol=protocol).status == "recurrence"
     assert status_of(ledger, day(100), protocol=protocol).cr_date == day(10)  # CR still achieved
+    assert status_of(ledger, day(100), protocol=protocol).recurrence == day(100)
     assert status_of(ledger, day(window), protocol=protocol).status == "recurrence"
     assert status_of(ledger, day(window + 1), protocol=protocol).status == "completed"
 
@@ -432,9 +433,6 @@ def test_flags_are_listed_in_a_fixed_order() -> None:
     ledger.infuse(on=day(3), course=2)
     aware = ledger.clock
     ledger.ae(on=day(4), serious=True, aware_at=aware, recorded_at=aware + dt.timedelta(days=3))
-    assert status_of(ledger, day(5)).flags == (
-        "dose_deviation",
-        "course_deviation",
-        "late_sae_report",
-        "eligibility_deviation",
-    )
+    flags = status_of(ledger, day(5)).flags
+    assert flags == ("dose_deviation", "course_deviation", "late_sae_report", "eligibility_deviation")
+    assert flags == FLAGS  # the order the report lists them in

@@ -9,7 +9,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ledger.domain.protocol import load_protocol
-from ledger.domain.rules.versions import AdoptedProtocol, ProtocolVersions, content_hash, judged_on
+from ledger.domain.rules.corrections import fold
+from ledger.domain.rules.versions import (
+    AdoptedProtocol,
+    ProtocolVersions,
+    content_hash,
+    judged_on,
+    judging_version,
+)
+from tests.builders import Ledger
 
 PROTOCOL = load_protocol()
 D = dt.date.fromisoformat
@@ -55,8 +63,42 @@ def test_enrollment_judges_an_enrolled_participant_and_screening_one_never_enrol
 
 
 def test_a_trial_has_at_least_one_version() -> None:
-    with pytest.raises(ValueError, match="at least one protocol version"):
+    with pytest.raises(ValueError) as refused:
         ProtocolVersions(())
+    assert str(refused.value) == "a trial has at least one protocol version"
+
+
+def test_a_version_is_named_by_the_sha256_of_its_file_and_shown_with_its_dates() -> None:
+    assert content_hash(b"") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    assert V2.to_json() == {"version": "2.0", "effective": "2015-01-01", "sha256": content_hash(b"2.0")}
+
+
+def test_a_trial_that_never_amended_has_one_unversioned_version_in_force_on_every_date() -> None:
+    [only] = ProtocolVersions.only(PROTOCOL).adopted
+    assert (only.protocol, only.version, only.effective, only.sha256) == (
+        PROTOCOL,
+        "unversioned",
+        dt.date.min,
+        "0" * 64,
+    )
+    named = ProtocolVersions.only(PROTOCOL, "1.0", "a" * 64).in_force(dt.date.min)
+    assert (named.version, named.sha256) == ("1.0", "a" * 64)
+
+
+def test_the_judging_version_follows_the_latest_screening_and_the_first_enrollment() -> None:
+    ledger = Ledger()
+    ledger.screen(effective=D("2014-12-20"), consent_date=D("2014-12-20"))
+    ledger.enroll(effective=D("2015-01-03"))
+    ledger.enroll(effective=D("2015-02-03"))  # refused on write; were it stored, the first counts
+    history = fold(ledger.entries)["NFH-001"]
+    versions = ProtocolVersions((V1, V2, V3))
+    assert judging_version(history, D("2014-12-19"), versions) is None
+    assert judging_version(history, D("2014-12-20"), versions) == V1
+    assert judging_version(history, D("2015-06-01"), versions) == V2
+    rescreened = Ledger()
+    rescreened.screen(effective=D("2014-12-20"), consent_date=D("2014-12-20"))
+    rescreened.screen(effective=D("2015-01-05"), consent_date=D("2015-01-05"))
+    assert judging_version(fold(rescreened.entries)["NFH-001"], D("2015-06-01"), versions) == V2
 
 
 @given(

@@ -131,13 +131,13 @@ def fold(entries: Iterable[Entry]) -> dict[str, ParticipantHistory]:
     """
     ordered = sorted(entries, key=lambda entry: entry.position)
     originals: dict[str, Entry] = {}
-    corrections: dict[str, Entry] = {}
+    correction_ids: set[str] = set()
     voided: set[str] = set()
     for entry in ordered:
         record = entry.record
         if isinstance(record, EventCorrected):
             if record.id is not None:
-                corrections[record.id] = entry
+                correction_ids.add(record.id)
         elif not isinstance(record, EventVoided) and record.id is not None:
             originals.setdefault(record.id, entry)
     for entry in ordered:
@@ -145,7 +145,7 @@ def fold(entries: Iterable[Entry]) -> dict[str, ParticipantHistory]:
         if not isinstance(record, EventVoided):
             continue
         target = originals.get(record.target)
-        if record.target in corrections or (target is not None and amendable(target.record)):
+        if record.target in correction_ids or (target is not None and amendable(target.record)):
             voided.add(record.target)
 
     versions: dict[str, list[Version]] = {

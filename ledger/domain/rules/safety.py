@@ -163,12 +163,14 @@ def _serious_since(event: CurrentEvent, entered_at: dt.datetime | None) -> dt.da
 
     The original's time is its current ``entered_at`` (a correction may fix a
     migrated provenance time) or the ledger's ``recorded_at``; a correction's
-    is its own ``entered_at`` or ``recorded_at``.
+    is its own ``entered_at`` or ``recorded_at``.  Called only for an event whose
+    current values (its last version) are serious, so one version is.
     """
-    for index, version in enumerate(event.versions):
-        if getattr(version.record, "serious", None):
-            if index == 0:
-                return entered_at if entered_at is not None else version.recorded_at
-            return version.entered_at if version.entered_at is not None else version.recorded_at
-    # Not serious in any version: only reachable for a non-serious event; never late.
-    return dt.datetime.min.replace(tzinfo=dt.UTC)
+    index, version = next(
+        (index, version)
+        for index, version in enumerate(event.versions)
+        if getattr(version.record, "serious", None)
+    )
+    if index == 0:
+        return entered_at if entered_at is not None else version.recorded_at
+    return version.entered_at if version.entered_at is not None else version.recorded_at
