@@ -312,10 +312,9 @@ class Mutator(ast.NodeTransformer):
     def visit_Compare(self, node: ast.Compare) -> ast.AST:
         self.generic_visit(node)
         context = _short(node)
-        if len(node.ops) > 1:
-            context = f"{context} (comparison {{}})"
+        chained = len(node.ops) > 1
         node.ops = [
-            self._operator(node, op, context.format(k + 1))  # type: ignore[misc]
+            self._operator(node, op, f"{context} (comparison {k + 1})" if chained else context)  # type: ignore[misc]
             for k, op in enumerate(node.ops)
         ]
         return node

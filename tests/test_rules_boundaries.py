@@ -529,3 +529,17 @@ def test_replay_rebuilds_a_valid_chart_and_refuses_a_broken_one(protocol: Protoc
     with pytest.raises(InvalidInput) as refused:
         replay([entry.record for entry in ledger.entries], protocol, AT)  # type: ignore[arg-type]
     assert str(refused.value) == "NFH-001: course: course 1 already recorded (NFH-001#3)"
+
+
+def test_remission_after_a_positive_one_sample_short_is_no_remission(protocol: Protocol) -> None:
+    """After a positive, samples - 1 negatives spanning the gap are one short: the count restarts at 0."""
+    rules = protocol.remission
+    gap = rules.min_gap_days
+    after = sorted({30, *(30 + gap * k // max(rules.samples - 2, 1) for k in range(rules.samples - 1))})
+    samples = [
+        *_negatives(remission_days(20, rules)[:-1]),
+        Sample(day(21), 0, "above_uloq"),
+        *_negatives(after),
+    ]
+    assert virological_cr_date(samples, D0, rules) is None
+    assert virological_cr_date([*samples, *_negatives([31 + gap])], D0, rules) == day(31 + gap)

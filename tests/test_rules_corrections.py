@@ -64,7 +64,7 @@ def test_an_invalid_correction_is_ignored_and_a_later_one_applied() -> None:
     ledger.screen()
     sample = ledger.cmv(on=day(3))
     with lenient():
-        ledger.correct(sample, result="not a result")
+        ledger.correct(sample, lloq_iu_ml="a lot")  # the wrong type: never readable
     ledger.correct(sample, result="below_lloq")
     assert _samples(ledger) == [(sample.record.id, "below_lloq")]
 

@@ -10,7 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ledger.domain.rules import stats
 from ledger.domain.rules.stats import (
+    beta_quantile,
     clopper_pearson,
     proportion_percent,
     regularized_beta,
@@ -144,3 +146,36 @@ def test_interval_monotone(case: tuple[int, int]) -> None:
     mirror_low, mirror_high = clopper_pearson(total - n, total)
     assert mirror_low == pytest.approx(1 - high, abs=1e-12)
     assert mirror_high == pytest.approx(1 - low, abs=1e-12)
+
+
+def test_the_confidence_level_and_the_places_are_used() -> None:
+    # n = 0 and n = N have closed forms at any level: alpha / 2 = 0.05 at 90%.
+    assert clopper_pearson(0, 10, 0.9)[1] == pytest.approx(1 - 0.05 ** (1 / 10), abs=1e-13)
+    assert clopper_pearson(10, 10, 0.9)[0] == pytest.approx(0.05 ** (1 / 10), abs=1e-13)
+    assert proportion_percent(1, 3, 0.9) == (33.33, 1.7, 86.46)
+    assert proportion_percent(1, 3, places=1) == (33.3, 0.8, 90.6)
+    assert round_half_up(12.3456, 3) == 12.346
+    assert round_half_up(2.675) == 2.68
+
+
+def test_a_bound_on_a_tie_is_rounded_up_not_lost_to_float_noise() -> None:
+    assert 100.0 * clopper_pearson(0, 1)[1] < 97.5  # 97.49999999999999 in binary
+    assert proportion_percent(0, 1) == (0.0, 0.0, 97.5)
+
+
+def test_beta_quantile_at_its_ends_and_inside() -> None:
+    assert beta_quantile(0.0, 2.0, 3.0) == 0.0
+    assert beta_quantile(1.0, 2.0, 3.0) == 1.0
+    assert beta_quantile(0.25, 1.0, 1.0) == pytest.approx(0.25, abs=1e-15)  # I_x(1, 1) = x
+    assert beta_quantile(0.0625, 4.0, 1.0) == pytest.approx(0.5, abs=1e-15)  # I_x(4, 1) = x^4
+
+
+def test_a_continued_fraction_that_does_not_converge_is_an_error_naming_a_and_b(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(stats, "_MAX_ITERATIONS", 1)
+    # x = 1e-20 converges at the first step; x = 0.3 needs more than one
+    assert regularized_beta(1.0, 1.0, 1e-20) == pytest.approx(1e-20, rel=1e-12)
+    with pytest.raises(ArithmeticError) as raised:
+        regularized_beta(2.0, 3.0, 0.3)
+    assert str(raised.value) == "incomplete beta continued fraction did not converge (a=2.0, b=3.0)"

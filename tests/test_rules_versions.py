@@ -89,12 +89,12 @@ def test_the_judging_version_follows_the_latest_screening_and_the_first_enrollme
     ledger = Ledger()
     ledger.screen(effective=D("2014-12-20"), consent_date=D("2014-12-20"))
     ledger.enroll(effective=D("2015-01-03"))
-    ledger.enroll(effective=D("2015-02-03"))  # refused on write; were it stored, the first counts
+    ledger.enroll(effective=D("2016-02-03"))  # refused on write; were it stored, the first counts
     history = fold(ledger.entries)["NFH-001"]
     versions = ProtocolVersions((V1, V2, V3))
     assert judging_version(history, D("2014-12-19"), versions) is None
     assert judging_version(history, D("2014-12-20"), versions) == V1
-    assert judging_version(history, D("2015-06-01"), versions) == V2
+    assert judging_version(history, D("2016-06-01"), versions) == V2
     rescreened = Ledger()
     rescreened.screen(effective=D("2014-12-20"), consent_date=D("2014-12-20"))
     rescreened.screen(effective=D("2015-01-05"), consent_date=D("2015-01-05"))
