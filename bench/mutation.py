@@ -65,7 +65,11 @@ MODULES: dict[str, list[str]] = {
         "tests/test_rules_ordering.py",
         "tests/test_rules_status.py",
     ],
-    f"{RULES}/ordering.py": ["tests/test_rules_boundaries.py", "tests/test_rules_ordering.py"],
+    f"{RULES}/ordering.py": [
+        "tests/test_rules_boundaries.py",
+        "tests/test_rules_ordering.py",
+        "tests/test_rules_chart.py",
+    ],
     f"{RULES}/treatment.py": [
         "tests/test_rules_treatment.py",
         "tests/test_rules_status.py",
