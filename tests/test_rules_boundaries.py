@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from ledger.domain.errors import InvalidInput
-from ledger.domain.events import utc_text
+from ledger.domain.events import AdverseEventReported, ClinicalRecord, CMVLoadMeasured, utc_text
 from ledger.domain.protocol import Protocol
 from ledger.domain.rules.corrections import fold
 from ledger.domain.rules.endpoints import Judged, secondary
@@ -543,3 +543,22 @@ def test_remission_after_a_positive_one_sample_short_is_no_remission(protocol: P
     ]
     assert virological_cr_date(samples, D0, rules) is None
     assert virological_cr_date([*samples, *_negatives([31 + gap])], D0, rules) == day(31 + gap)
+
+
+def test_chart_index_follows_a_record_replaced_by_one_of_another_type() -> None:
+    """The chart's index by type (``ordering.ChartRecords``) stays true when a key changes type."""
+    ledger = _treated()
+    sample = ledger.cmv(on=day(3)).record
+    later = ledger.cmv(on=day(4)).record
+    ae = ledger.ae(on=day(5)).record
+    chart = _chart(ledger)
+    assert chart.of_type(CMVLoadMeasured) == [sample, later]  # fills the index's cache
+    chart.records[sample.id or ""] = ae
+    assert chart.of_type(CMVLoadMeasured) == [later]
+    assert chart.first(CMVLoadMeasured) == later
+    assert chart.of_type(AdverseEventReported) == [ae, ae]
+    assert [type(r) for r in chart.of_type(ClinicalRecord)][-3:] == [
+        AdverseEventReported,
+        CMVLoadMeasured,
+        AdverseEventReported,
+    ]
