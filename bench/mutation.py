@@ -783,6 +783,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--module", action="append", help="a module's name (e.g. safety); repeatable")
     parser.add_argument("--list", metavar="MODULE", help="print the mutants of a module and stop")
+    parser.add_argument("--table", action="store_true", help="only write bench/MUTATION.md from the results")
     parser.add_argument("--jobs", type=int, default=1, help="mutants run at once (default 1)")
     parser.add_argument("--budget", type=float, default=3600, help="seconds before no new mutant starts")
     parser.add_argument(
@@ -792,6 +793,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         for mutant in mutants((ROOT / _pick(args.list)).read_text()):
             print(f"{mutant.index:4} line {mutant.line:4} {mutant.where}: {mutant.mutation}")
+        return 0
+    if args.table:
+        TABLE.write_text(render(json.loads(RESULTS.read_text())))
         return 0
     os.nice(10)
     os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = tempfile.mkdtemp(prefix="mutation-hypothesis-")

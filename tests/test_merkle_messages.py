@@ -45,6 +45,7 @@ def _raised(call: Callable[[], object], kind: type[Exception] = ValueError) -> s
     ("call", "kind", "message"),
     [
         (lambda: root([LEAVES[0], "x"]), TypeError, "leaf hash #1 is str, not bytes"),
+        (lambda: root([LEAVES[0], 7]), TypeError, "leaf hash #1 is int, not bytes"),
         (lambda: root([LEAVES[0][:31]]), ValueError, "leaf hash #0 has 31 bytes, not 32"),
         (lambda: inclusion_proof(LEAVES, 0, -1), ValueError, "size must be a non-negative int, got -1"),
         (lambda: inclusion_proof(LEAVES, 0, True), ValueError, "size must be a non-negative int, got True"),
