@@ -231,7 +231,7 @@ def _field_options(type_name: str) -> list[tuple[str, str, bool, bool]]:
 
     options = []
     for f in msgspec.structs.fields(RECORD_TYPES[type_name]):
-        if f.name in ("user",):
+        if f.name in ("user", "source_user"):  # the acting user; an imported line's own attribution
             continue
         info = msgspec.inspect.type_info(f.type)
         options.append((f.name, _describe(info), f.required, _is_list(info)))

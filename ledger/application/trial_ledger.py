@@ -12,7 +12,7 @@ participants already have events (the others are not loaded at all); the
 events of a new participant are built without an aggregate, by the same rules
 (:class:`_NewStream`); the chart is indexed by record type so that each rule
 looks only at the records it concerns (:class:`~ledger.domain.rules.ordering.Chart`); and lines that
-already name their user and site are not copied.  ``tests/test_reliability.py``
+already name their site, and no user but the login's, are not copied.  ``tests/test_reliability.py``
 checks that the stored bytes equal the plain path's.
 """
 
@@ -158,14 +158,19 @@ class TrialLedger(Application[str]):
     ) -> Receipt:
         """Store a batch of records, all or nothing (SPEC section 6).
 
-        ``user`` and ``site`` fill lines that do not name their own.  Lines whose
+        ``user`` is the acting login (:func:`ledger.application.access.acting`):
+        it is recorded as who entered every line, and access control judges it
+        alone (issue 12, item 5).  A line's own ``user`` field is the source
+        system's attribution: it is kept as ``source_user`` and grants nothing.
+        ``site`` fills lines that do not name their own.  Lines whose
         ``id`` is already stored with the same content are skipped.  Raises
         :class:`InvalidInput` listing every bad line, or :class:`Ineligible`.
         With ``record_refusal`` (the ``enroll`` command) a refused enrollment is
         itself recorded as ``EnrollmentRefused`` before the refusal is raised.
         """
+        login = access.acting(user)
         lines = [r if isinstance(r, Line) else Line(0, r) for r in records]
-        return self.write(lambda: self._record_once(lines, user, site, record_refusal))
+        return self.write(lambda: self._record_once(lines, login, site, record_refusal))
 
     def write(self, attempt: Callable[[], T]) -> T:
         """Run ``attempt`` (read, check, save) until no other writer got in between.
@@ -195,15 +200,13 @@ class TrialLedger(Application[str]):
                 raise Refused(f"database busy or locked: {exc}") from None
         raise AssertionError("unreachable")
 
-    def _record_once(
-        self, lines: list[Line], user: str | None, site: str | None, record_refusal: bool
-    ) -> Receipt:
+    def _record_once(self, lines: list[Line], login: str, site: str | None, record_refusal: bool) -> Receipt:
         at = self.clock()
         # Every read below sees at least this much; the save is refused as a
         # conflict if one of the batch's streams grew after it.
         read_at = self.recorder.max_notification_id() or 0
         versions, users = protocol_versions(self), access.Registry.load(self)
-        checked = self._check(lines, user, site, record_refusal, at, versions, users)
+        checked = self._check(lines, login, site, record_refusal, at, versions, users)
         if checked.problems:
             if checked.refusals and len(checked.ineligible) == len(checked.problems):
                 self.save(*checked.refusals)
@@ -219,9 +222,10 @@ class TrialLedger(Application[str]):
         the recorder stores, and once every line has passed they are moved into
         the ledger in one transaction.  Retries as :meth:`write` does.
         """
-        return self.write(lambda: self._record_staged_once(staging, user, site))
+        login = access.acting(user)
+        return self.write(lambda: self._record_staged_once(staging, login, site))
 
-    def _record_staged_once(self, staging: Staging, user: str | None, site: str | None) -> Receipt:
+    def _record_staged_once(self, staging: Staging, login: str, site: str | None) -> Receipt:
         at = self.clock()
         read_at = self.recorder.max_notification_id() or 0
         versions = protocol_versions(self)
@@ -239,7 +243,7 @@ class TrialLedger(Application[str]):
         ineligible = 0
         for group in staging.groups(STAGED_GROUP_LINES):
             lines = [Line(number, decode_line(raw)) for number, raw in group]
-            checked = self._check(lines, user, site, False, at, versions, users)
+            checked = self._check(lines, login, site, False, at, versions, users)
             receipt.stored.extend(checked.receipt.stored)
             receipt.skipped.extend(checked.receipt.skipped)
             problems.extend(checked.problems)
@@ -259,7 +263,7 @@ class TrialLedger(Application[str]):
     def _check(
         self,
         lines: list[Line],
-        user: str | None,
+        login: str,
         site: str | None,
         record_refusal: bool,
         at: dt.datetime,
@@ -272,7 +276,7 @@ class TrialLedger(Application[str]):
         """
         checked = _Checked()
         problems, receipt = checked.problems, checked.receipt
-        filled = self._fill(lines, user, site, problems, versions)
+        filled = self._fill(lines, login, site, problems, versions)
         known = self.lookup(
             [ln.record.id for ln in filled if ln.record.id]
             + [ln.record.target for ln in filled if isinstance(ln.record, EventCorrected | EventVoided)]
@@ -297,7 +301,7 @@ class TrialLedger(Application[str]):
         for ln in todo:
             if isinstance(ln.record, ClinicalRecord) and ln.record.id:
                 owners[ln.record.id] = ln.record.participant
-        self._check_access(users, filled, owners)
+        self._check_access(users, login, filled, owners)
         by_participant: dict[str, list[Line]] = defaultdict(list)
         for ln in todo:
             participant = _participant_of(ln.record, owners)
@@ -335,14 +339,19 @@ class TrialLedger(Application[str]):
                 checked.aggregates.append(aggregate)
         return checked
 
-    def _check_access(self, users: access.Registry | None, lines: list[Line], owners: dict[str, str]) -> None:
-        """Refuse the whole batch (and record it) if a line's user may not append it (issue #6)."""
+    def _check_access(
+        self, users: access.Registry | None, login: str, lines: list[Line], owners: dict[str, str]
+    ) -> None:
+        """Refuse the whole batch (and record it) if the login may not append a line (issue #6, issue 12).
+
+        Each refused line is named with the reason; the refusal is the login's.
+        """
         denied = []
         concerned = set()
         for ln in lines:
             participant = _participant_of(ln.record, owners)
             concerned.add(participant)
-            reason = access.refusal(users, ln.record.user, "write", participant, ln.record.site)
+            reason = access.refusal(users, login, "write", participant, ln.record.site)
             if reason is not None:
                 denied.append(_at(ln, reason))
         if denied:
@@ -350,19 +359,22 @@ class TrialLedger(Application[str]):
                 self,
                 denied,
                 action="append " + ", ".join(sorted({ln.record.type for ln in lines})),
-                user=lines[0].record.user,
+                user=login,
                 participant=concerned.pop() if len(concerned) == 1 else None,
             )
 
     def _fill(
         self,
         lines: list[Line],
-        user: str | None,
+        login: str,
         site: str | None,
         problems: list[str],
         versions: ProtocolVersions,
     ) -> list[Line]:
-        """Each record with its ``user`` and ``site`` (SPEC section 6: per line or by options)."""
+        """Each record as stored: entered by ``login``, with its ``site`` (SPEC section 6, issue 12).
+
+        A line's own ``user`` (the source system's attribution) moves to ``source_user``.
+        """
         sites = {code for version in versions.adopted for code in version.protocol.sites}
         filled = []
         for ln in lines:
@@ -372,9 +384,8 @@ class TrialLedger(Application[str]):
             except InvalidInput as exc:
                 problems.append(_at(ln, str(exc)))
                 continue
-            who = record.user or user
-            if who is None:
-                problems.append(_at(ln, "user: required (give --user, TRIAL_LEDGER_USER or a `user` field)"))
+            if record.source_user is not None:
+                problems.append(_at(ln, "source_user: set by the ledger from the line's `user` field"))
                 continue
             where = record.site or site
             if where is None and isinstance(record, ClinicalRecord):
@@ -382,14 +393,15 @@ class TrialLedger(Application[str]):
             if where is not None and where not in sites:
                 problems.append(_at(ln, f"site: unknown site code '{where}'"))
                 continue
-            if who != record.user or where != record.site:
+            source = None if record.user == login else record.user
+            if login != record.user or where != record.site:
                 try:
-                    ln = Line(ln.number, fill(record, user=who, site=where))
+                    ln = Line(ln.number, fill(record, user=login, site=where, source_user=source))
                 except InvalidRecord as exc:
                     # Never stored (the batch is invalid), but still judged by access control,
                     # so that an unknown user's attempt on a closed ledger is refused and recorded.
                     problems.append(_at(ln, str(exc)))
-                    ln = Line(ln.number, replace(record, user=who, site=where))
+                    ln = Line(ln.number, replace(record, user=login, site=where, source_user=source))
             filled.append(ln)
         return filled
 

@@ -142,6 +142,9 @@ class Record(
     user: UserName | None = None
     site: SiteCode | None = None
     entered_at: Instant | None = None
+    # Issue 12, item 5: the source system's own attribution of an imported line (its
+    # ``user`` field), kept as provenance; ``user`` is the login that entered it.
+    source_user: UserName | None = None
 
     @property
     def type(self) -> str:
@@ -275,7 +278,7 @@ def _check_changed_value(name: str, value: Any) -> None:
 
 
 # SPEC section 6: what identifies an event and who, where and when entered it.
-PROVENANCE: tuple[str, ...] = ("type", "id", "participant", "site", "user", "entered_at")
+PROVENANCE: tuple[str, ...] = ("type", "id", "participant", "site", "user", "entered_at", "source_user")
 
 
 class EventCorrected(Record, CrossChecked, tag="EventCorrected", kw_only=True):

@@ -28,8 +28,10 @@ as the transaction it is.
 ``Description`` states whether the data were locked at that moment.
 
 :func:`read_odm` parses such a file back into the ledger's records (what a
-receiving system would reconstruct); the entry-provenance ``entered_at`` of
-corrections, voids and signatures has no place in ODM and is not carried.
+receiving system would reconstruct); the entry provenance (``entered_at``, and
+``source_user``, an imported line's own attribution, which a clinical event
+carries as an item) of corrections, voids and signatures has no place in ODM
+and is not carried.
 """
 
 from __future__ import annotations
@@ -222,14 +224,19 @@ def build(
         Description=f"{study} ({protocol.registry_id}) ledger, {len(entries)} events as recorded by "
         f"{utc_text(known_at or created)}; data {lock.describe()}",
     )
-    _study(root, protocol, mdv)
+    _study(root, protocol, mdv, attributed=any(e.record.source_user for e in entries))
     first_day = entries[0].recorded_at.date() if entries else created.date()
     _admin(root, protocol, entries, mdv, first_day)
     _clinical(root, study, mdv, entries)
     return root
 
 
-def _study(root: Any, protocol: Protocol, mdv: str) -> None:
+def _study(root: Any, protocol: Protocol, mdv: str, *, attributed: bool) -> None:
+    """The metadata; the item of a source system's attribution only when an event carries one (issue 12)."""
+
+    def items(cls: type[Record]) -> list[Field]:
+        return [f for f in item_fields(cls) if attributed or f.name != "source_user"]
+
     study = _el(root, "Study", OID=protocol.study)
     variables = _el(study, "GlobalVariables")
     _el(variables, "StudyName", protocol.study)
@@ -258,12 +265,12 @@ def _study(root: Any, protocol: Protocol, mdv: str) -> None:
         _el(form, "ItemGroupRef", ItemGroupOID=f"IG.{_tag(cls)}", Mandatory="Yes")
     for cls in CLINICAL_TYPES:
         group = _el(meta, "ItemGroupDef", OID=f"IG.{_tag(cls)}", Name=_tag(cls), Repeating="No")
-        for number, f in enumerate(item_fields(cls), start=1):
+        for number, f in enumerate(items(cls), start=1):
             mandatory = "Yes" if f.required else "No"
             _el(group, "ItemRef", ItemOID=_item(cls, f.name), OrderNumber=str(number), Mandatory=mandatory)
     code_lists: dict[str, tuple[str, ...]] = {}
     for cls in CLINICAL_TYPES:
-        for f in item_fields(cls):
+        for f in items(cls):
             item = _el(meta, "ItemDef", OID=_item(cls, f.name), Name=f.name, DataType=f.data_type)
             if f.is_list:
                 _text(item, "Description", "JSON list" + (f" of values of CL.{f.name}" if f.codes else ""))

@@ -66,6 +66,7 @@ def run_demo(
     lines in the import format.
     """
     # A new demo store is made like any other: the protocol adopted first, as init does.
+    user = user or getpass.getuser()  # who runs the demo enters its lines (the sites' users are their source)
     if not ledger.recorder.max_notification_id():
         adopt_at_init(ledger, user)
     lines = generate_trial(participants, seed, ledger.protocol)
