@@ -106,8 +106,9 @@ def test_only_data_managers_lock_and_unlock(ledger: TrialLedger, tmp_path: Path)
     with pytest.raises(Refused, match="may not unlock the ledger"):
         access.unlock(ledger, "nfh.pi", "let me in")
     access.unlock(ledger, "dm", "analysis done")
-    # The refusal while locked is not recorded: nothing is appended while locked.
-    assert types(ledger)[-3:] == ["ActionRefused", "DatabaseLocked", "DatabaseUnlocked"]
+    # The refusal while locked is recorded too (issue 12, item 7): a refusal is not clinical data.
+    assert types(ledger)[-4:] == ["ActionRefused", "DatabaseLocked", "ActionRefused", "DatabaseUnlocked"]
+    assert [(r.user, r.action) for r in refusals(ledger)] == [("nfh.pi", "lock"), ("nfh.pi", "unlock")]
 
 
 def test_the_lock_stops_every_append_until_unlocked(ledger: TrialLedger, tmp_path: Path) -> None:
@@ -124,10 +125,19 @@ def test_the_lock_stops_every_append_until_unlocked(ledger: TrialLedger, tmp_pat
             attempt()
     with pytest.raises(Refused, match="may not append"):
         store(ledger, [L.cmv("NFH-001")], user="monitor")
-    assert len(types(ledger)) == size
+    # Nothing but the record of each refusal was appended (issue 12, item 7).
+    assert types(ledger)[size:] == ["ActionRefused"] * 4
+    assert [(r.user, r.action) for r in refusals(ledger)] == [
+        ("nfh.nurse", "append CMVLoadMeasured"),
+        ("dm", "lock"),
+        ("dm", "user add"),
+        ("monitor", "append CMVLoadMeasured"),
+    ]
+    assert all("locked since" in r.reason for r in refusals(ledger)[:3])
     access.unlock(ledger, "dm", "analysis done")
     with pytest.raises(Refused, match="the ledger is not locked"):
         access.unlock(ledger, "dm", "twice")
+    assert refusals(ledger)[-1].reason == "unlock: the ledger is not locked"
     assert store(ledger, [L.cmv("NFH-001")]).stored == ["NFH-001#4"]
 
 
@@ -136,14 +146,17 @@ def test_a_writer_racing_the_lock_is_refused_inside_its_transaction(store_url: s
     locker = TrialLedger(store_url)
 
     class Racing(TrialLedger):
+        name = TrialLedger.name  # the same tables (the library names them after the application)
+
         def save(self, *objs, **kwargs):  # type: ignore[no-untyped-def]
-            access.lock(locker, "dm", "database lock")
+            if not types(locker):
+                access.lock(locker, "dm", "database lock")
             return super().save(*objs, **kwargs)
 
     writer = Racing(store_url)
     with pytest.raises(Refused, match="locked since"):
         store(writer, L.treated("NFH-001"))
-    assert types(locker) == ["DatabaseLocked"]
+    assert types(locker) == ["DatabaseLocked", "ActionRefused"]
 
 
 def test_lock_state_as_known_at_a_moment(ledger: TrialLedger) -> None:
@@ -199,7 +212,7 @@ def test_command_line_roles_and_lock_exit_3_with_a_clear_message(store_url: str,
     code, out, _ = add("dm", "dm", "--role", "data_manager", "--full-name", "Dana Manager")
     assert code == 0 and json.loads(out)["event"] == "USERS#1"
     code, out, _ = run(store_url, "--user", "dm", "--json", "lock", "--reason", "interim analysis")
-    assert code == 0 and json.loads(out) == {"locked": True, "event": "TRIAL#2", "reason": "interim analysis"}
+    assert code == 0 and json.loads(out) == {"locked": True, "event": "TRIAL#1", "reason": "interim analysis"}
     screen = [
         "screen", "--participant", "NFH-001", "--site", "NFH", "--effective", "2014-01-06", "--age-years",
         "42", "--sex", "F", "--refractory-cmv", "infection", "--consent-date", "2014-01-05", "--consent-by",

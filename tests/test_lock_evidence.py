@@ -44,7 +44,9 @@ def test_clearing_a_cached_lock_with_sql_lets_nothing_through(store_url: str, tm
     line.write_text(L.jsonl([L.cmv("NFH-001", id="late-cmv")]))
     code, _ = cli(store_url, "import", str(line))
     assert code == 3
-    assert ledger.recorder.max_notification_id() == size
+    # Only the record of the refusal (issue 12, item 7).
+    assert ledger.recorder.max_notification_id() == size + 1
+    assert [e.record.type for e in ledger.entries()][-1] == "ActionRefused"
     assert ledger.lookup(["late-cmv"]) == {}
     assert cli(store_url, "--json", "verify")[0] == 0
     assert json.loads(cli(store_url, "--json", "endpoints")[1])["lock"]["locked"] is True

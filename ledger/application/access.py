@@ -26,9 +26,12 @@ and the tests before issue #6 rely on).  The first ``user add`` must register a
   managers; ``approved`` by investigators (own site) and data managers;
   ``investigator_attestation`` by investigators of the participant's site.
 
-A refusal exits 3 (SPEC section 6) and is recorded as an ``ActionRefused`` in
-the ``TRIAL`` stream, except while the ledger is locked (then nothing at all is
-appended).  Reading is not restricted: anyone who can open the store can read it.
+A refusal exits 3 (SPEC section 6) and is recorded as an ``ActionRefused`` with
+who tried, what and why, in the ``REFUSALS`` stream (:class:`Refusals`; the
+``TRIAL`` stream holds those of older versions), also while the ledger is locked:
+the lock blocks clinical appends, not the record of a refusal, and an append the
+lock refuses is itself recorded (issue 12, item 7).  Reading is not restricted:
+anyone who can open the store can read it.
 
 The lock itself is enforced by the seal inside the write transaction
 (:mod:`ledger.storage.seal`); :func:`lock_state` tells read models whether the data
@@ -37,7 +40,6 @@ were locked at a given moment.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import getpass
 from collections.abc import Iterable
@@ -115,9 +117,20 @@ class RecordLog(BaseAggregate[str]):
 
 
 class Trial(RecordLog):
-    """Trial-level events: lock, unlock and refused attempts."""
+    """Trial-level events: lock and unlock (and the refused attempts older versions recorded here)."""
 
     STREAM = "TRIAL"
+
+
+class Refusals(RecordLog):
+    """Every refused attempt since issue 12 (item 7): a stream of its own, appended to during a lock too.
+
+    Refusals recorded before it are in the ``TRIAL`` stream; the lock is what
+    that stream's last event says (:mod:`ledger.storage.seal`), so no refusal
+    goes there any more.
+    """
+
+    STREAM = "REFUSALS"
 
 
 class Users:
@@ -170,7 +183,7 @@ class ProtocolLog(RecordLog):
     STREAM = "PROTOCOL"
 
 
-LOG_STREAMS = (Trial.STREAM, Registry.STREAM, ProtocolLog.STREAM)
+LOG_STREAMS = (Trial.STREAM, Registry.STREAM, ProtocolLog.STREAM, Refusals.STREAM)
 
 # Events stored before the package's layers were made visible name these
 # classes under module ``ledger.access`` (see ``ledger.domain.participant``).
@@ -235,14 +248,17 @@ def refusal(
 def refuse(
     ledger: TrialLedger, problems: list[str], *, action: str, user: str | None, participant: str | None = None
 ) -> NoReturn:
-    """Record the refused attempt in the ``TRIAL`` stream, then raise :class:`Refused` (exit 3)."""
+    """Record the refused attempt in the ``REFUSALS`` stream, then raise :class:`Refused` (exit 3).
+
+    Recorded during a lock too (issue 12, item 7): a refusal is not clinical data.
+    """
     reason = problems[0] if len(problems) == 1 else f"{problems[0]} (and {len(problems) - 1} more)"
     fields: dict[str, Any] = {"action": _clip(action), "reason": _clip(reason)}
     # What was attempted is kept only when it is valid: the refusal itself must be.
     fields["user"] = user if _is_valid(user, UserName) else None
     fields["participant"] = participant if _is_valid(participant, ParticipantCode) else None
-    with contextlib.suppress(Refused):  # locked: nothing is appended, not even the record of this refusal
-        ledger.save(Trial.append(Trial.load(ledger), checked(ActionRefused, fields), ledger.clock()))
+    record = checked(ActionRefused, fields)
+    ledger.write(lambda: _store(ledger, Refusals.append(Refusals.load(ledger), record, ledger.clock())))
     raise Refused(problems[0], problems=problems)
 
 
@@ -351,7 +367,7 @@ def register(
         _in_database(ledger, name, role, user_site)
         return _store(ledger, Registry.append(users, record, ledger.clock()))
 
-    return ledger.write(attempt)
+    return ledger.write(attempt, action="user add", user=actor)
 
 
 def update_user(
@@ -386,7 +402,7 @@ def update_user(
         _store(ledger, log)
         return stored
 
-    return ledger.write(attempt)
+    return ledger.write(attempt, action="user update", user=actor)
 
 
 def deactivate_user(ledger: TrialLedger, user: str | None, *, name: str, reason: str) -> str:
@@ -407,7 +423,7 @@ def deactivate_user(ledger: TrialLedger, user: str | None, *, name: str, reason:
         _in_database(ledger, name, None, None)
         return _store(ledger, Registry.append(users, record, ledger.clock()))
 
-    return ledger.write(attempt)
+    return ledger.write(attempt, action="user deactivate", user=actor)
 
 
 def _current(users: Registry, name: str) -> UserRegistered:
@@ -454,7 +470,7 @@ def _trial_event(
         require(ledger, Registry.load(ledger), actor, action)
         return _store(ledger, Trial.append(Trial.load(ledger), record, ledger.clock()))
 
-    return ledger.write(attempt)
+    return ledger.write(attempt, action=action, user=record.user)
 
 
 def _store(ledger: TrialLedger, log: RecordLog) -> str:

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ledger.application.access import LOG_STREAMS
+from ledger.application.access import Refusals as _Refusals
 from ledger.application.access import Trial as _Trial
 from ledger.domain.entry import Entry
 from ledger.domain.errors import InvalidInput
@@ -57,6 +58,9 @@ if TYPE_CHECKING:
     from ledger.application.trial_ledger import TrialLedger
 
 TRIAL_STREAM = _Trial.STREAM
+# The trial-level streams a participant's audit also reads: the lock, and refused
+# attempts (recorded in ``TRIAL`` by older versions, in ``REFUSALS`` since issue 12).
+_TRIAL_LEVEL = (TRIAL_STREAM, _Refusals.STREAM)
 # Shown as columns of their own, not among an event's values.
 _COLUMNS = frozenset({"type", "id", "user", "site", "participant", "effective", "entered_at"})
 
@@ -307,14 +311,15 @@ def _entries(ledger: TrialLedger, filters: Filters) -> Iterator[Entry]:
             return
         # Corrections and voids are events of the stream they amend (ledger.domain.participant),
         # so one participant's stream holds everything its rows need; the refused
-        # attempts that concern the participant are in the trial's own stream.
+        # attempts that concern the participant are in the trial-level streams.
         rows = [
             (position, filters.participant, state)
             for position, state in snap.participant_events(filters.participant)
         ]
         if not rows:
             raise InvalidInput(f"participant: no events of {filters.participant} in the ledger")
-        rows += [(position, TRIAL_STREAM, state) for position, state in snap.participant_events(TRIAL_STREAM)]
+        for stream in _TRIAL_LEVEL:
+            rows += [(position, stream, state) for position, state in snap.participant_events(stream)]
     for position, stream, state in sorted(rows, key=lambda row: row[0]):
         stored = decode(state)
         yield Entry(position, stored.timestamp, stream, stored.record)

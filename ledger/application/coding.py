@@ -105,7 +105,7 @@ def code_adverse_events(ledger: TrialLedger, user: str | None, codings: Sequence
         ledger.save(*aggregates.values())
         return stored
 
-    return ledger.write(attempt)
+    return ledger.write(attempt, action=ACTION, user=coder)
 
 
 def _participant(ledger: TrialLedger, participant: str) -> Participant:

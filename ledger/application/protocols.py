@@ -139,7 +139,7 @@ def adopt(
         ledger.save(log)
         return Adoption(event_id, record.version, effective, sha256, already=False)
 
-    return ledger.write(attempt)
+    return ledger.write(attempt, action="protocol adopt", user=actor)
 
 
 def adopted_versions(ledger: TrialLedger, known_at: dt.datetime | None = None) -> list[VersionEntry]:

@@ -169,7 +169,7 @@ def sign(
         ledger.save(aggregate)
         return fill(record, id=event_id)
 
-    return ledger.write(attempt)
+    return ledger.write(attempt, action=action, user=signer)
 
 
 # -- checking -------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from msgspec.structs import replace
 from ledger.application import access
 from ledger.application.protocols import protocol_versions
 from ledger.domain.entry import Entry
-from ledger.domain.errors import Ineligible, InvalidInput, LedgerError, Refused
+from ledger.domain.errors import Ineligible, InvalidInput, LedgerError, LockRefused, Refused
 from ledger.domain.events import (
     SAME_DAY_ORDER,
     ClinicalRecord,
@@ -170,10 +170,17 @@ class TrialLedger(Application[str]):
         """
         login = access.acting(user)
         lines = [r if isinstance(r, Line) else Line(0, r) for r in records]
-        return self.write(lambda: self._record_once(lines, login, site, record_refusal))
+        return self.write(
+            lambda: self._record_once(lines, login, site, record_refusal),
+            action=_appending(lines),
+            user=login,
+        )
 
-    def write(self, attempt: Callable[[], T]) -> T:
+    def write(self, attempt: Callable[[], T], *, action: str | None = None, user: str | None = None) -> T:
         """Run ``attempt`` (read, check, save) until no other writer got in between.
+
+        ``action`` and ``user`` say what is attempted and by whom: an attempt the
+        database lock refuses is then recorded as refused (issue 12, item 7).
 
         A conflict (another writer appended to the same streams, or stored the
         same id, after ``attempt`` read them) reruns the whole attempt from a new
@@ -198,6 +205,10 @@ class TrialLedger(Application[str]):
                     raise Refused("the store kept changing under this write; try again") from None
             except OperationalError as exc:
                 raise Refused(f"database busy or locked: {exc}") from None
+            except LockRefused as exc:
+                if action is None:
+                    raise
+                access.refuse(self, [str(exc)], action=action, user=user)
         raise AssertionError("unreachable")
 
     def _record_once(self, lines: list[Line], login: str, site: str | None, record_refusal: bool) -> Receipt:
@@ -358,7 +369,7 @@ class TrialLedger(Application[str]):
             access.refuse(
                 self,
                 denied,
-                action="append " + ", ".join(sorted({ln.record.type for ln in lines})),
+                action=_appending(lines),
                 user=login,
                 participant=concerned.pop() if len(concerned) == 1 else None,
             )
@@ -564,6 +575,11 @@ def _summary(problems: list[str], kind: str) -> str:
     if len(problems) == 1:
         return problems[0]
     return f"{len(problems)} {kind} lines, nothing stored; first: {problems[0]}"
+
+
+def _appending(lines: list[Line]) -> str:
+    """The action of a batch, as refusals record it: ``append`` and the record types."""
+    return "append " + ", ".join(sorted({ln.record.type for ln in lines}))
 
 
 def _at(line: Line, message: str) -> str:

@@ -36,7 +36,8 @@ problem):
 - bytes that are not a ledger event at all, even with every hash rewritten;
 - an event sealed while the ledger was locked (issue 11, item 7): read in
   ledger order, the ``TRIAL`` stream's lock and unlock say when the ledger was
-  locked, and nothing but the unlock may follow a lock; whatever does (a cache
+  locked, and nothing but the unlock and the records of refused attempts may
+  follow a lock; whatever does (a cache
   of the lock opened by hand, an event forged between a lock and its unlock,
   even with every hash rewritten) is named.
 
@@ -76,7 +77,7 @@ from ledger.domain.errors import InvalidInput, LedgerError
 from ledger.evidence.merkle import EMPTY_ROOT, Frontier
 from ledger.storage.codec import StateCodec
 from ledger.storage.scan import SealedRow, Snapshot, snapshot
-from ledger.storage.seal import GENESIS, TRIAL_STREAM, lock_change
+from ledger.storage.seal import GENESIS, TRIAL_STREAM, lock_change, lock_exempt
 
 if TYPE_CHECKING:
     from ledger.application.trial_ledger import TrialLedger
@@ -368,6 +369,8 @@ class _Scan:
         if self.locked_at is None:
             if change is True:
                 self.locked_at = position
+            return
+        if change is None and lock_exempt(record):  # a refused attempt's record (issue 12, item 7)
             return
         if change is not False:
             raise _Found(

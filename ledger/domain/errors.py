@@ -25,6 +25,10 @@ class Refused(LedgerError):
     exit_code = 3
 
 
+class LockRefused(Refused):
+    """An append the database lock refuses (issue #6), or an unlock of a ledger not locked (exit 3)."""
+
+
 class Ineligible(Refused):
     """An enrollment that fails eligibility; ``criteria`` names every failure."""
 

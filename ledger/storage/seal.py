@@ -9,11 +9,13 @@ parameter placeholder and the schema prefix differ.
 
 The database lock (issue #6) is enforced here too, inside the same transaction,
 and it is what the sealed events say (issue 11, item 7): nothing but the
-:class:`~ledger.domain.events.DatabaseUnlocked` may be appended while the ledger is
-locked, so the ledger is locked exactly when the last event of the ``TRIAL``
-stream is a :class:`~ledger.domain.events.DatabaseLocked`.  Each write reads that
-one event (a primary-key lookup) under the write lock; no mutable row holds the
-lock, so no SQL statement on a cache can open it (a ``lock`` row that older
+:class:`~ledger.domain.events.DatabaseUnlocked` and the records of refused attempts
+(:class:`~ledger.domain.events.ActionRefused`, kept in a stream of their own,
+issue 12, item 7) may be appended while the ledger is locked, so the ledger is
+locked exactly when the last event of the ``TRIAL`` stream is a
+:class:`~ledger.domain.events.DatabaseLocked`.  Each write reads that one event
+(a primary-key lookup) under the write lock; no mutable row holds the lock, so
+no SQL statement on a cache can open it (a ``lock`` row that older
 versions kept in ``ledger_meta`` is ignored).  A writer racing a lock either
 commits before it or is refused after it.
 
@@ -33,8 +35,8 @@ from typing import Any
 import msgspec
 from eventsourcing.persistence import RecordConflictError, StoredEvent
 
-from ledger.domain.errors import Refused
-from ledger.domain.events import DatabaseLocked, DatabaseUnlocked, Record, utc_text
+from ledger.domain.errors import LockRefused
+from ledger.domain.events import ActionRefused, DatabaseLocked, DatabaseUnlocked, Record, utc_text
 from ledger.evidence.merkle import Frontier, leaf_hash
 from ledger.storage.codec import Codec, StateCodec
 from ledger.storage.transcoder import record_head
@@ -48,6 +50,8 @@ _UNLOCKED = DatabaseUnlocked.__struct_config__.tag
 _NO_VERSION = 2**63 - 1
 # Records that change the database lock: the only ones the seal must decode fully.
 _LOCK_TYPES = frozenset({_LOCKED, _UNLOCKED})
+# Records that may be sealed while the ledger is locked, besides the unlock.
+_LOCK_EXEMPT = frozenset({ActionRefused.__struct_config__.tag})
 _sha256 = hashlib.sha256
 # Values per ``IN (...)`` query: well below SQLite's and PostgreSQL's parameter limits.
 _IN_CHUNK = 5000
@@ -238,6 +242,11 @@ def lock_change(record: bytes) -> bool | None:
     return True if kind == _LOCKED else False if kind == _UNLOCKED else None
 
 
+def lock_exempt(record: bytes) -> bool:
+    """Whether a record's bytes may be sealed while the ledger is locked, though not an unlock."""
+    return record_head(record).type in _LOCK_EXEMPT
+
+
 def _lock_after(lock: bytes, state: bytes, record_type: str, codec: StateCodec) -> bytes:
     """:func:`_next_lock` of a stored state, decoded only when the lock is concerned."""
     if not lock and record_type not in _LOCK_TYPES:
@@ -247,18 +256,19 @@ def _lock_after(lock: bytes, state: bytes, record_type: str, codec: StateCodec) 
 
 
 def _next_lock(lock: bytes, record: Record, at: dt.datetime) -> bytes:
-    """The ``lock`` meta value after ``record``; raises :class:`Refused` for an append while locked.
+    """The ``lock`` meta value after ``record``; raises :class:`LockRefused` for an append while locked.
 
-    While locked, only :class:`DatabaseUnlocked` may be appended; it may not be
-    appended when the ledger is not locked.
+    While locked, only :class:`DatabaseUnlocked` and the record of a refused
+    attempt (:class:`ActionRefused`: not clinical data, issue 12, item 7) may be
+    appended; an unlock may not be appended when the ledger is not locked.
     """
     if isinstance(record, DatabaseUnlocked):
         if not lock:
-            raise Refused("unlock: the ledger is not locked")
+            raise LockRefused("unlock: the ledger is not locked")
         return b""
-    if lock:
+    if lock and not isinstance(record, ActionRefused):
         held = msgspec.json.decode(lock)
-        raise Refused(
+        raise LockRefused(
             f"the ledger is locked since {held['at']} by {held['by']} ({held['reason']}); nothing stored."
             " A data manager can unlock it with `trial-ledger unlock --reason ...`"
         )
