@@ -922,26 +922,51 @@ def unlock(reason: str) -> None:
     emit({"locked": False, "event": event, "reason": reason}, f"unlocked ({event}): {reason}")
 
 
-def _passphrase(variable: str | None, *, confirm: bool) -> str:
-    """The key's passphrase: from environment variable ``variable``, else asked for."""
+def _passphrase(file: str | None, variable: str | None, *, confirm: bool) -> str:
+    """The key's passphrase: the first line of ``file``, environment variable ``variable``, else asked for.
+
+    Asked for on the terminal, it is never echoed (issue 12, item 6).
+    """
+    from ledger.domain.errors import InvalidInput
+
+    if file is not None and variable is not None:
+        raise InvalidInput("passphrase-file: give --passphrase-file or --passphrase-env, not both")
+    if file is not None:
+        try:
+            with open(file, encoding="utf-8") as source:
+                return source.readline(4096).rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidInput(f"passphrase-file: cannot read {file}: {exc}") from None
     if variable is None:
         return str(click.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm))
     value = os.environ.get(variable)
     if value is None:
-        from ledger.domain.errors import InvalidInput
-
         raise InvalidInput(f"passphrase-env: environment variable {variable} is not set")
     return value
 
 
-_KEY_FILE_HELP = "The user's private key (PEM, passphrase-protected) [default: ~/.trial-ledger/NAME.pem]."
-_PASSPHRASE_HELP = "Read the key's passphrase from environment variable VAR (default: ask)."
+_KEY_FILE_HELP = "Your private key (PEM, passphrase-protected) [default: ~/.trial-ledger/NAME.pem]."
+_PASSPHRASE_ENV_HELP = "Read the key's passphrase from environment variable VAR (default: ask, not echoed)."
+_PASSPHRASE_FILE_HELP = "Read the key's passphrase from the first line of FILE (default: ask, not echoed)."
+
+
+def passphrase_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--key-file``, ``--passphrase-file`` and ``--passphrase-env``: how a command reaches your key."""
+    for option in reversed(
+        [
+            click.option("--key-file", type=click.Path(dir_okay=False), help=_KEY_FILE_HELP),
+            click.option("--passphrase-file", type=click.Path(dir_okay=False), help=_PASSPHRASE_FILE_HELP),
+            click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_ENV_HELP),
+        ]
+    ):
+        command = option(command)
+    return command
 
 
 @main.group()
 @global_options
 def user() -> None:
-    """Users of the ledger: roles, sites and signing keys."""
+    """Users of the ledger: roles and sites (data managers)."""
 
 
 @user.command(name="add")
@@ -951,52 +976,48 @@ def user() -> None:
 )
 @click.option("--site", help="The site of a site_staff or investigator.")
 @click.option("--full-name", required=True, help="Printed name shown with the user's signatures.")
-@click.option("--key-file", type=click.Path(dir_okay=False), help=_KEY_FILE_HELP)
-@click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP)
-@click.option(
-    "--public-key",
-    type=click.Path(exists=True, dir_okay=False),
-    help="Register this Ed25519 public key (PEM) instead of making a key pair here.",
-)
 @global_options
-def user_add(
-    name: str,
-    role: str,
-    site: str | None,
-    full_name: str,
-    key_file: str | None,
-    passphrase_env: str | None,
-    public_key: str | None,
-) -> None:
-    """Register user NAME with a role, site and signing key (the first user: a data_manager).
+def user_add(name: str, role: str, site: str | None, full_name: str) -> None:
+    """Register user NAME with a role and site (the first user: a data_manager).
 
-    Unless --public-key is given, a new Ed25519 key pair is made and the private
-    key written to --key-file, encrypted with the user's passphrase.
+    The user then makes their own signing key under their own login: `key new`.
+    """
+    from ledger.application import access
+
+    ledger = open_ledger(create=True)
+    event = access.register(
+        ledger, settings().user, name=name, full_name=full_name, role=role, user_site=site
+    )
+    data = {"user": name, "role": role, "site": site, "event": event}
+    where = f" of {site}" if site else ""
+    emit(data, f"registered {name} ({role}{where}) as {event}; they make their own key with `key new`")
+
+
+@main.group()
+@global_options
+def key() -> None:
+    """Your own signing key: made and registered under your own login."""
+
+
+@key.command(name="new")
+@passphrase_options
+@global_options
+def key_new(key_file: str | None, passphrase_file: str | None, passphrase_env: str | None) -> None:
+    """Make your own Ed25519 key pair and register its public key (21 CFR 11.100, 11.300).
+
+    The private key is written to --key-file (created, never overwritten),
+    encrypted with a passphrase only you know; a new key replaces your previous
+    one for signatures made from now on.
     """
     from pathlib import Path
 
-    from ledger.application import access, signatures
-    from ledger.domain.errors import LedgerError
+    from ledger.application import signatures
 
-    ledger = open_ledger(create=True)
-    path = None
-    if public_key is not None:
-        key = signatures.read_public_key(Path(public_key))
-    else:
-        path = Path(key_file) if key_file else signatures.default_key_file(name)
-        key = signatures.new_key(path, _passphrase(passphrase_env, confirm=True))
-    try:
-        event = access.register(
-            ledger, settings().user, name=name, full_name=full_name, role=role, user_site=site, public_key=key
-        )
-    except LedgerError:
-        if path is not None:
-            path.unlink()
-        raise
-    key_path = None if path is None else str(path)
-    data = {"user": name, "role": role, "site": site, "event": event, "public_key": key, "key_file": key_path}
-    where = f" of {site}" if site else ""
-    emit(data, f"registered {name} ({role}{where}) as {event}" + (f"; private key in {path}" if path else ""))
+    passphrase = _passphrase(passphrase_file, passphrase_env, confirm=True)
+    made = signatures.make_key(
+        open_ledger(), settings().user, Path(key_file) if key_file else None, passphrase
+    )
+    emit(made.to_json(), f"registered {made.user}'s key as {made.event_id}; private key in {made.key_file}")
 
 
 @user.command(name="update")
@@ -1034,10 +1055,15 @@ def user_deactivate(name: str, reason: str) -> None:
 @main.command()
 @click.argument("participant")
 @click.option("--meaning", required=True, help="reviewed, approved or investigator_attestation.")
-@click.option("--key-file", type=click.Path(dir_okay=False), help=_KEY_FILE_HELP)
-@click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP)
+@passphrase_options
 @global_options
-def sign(participant: str, meaning: str, key_file: str | None, passphrase_env: str | None) -> None:
+def sign(
+    participant: str,
+    meaning: str,
+    key_file: str | None,
+    passphrase_file: str | None,
+    passphrase_env: str | None,
+) -> None:
     """Sign PARTICIPANT's record with your own key (21 CFR 11.50): it covers every event so far."""
     from pathlib import Path
 
@@ -1048,7 +1074,12 @@ def sign(participant: str, meaning: str, key_file: str | None, passphrase_env: s
     signer = access.acting(ledger, settings().user, f"sign {meaning}")
     path = Path(key_file) if key_file else signatures.default_key_file(signer)
     record = signatures.sign(
-        ledger, signer, participant, meaning, path, _passphrase(passphrase_env, confirm=False)
+        ledger,
+        signer,
+        participant,
+        meaning,
+        path,
+        _passphrase(passphrase_file, passphrase_env, confirm=False),
     )
     signed_at = utc_text(record.signed_at)
     covers = [event_id for event_id, _ in record.covers]

@@ -18,11 +18,11 @@ PASSPHRASE = "correct horse battery"
 def add_user(
     ledger: TrialLedger, keys: Path, name: str, role: str, site: str | None = None, by: str = "dm"
 ) -> Path:
-    """Register ``name`` (by data manager ``by``) with a new key; the key file."""
+    """Register ``name`` (by data manager ``by``), who then makes their own key; the key file."""
     key_file = keys / f"{name}.pem"
-    public = signatures.new_key(key_file, PASSPHRASE)
     full_name = name.replace(".", " ").title()
-    access.register(ledger, by, name=name, full_name=full_name, role=role, user_site=site, public_key=public)
+    access.register(ledger, by, name=name, full_name=full_name, role=role, user_site=site)
+    signatures.make_key(ledger, name, key_file, PASSPHRASE)
     return key_file
 
 

@@ -203,12 +203,10 @@ def run(store_url: str, *args: str) -> tuple[int, str, str]:
 
 def test_command_line_roles_and_lock_exit_3_with_a_clear_message(store_url: str, tmp_path: Path) -> None:
     def add(actor: str, name: str, *options: str) -> tuple[int, str, str]:
-        key = ["--key-file", str(tmp_path / f"{name}.pem"), "--passphrase-env", "TL_PASS"]
-        return run(store_url, "--user", actor, "--json", "user", "add", name, *options, *key)
+        return run(store_url, "--user", actor, "--json", "user", "add", name, *options)
 
     code, _, err = add("nurse", "nurse", "--role", "site_staff", "--site", "NFH", "--full-name", "N Urse")
     assert code == 3 and "first registered user must be a data_manager" in err
-    assert not (tmp_path / "nurse.pem").exists()
     code, out, _ = add("dm", "dm", "--role", "data_manager", "--full-name", "Dana Manager")
     assert code == 0 and json.loads(out)["event"] == "USERS#1"
     code, out, _ = run(store_url, "--user", "dm", "--json", "lock", "--reason", "interim analysis")

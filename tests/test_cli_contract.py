@@ -467,6 +467,7 @@ WRITING = {
     ("user", "add"),
     ("user", "update"),
     ("user", "deactivate"),
+    ("key", "new"),
     *((name,) for name in main.commands if type(main.commands[name]).__name__ == "WriteCommand"),
 }
 

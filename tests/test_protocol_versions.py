@@ -150,12 +150,8 @@ def test_adopting_again_is_safe_and_a_version_names_one_text(store_url: str) -> 
 def test_only_a_data_manager_adopts_and_a_refusal_is_recorded(store_url: str) -> None:
     ledger = TrialLedger(store_url)
     adopt_at_init(ledger, "dm")
-    key = "11" * 32
-    access.register(ledger, "dm", name="dm", full_name="Dana M", role="data_manager", user_site=None,
-                    public_key=key)  # fmt: skip
-    access.register(
-        ledger, "dm", name="mon", full_name="Mo N", role="monitor", user_site=None, public_key=key
-    )
+    access.register(ledger, "dm", name="dm", full_name="Dana M", role="data_manager", user_site=None)
+    access.register(ledger, "dm", name="mon", full_name="Mo N", role="monitor", user_site=None)
     with pytest.raises(Refused, match=r"^mon \(monitor\) may not adopt protocol versions$"):
         adopt(ledger, "mon", AMENDED, parse_protocol(AMENDED, "a"), AMENDMENT_DAY, "not mine to adopt")
     refusals = [e.record for e in ledger.entries() if e.record.type == "ActionRefused"]

@@ -96,7 +96,8 @@ def old_store(store_url: str) -> str:
                 site="NFH",
             ),
         ]
-    ledger.record(loose)
+    for record in loose:  # each as entered by its own user, which today's fill leaves as it is
+        ledger.record([record], user=record.user)
     ledger.close()
     return store_url
 

@@ -17,13 +17,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cli import main
-from ledger.application import signatures
+from ledger.application import access, signatures
 from ledger.application.trial_ledger import TrialLedger
 from ledger.domain.errors import InvalidInput, Refused
 from ledger.domain.events import ActionRefused, RecordSigned
 from ledger.storage.transcoder import decode_state
 from tests import lines as L
-from tests.staff import PASSPHRASE, add_user, staffed, store
+from tests.staff import PASSPHRASE, staffed, store
 
 START = dt.datetime(2015, 6, 1, 9, 0, tzinfo=dt.UTC)
 
@@ -187,17 +187,47 @@ def test_the_private_key_stays_encrypted_with_the_passphrase(tmp_path: Path) -> 
     assert isinstance(opened, Ed25519PrivateKey) and signatures.public_hex(opened) == public
 
 
-def test_a_public_key_made_elsewhere_can_be_registered(ledger: TrialLedger, tmp_path: Path) -> None:
-    add_user(ledger, tmp_path, "dm", "data_manager", by="dm")
+def test_a_key_is_its_owners_alone(ledger: TrialLedger, tmp_path: Path) -> None:
+    """Issue 12, item 6: made and registered under the owner's login, one owner per key."""
+    keys = staffed(ledger, tmp_path)
     private = Ed25519PrivateKey.generate()
-    pem = private.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    (tmp_path / "pi.pub").write_bytes(pem)
-    assert signatures.read_public_key(tmp_path / "pi.pub") == signatures.public_hex(private)
-    (tmp_path / "junk.pub").write_text("not a key")
-    with pytest.raises(InvalidInput, match="public-key: cannot read"):
-        signatures.read_public_key(tmp_path / "junk.pub")
+    assert signatures.register_key(ledger, "nfh.pi", signatures.public_hex(private)).startswith("USERS#")
+    # Someone else's key cannot be registered as one's own...
+    with pytest.raises(Refused, match=r"this key is already registered to nfh\.pi"):
+        signatures.register_key(ledger, "nfh.nurse", signatures.public_hex(private))
+    # ...and nobody makes a key for a user who is not registered (nothing is left behind).
+    with pytest.raises(Refused, match="user 'stranger' is not registered"):
+        signatures.make_key(ledger, "stranger", tmp_path / "stranger.pem", PASSPHRASE)
+    assert not (tmp_path / "stranger.pem").exists()
+    # The key in force is the latest: the one made with `key new` no longer signs.
+    store(ledger, L.treated("NFH-001"))
+    with pytest.raises(Refused, match=r"is not the registered key of nfh\.pi"):
+        signatures.sign(ledger, "nfh.pi", "NFH-001", "approved", keys["nfh.pi"], PASSPHRASE)
+    refused = [
+        (e.record.user, e.record.action) for e in ledger.entries() if isinstance(e.record, ActionRefused)
+    ]
+    assert refused == [("nfh.nurse", "key new"), ("stranger", "key new"), ("nfh.pi", "sign approved")]
+
+
+def test_a_signature_made_before_a_new_key_still_verifies(ledger: TrialLedger, tmp_path: Path) -> None:
+    keys = staffed(ledger, tmp_path)
+    store(ledger, L.treated("NFH-001"))
+    signatures.sign(ledger, "nfh.pi", "NFH-001", "approved", keys["nfh.pi"], PASSPHRASE)
+    signatures.make_key(ledger, "nfh.pi", tmp_path / "nfh.pi-2.pem", PASSPHRASE)
+    signatures.sign(ledger, "nfh.pi", "NFH-001", "reviewed", tmp_path / "nfh.pi-2.pem", PASSPHRASE)
+    assert [c.status for c in signatures.check(ledger)] == ["valid", "valid"]
+
+
+def test_a_user_without_a_key_cannot_sign(ledger: TrialLedger, tmp_path: Path) -> None:
+    staffed(ledger, tmp_path)
+    access.register(ledger, "dm", name="zsh.pi", full_name="Z Pi", role="investigator", user_site="ZSH")
+    store(ledger, L.treated("ZSH-001"), user="dm")
+    key = tmp_path / "elsewhere.pem"
+    signatures.new_key(key, PASSPHRASE)
+    with pytest.raises(
+        Refused, match=r"zsh\.pi has no registered key: make your own with `trial-ledger key new`"
+    ):
+        signatures.sign(ledger, "zsh.pi", "ZSH-001", "approved", key, PASSPHRASE)
 
 
 def run(store_url: str, *args: str) -> tuple[int, str, str]:
@@ -206,14 +236,21 @@ def run(store_url: str, *args: str) -> tuple[int, str, str]:
 
 
 def test_command_line_sign_and_check(store_url: str, tmp_path: Path) -> None:
+    secret = tmp_path / "passphrase.txt"
+    secret.write_text(PASSPHRASE + "\n")
+
     def key(name: str) -> list[str]:
-        return ["--key-file", str(tmp_path / f"{name}.pem"), "--passphrase-env", "TL_PASS"]
+        return ["--key-file", str(tmp_path / f"{name}.pem"), "--passphrase-file", str(secret)]
 
     for name, role, site in (("dm", "data_manager", None), ("nfh.pi", "investigator", "NFH")):
         where = ["--site", site] if site else []
         code, _, err = run(store_url, "--user", "dm", "user", "add", name, "--role", role, *where,
-                           "--full-name", name.upper(), *key(name))  # fmt: skip
+                           "--full-name", name.upper())  # fmt: skip
         assert code == 0, err
+        # Each user makes their own key under their own login (issue 12, item 6).
+        code, out, err = run(store_url, "--user", name, "--json", "key", "new", *key(name))
+        assert code == 0, err
+        assert json.loads(out)["key_file"] == str(tmp_path / f"{name}.pem")
     store(TrialLedger(store_url), L.treated("NFH-001"), user="nfh.pi")
     sign = ["--user", "nfh.pi", "sign", "NFH-001", "--meaning"]
     code, out, err = run(store_url, "--json", *sign, "investigator_attestation", *key("nfh.pi"))
@@ -223,11 +260,14 @@ def test_command_line_sign_and_check(store_url: str, tmp_path: Path) -> None:
     assert signed["signed_at"].endswith("Z") and signed["signer"] == "nfh.pi"
     code, _, err = run(store_url, *sign, "approved", *key("dm"))
     assert code == 3 and "not the registered key of nfh.pi" in err
+    code, _, err = run(store_url, *sign, "approved", "--key-file", str(tmp_path / "nfh.pi.pem"),
+                       "--passphrase-env", "TL_PASS")  # fmt: skip
+    assert code == 0, err
     code, out, _ = run(store_url, "--json", "signatures", "NFH-001")
-    assert code == 0 and [s["status"] for s in json.loads(out)["signatures"]] == ["valid"]
+    assert code == 0 and [s["status"] for s in json.loads(out)["signatures"]] == ["valid", "valid"]
     store(TrialLedger(store_url), [L.void("NFH-001-inf1")], user="nfh.pi")
     code, out, _ = run(store_url, "signatures")
-    assert code == 0 and "superseded: not covering NFH-001#5" in out
+    assert code == 0 and "superseded: not covering NFH-001#6" in out
 
 
 def test_verify_fails_on_a_sealed_signature_that_does_not_verify(sqlite_url: str, tmp_path: Path) -> None:

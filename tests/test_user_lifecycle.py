@@ -39,7 +39,7 @@ def test_a_site_change_takes_effect_at_once(ledger: TrialLedger) -> None:
     record = access.update_user(
         ledger, "dm", name="nfh.nurse", role=None, user_site="AMMS", reason="moved to AMMS"
     )
-    assert (record.role, record.user_site, record.user, record.id) == ("site_staff", "AMMS", "dm", "USERS#7")
+    assert (record.role, record.user_site, record.user, record.id) == ("site_staff", "AMMS", "dm", "USERS#13")
     assert registry(ledger).users["nfh.nurse"].user_site == "AMMS"
     with pytest.raises(Refused, match=r"nfh.nurse \(site_staff of AMMS\) may not act for site NFH"):
         store(ledger, L.treated("NFH-002"))
@@ -75,7 +75,7 @@ def test_a_site_role_needs_its_site(ledger: TrialLedger) -> None:
 
 
 def test_a_deactivated_user_can_do_nothing(ledger: TrialLedger, tmp_path: Path) -> None:
-    assert access.deactivate_user(ledger, "dm", name="nfh.nurse", reason="left the trial") == "USERS#7"
+    assert access.deactivate_user(ledger, "dm", name="nfh.nurse", reason="left the trial") == "USERS#13"
     with pytest.raises(Refused, match=r"user nfh.nurse is deactivated \(left the trial\)"):
         store(ledger, L.treated("NFH-001"))
     with pytest.raises(InvalidInput, match=r"name: user nfh\.nurse is deactivated"):
@@ -131,11 +131,11 @@ def test_the_commands_print_what_they_recorded(store_url: str, tmp_path: Path) -
     base = ["--store", store_url, "--user", "dm", "--json", "user"]
     result = runner.invoke(main, [*base, "update", "monitor", "--role", "auditor", "--reason", "new job"])
     assert result.exit_code == 0, result.output
-    expected = {"user": "monitor", "role": "auditor", "site": None, "event": "USERS#7"}
+    expected = {"user": "monitor", "role": "auditor", "site": None, "event": "USERS#13"}
     assert json.loads(result.output) == expected
     result = runner.invoke(main, [*base, "deactivate", "monitor", "--reason", "left"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output) == {"user": "monitor", "deactivated": True, "event": "USERS#8"}
+    assert json.loads(result.output) == {"user": "monitor", "deactivated": True, "event": "USERS#14"}
     result = runner.invoke(main, [*base[:-2], "user", "update", "nfh.pi", "--role", "boss", "--reason", "r"])
     assert result.exit_code == 2
     assert "role: invalid enum value 'boss'" in result.stderr

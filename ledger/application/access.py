@@ -59,6 +59,7 @@ from ledger.domain.events import (
     DatabaseLocked,
     DatabaseUnlocked,
     InvalidRecord,
+    KeyRegistered,
     ParticipantCode,
     Record,
     UserDeactivated,
@@ -138,18 +139,24 @@ class Users:
 
     ``users`` holds every user ever registered, with the role and site of their
     latest :class:`~ledger.domain.events.UserUpdated`; ``deactivated`` those
-    whose access has ended.  Folding records one by one into new ``Users``
-    gives the users as they stood at any moment.
+    whose access has ended; ``keys`` each one's latest registered public key.
+    Folding records one by one into new ``Users`` gives the users as they stood
+    at any moment.
     """
 
     def __init__(self) -> None:
         self.users: dict[str, UserRegistered] = {}
         self.deactivated: dict[str, UserDeactivated] = {}
+        self.keys: dict[str, str] = {}  # each user's signing key in force (issue 12, item 6)
 
     def take(self, record: Record) -> None:
         """Apply one record of the ``USERS`` stream."""
         if isinstance(record, UserRegistered):
             self.users[record.name] = record
+            if record.public_key is not None:
+                self.keys[record.name] = record.public_key
+        elif isinstance(record, KeyRegistered):
+            self.keys[record.name] = record.public_key
         elif isinstance(record, UserUpdated):
             with lenient():
                 self.users[record.name] = msgspec.structs.replace(
@@ -343,17 +350,18 @@ def register(
     full_name: str,
     role: str,
     user_site: str | None,
-    public_key: str,
 ) -> str:
-    """``user add``: register ``name`` with a role, site and public key; returns the event id.
+    """``user add``: register ``name`` with a role and site; returns the event id.
 
     The first user of an open ledger must be a ``data_manager``; after that only
-    data managers register users.
+    data managers register users.  No key: each user makes and registers their
+    own (``key new``, issue 12, item 6).  Two users with the same full name are
+    refused, so that a signature's printed name is one person's.
     """
     actor = acting(ledger, user, "user add")
     _check_site(ledger, user_site)
     fields = {"name": name, "full_name": full_name, "role": role, "user_site": user_site}
-    record = checked(UserRegistered, {**fields, "public_key": public_key, "user": actor})
+    record = checked(UserRegistered, {**fields, "user": actor})
 
     def attempt() -> str:
         users = Registry.load(ledger)
@@ -364,6 +372,12 @@ def register(
         require(ledger, users, actor, "user add")
         if users is not None and name in users.users:
             raise InvalidInput(f"name: user {name} is already registered")
+        namesake = _namesake(users, record.full_name)
+        if namesake is not None:
+            problem = (
+                f"{namesake.name} is already registered as {namesake.full_name}: full names identify signers"
+            )
+            refuse(ledger, [problem], action="user add", user=actor)
         _in_database(ledger, name, role, user_site)
         return _store(ledger, Registry.append(users, record, ledger.clock()))
 
@@ -450,6 +464,13 @@ def _check_site(ledger: TrialLedger, user_site: str | None) -> None:
         raise InvalidInput(f"site: unknown site code '{user_site}' ({', '.join(ledger.protocol.sites)})")
 
 
+def _namesake(users: Registry | None, full_name: str) -> UserRegistered | None:
+    """The active user with the same full name (case and spacing aside), if any."""
+    key = " ".join(full_name.split()).casefold()
+    members = users.active() if users is not None else ()
+    return next((m for m in members if " ".join(m.full_name.split()).casefold() == key), None)
+
+
 def lock(ledger: TrialLedger, user: str | None, reason: str) -> str:
     """``lock``: stop every append until :func:`unlock`; returns the event id."""
     return _trial_event(ledger, user, "lock", DatabaseLocked, reason)
@@ -524,6 +545,16 @@ def registered_users(entries: Iterable[Entry]) -> dict[str, UserRegistered]:
         if isinstance(entry.record, UserRegistered | UserUpdated | UserDeactivated):
             users.take(entry.record)
     return users.users
+
+
+def registered_keys(entries: Iterable[Entry]) -> dict[str, str]:
+    """Each user's current public key in ``entries`` (their latest registered), by name."""
+    keys = {}
+    for entry in entries:
+        record = entry.record
+        if isinstance(record, KeyRegistered | UserRegistered) and record.public_key is not None:
+            keys[record.name] = record.public_key
+    return keys
 
 
 def _clip(text: str) -> str:

@@ -8,7 +8,14 @@ section 5 binds the event's content, position and ``recorded_at``), so it
 cannot be moved to other data (11.70).  It is made with the signer's own Ed25519
 key, kept in a PEM file encrypted with the signer's passphrase: signing takes
 both the key file and the passphrase (11.200), and the ledger checks that the
-key is the one registered for the signer (:func:`ledger.application.access.register`).
+key is the one registered for the signer.
+
+Key custody (issue 12, item 6): each user makes their own key pair under their
+own login (:func:`make_key`, ``key new``), with a passphrase only they know,
+and registers its public key (:class:`~ledger.domain.events.KeyRegistered`);
+no command makes or writes another person's private key, a key is registered to
+one user only, and ``sign`` requires the signer's login to hold the key
+registered for it.
 
 :func:`check` re-reads every stored event, recomputes the leaf hashes and
 verifies every signature: *invalid* when the signature or a covered hash does
@@ -33,8 +40,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from eventsourcing.application import AggregateNotFoundError
 
 from ledger.application import access
-from ledger.domain.errors import InvalidInput
-from ledger.domain.events import MEANINGS, RecordSigned, UserRegistered, fill, utc_text
+from ledger.domain.errors import InvalidInput, LedgerError
+from ledger.domain.events import MEANINGS, KeyRegistered, RecordSigned, UserRegistered, fill, utc_text
 from ledger.domain.participant import EVENT_CLASS, Participant
 from ledger.evidence.merkle import leaf_hash
 from ledger.storage.seal import canonical_entry
@@ -43,12 +50,13 @@ if TYPE_CHECKING:
     from ledger.application.trial_ledger import TrialLedger
 
 DOMAIN = "trial-ledger/signature/v1"
+KEY_ACTION = "key new"
 MIN_PASSPHRASE = 8
 _canonical = msgspec.json.Encoder()
 
 
 def default_key_file(name: str) -> Path:
-    """Where ``user add`` keeps ``name``'s private key unless told otherwise."""
+    """Where ``key new`` keeps ``name``'s private key (in their own home) unless told otherwise."""
     return Path.home() / ".trial-ledger" / f"{name}.pem"
 
 
@@ -78,17 +86,6 @@ def new_key(path: Path, passphrase: str) -> str:
     return public_hex(key)
 
 
-def read_public_key(path: Path) -> str:
-    """The Ed25519 public key (hex) in a PEM file (``user add --public-key``)."""
-    try:
-        key = serialization.load_pem_public_key(path.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise InvalidInput(f"public-key: cannot read {path}: {exc}") from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise InvalidInput(f"public-key: {path} is not an Ed25519 public key")
-    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
-
-
 def public_hex(key: Ed25519PrivateKey) -> str:
     return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
 
@@ -106,6 +103,65 @@ def _open_key(path: Path, passphrase: str) -> Ed25519PrivateKey | str:
     if not isinstance(key, Ed25519PrivateKey):
         return f"the key in {path} is not an Ed25519 key"
     return key
+
+
+@dataclass(frozen=True)
+class MadeKey:
+    """What ``key new`` did: the key registered (event id, public key hex) and where the private key is."""
+
+    user: str
+    event_id: str
+    public_key: str
+    key_file: Path
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "user": self.user,
+            "event": self.event_id,
+            "public_key": self.public_key,
+            "key_file": str(self.key_file),
+        }
+
+
+def make_key(ledger: TrialLedger, user: str | None, path: Path | None, passphrase: str) -> MadeKey:
+    """``key new``: the acting user's own key pair, the private key in ``path``, the public key registered.
+
+    ``path`` defaults to :func:`default_key_file` of the acting user.  Refused
+    (exit 3, recorded) for a user who is not registered; the key file is
+    removed again when the key is not registered.
+    """
+    owner = access.acting(user)
+    path = path or default_key_file(owner)
+    public = new_key(path, passphrase)
+    try:
+        event_id = register_key(ledger, owner, public)
+    except LedgerError:
+        path.unlink()
+        raise
+    return MadeKey(owner, event_id, public, path)
+
+
+def register_key(ledger: TrialLedger, user: str | None, public_key: str) -> str:
+    """Register ``public_key`` as the acting user's own signing key; the event id (issue 12, item 6)."""
+    owner = access.acting(user)
+    record = access.checked(KeyRegistered, {"name": owner, "public_key": public_key, "user": owner})
+
+    def attempt() -> str:
+        users = access.Registry.load(ledger)
+        if users is None or owner not in users.users:
+            problem = f"user {owner!r} is not registered: a data manager registers users first (`user add`)"
+            access.refuse(ledger, [problem], action=KEY_ACTION, user=owner)
+        holder = next((name for name, key in users.keys.items() if key == public_key), None)
+        if holder is not None:
+            access.refuse(
+                ledger, [f"this key is already registered to {holder}"], action=KEY_ACTION, user=owner
+            )
+        log = access.Registry.append(users, record, ledger.clock())
+        event_id: str = log.pending_events[-1].record.id  # type: ignore[attr-defined]
+        ledger.save(log)
+        return event_id
+
+    return ledger.write(attempt, action=KEY_ACTION, user=owner)
 
 
 # -- signing --------------------------------------------------------------------------------------
@@ -136,10 +192,14 @@ def sign(
     if member is None:
         problem = f"user {signer!r} is not registered: signing needs a registered user and key"
         access.refuse(ledger, [problem], action=action, user=signer, participant=participant)
+    registered = users.keys.get(signer) if users is not None else None
+    if registered is None:
+        problem = f"{signer} has no registered key: make your own with `trial-ledger key new`"
+        access.refuse(ledger, [problem], action=action, user=signer, participant=participant)
     key = _open_key(key_file, passphrase)
     if isinstance(key, str):
         access.refuse(ledger, [key], action=action, user=signer, participant=participant)
-    if public_hex(key) != member.public_key:
+    if public_hex(key) != registered:
         problem = f"the key in {key_file} is not the registered key of {signer}"
         access.refuse(ledger, [problem], action=action, user=signer, participant=participant)
 
@@ -234,28 +294,33 @@ def check(
     With ``known_at``, as the ledger stood then: later events neither count as
     not covered nor are checked.
     """
-    keys: dict[str, UserRegistered] = {}
+    members: dict[str, UserRegistered] = {}
+    keys: dict[str, str] = {}  # each user's key in force, as the events so far say
     leaves: dict[str, bytes] = {}
     streams: dict[str, list[str]] = defaultdict(list)
-    found: list[tuple[RecordSigned, UserRegistered | None]] = []
+    found: list[tuple[RecordSigned, UserRegistered | None, str | None]] = []
     decode = ledger.codec.decode
     for n in ledger.notifications():
         state = decode(n.state)
         if known_at is not None and state.timestamp > known_at:
             continue
         record = state.record
-        if isinstance(record, UserRegistered):
-            keys[record.name] = record
+        if isinstance(record, UserRegistered | KeyRegistered):
+            if isinstance(record, UserRegistered):
+                members[record.name] = record
+            if record.public_key is not None:
+                keys[record.name] = record.public_key
         elif isinstance(record, RecordSigned):
             if participant is None or record.participant == participant:
-                found.append((record, keys.get(record.user or "")))
+                signer = record.user or ""
+                found.append((record, members.get(signer), keys.get(signer)))
         elif record.id is not None:
             stored = canonical_entry(n.id, n.originator_id, n.originator_version, n.topic, n.state)
             leaves[record.id] = leaf_hash(stored)
             streams[str(n.originator_id)].append(record.id)
     return [
-        _check_one(ledger.protocol.study, record, member, leaves, streams[record.participant])
-        for record, member in found
+        _check_one(ledger.protocol.study, record, member, key, leaves, streams[record.participant])
+        for record, member, key in found
     ]
 
 
@@ -263,15 +328,18 @@ def _check_one(
     study: str,
     record: RecordSigned,
     member: UserRegistered | None,
+    key: str | None,
     leaves: dict[str, bytes],
     stream: list[str],
 ) -> SignatureCheck:
     problem = None
     if member is None:
         problem = f"{record.user} was not a registered user when signing"
+    elif key is None:
+        problem = f"{record.user} had no registered key when signing"
     else:
         try:
-            public = Ed25519PublicKey.from_public_bytes(bytes.fromhex(member.public_key))
+            public = Ed25519PublicKey.from_public_bytes(bytes.fromhex(key))
             public.verify(bytes.fromhex(record.signature), message(study, record))
         except InvalidSignature:
             problem = f"the signature does not match what it claims to sign with {record.user}'s key"

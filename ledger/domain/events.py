@@ -325,10 +325,12 @@ Hex32 = Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")]
 
 
 class UserRegistered(Record, CrossChecked, tag="UserRegistered", kw_only=True):
-    """A user of the ledger: role, site and Ed25519 public key (issue #6, roles and signatures).
+    """A user of the ledger: role and site (issue #6, roles and signatures).
 
     ``user`` is who registered them; ``user_site`` the site of a ``site_staff`` or
-    ``investigator`` (and only theirs); ``public_key`` the raw 32-byte key, hex.
+    ``investigator`` (and only theirs).  ``public_key`` (the raw 32-byte Ed25519
+    key, hex) was given by ``user add`` before issue 12; since, a user registers
+    their own key (:class:`KeyRegistered`) and ``user add`` gives none.
     The ledger writes it for ``user add``; it is not an import type.
     """
 
@@ -336,7 +338,7 @@ class UserRegistered(Record, CrossChecked, tag="UserRegistered", kw_only=True):
     full_name: Text
     role: Role
     user_site: SiteCode | None = None
-    public_key: Hex32
+    public_key: Hex32 | None = None
 
     def check(self) -> None:
         _check_user_site(self.role, self.user_site)
@@ -376,6 +378,20 @@ class UserDeactivated(Record, tag="UserDeactivated", kw_only=True):
 
     name: UserName
     reason: Text
+
+
+class KeyRegistered(Record, tag="KeyRegistered", kw_only=True):
+    """A user's own signing key (issue 12, item 6: key custody), in the ``USERS`` stream.
+
+    ``name`` is the user whose key it is and ``user`` who registered it: the
+    same login, for nobody else makes or registers a person's key.  The key
+    pair is made on the user's side (``key new``); the ledger keeps only the
+    public key, the raw 32-byte Ed25519 key, hex.  A later one replaces it for
+    signatures made after it.  The ledger writes it; it is not an import type.
+    """
+
+    name: UserName
+    public_key: Hex32
 
 
 class DatabaseLocked(Record, tag="DatabaseLocked", kw_only=True):

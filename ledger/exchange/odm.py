@@ -48,7 +48,7 @@ import msgspec
 import msgspec.inspect as mi
 from lxml import etree
 
-from ledger.application.access import lock_state, registered_users
+from ledger.application.access import lock_state, registered_keys, registered_users
 from ledger.application.signatures import DOMAIN
 from ledger.domain.entry import Entry
 from ledger.domain.events import (
@@ -289,6 +289,7 @@ def _study(root: Any, protocol: Protocol, mdv: str, *, attributed: bool) -> None
 def _admin(root: Any, protocol: Protocol, entries: list[Entry], mdv: str, first_day: dt.date) -> None:
     admin = _el(root, "AdminData", StudyOID=protocol.study)
     registered = registered_users(entries)
+    keys = registered_keys(entries)
     for name in sorted({_user(e.record) for e in entries} | set(registered)):
         member = registered.get(name)
         user = _el(
@@ -303,7 +304,8 @@ def _admin(root: Any, protocol: Protocol, entries: list[Entry], mdv: str, first_
             _el(user, "Organization", member.role)
             if member.role in SITE_ROLES:
                 _el(user, "LocationRef", LocationOID=f"LOC.{member.user_site}")
-            _el(user, "Certificate", f"ed25519:{member.public_key}")
+            if name in keys:
+                _el(user, "Certificate", f"ed25519:{keys[name]}")
     locations = [(code, name, "Site") for code, name in protocol.sites.items()]
     for code, name, kind in [*locations, (TRIAL_LOCATION, f"{protocol.study} data management", "Sponsor")]:
         location = _el(admin, "Location", OID=f"LOC.{code}", Name=name, LocationType=kind)
