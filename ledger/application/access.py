@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, Self
 
@@ -56,12 +56,18 @@ from ledger.domain.errors import InvalidInput, Refused
 from ledger.domain.events import (
     SITE_ROLES,
     ActionRefused,
+    AdverseEventCoded,
+    ClinicalRecord,
     DatabaseLocked,
     DatabaseUnlocked,
+    EventCorrected,
+    EventVoided,
     InvalidRecord,
     KeyRegistered,
     ParticipantCode,
+    ProtocolAdopted,
     Record,
+    RecordSigned,
     UserDeactivated,
     UserName,
     UserRegistered,
@@ -536,6 +542,75 @@ def lock_state(entries: Iterable[Entry]) -> LockState:
         elif isinstance(entry.record, DatabaseUnlocked):
             state = LockState(False)
     return state
+
+
+# The permission each record of the ledger's own streams needed when appended.
+_LOG_ACTIONS: dict[type[Record], str] = {
+    UserRegistered: "user add",
+    UserUpdated: "user update",
+    UserDeactivated: "user deactivate",
+    DatabaseLocked: "lock",
+    DatabaseUnlocked: "unlock",
+    ProtocolAdopted: "protocol adopt",
+}
+_USER_RECORDS = (UserRegistered, UserUpdated, UserDeactivated, KeyRegistered)
+
+
+def unauthorized(entries: Iterable[Entry]) -> Iterator[tuple[Entry, str]]:
+    """Each event whose ``user`` held no role allowing it when it was appended (issue 12, item 8).
+
+    Replays ``entries`` in ledger order with the users as the ``USERS`` stream
+    stood at each moment, and judges every event by :func:`refusal`, the rule
+    its write was checked by: so an event that got in without that check (a
+    forged or bypassing write, sealed like any other) is named.  Refusals are
+    records of attempts, never judged; before the first user is registered the
+    ledger is open, and the first registered user must be a data manager.
+    """
+    users: Users | None = None
+    for entry in entries:
+        reason = _replayed_refusal(users, entry)
+        if reason is not None:
+            yield entry, reason
+        record = entry.record
+        if isinstance(record, _USER_RECORDS) and (
+            isinstance(record, UserRegistered) or (users is not None and record.name in users.users)
+        ):
+            users = users or Users()
+            users.take(record)
+
+
+def _replayed_refusal(users: Users | None, entry: Entry) -> str | None:
+    """Why ``entry`` should have been refused when it was appended, or None."""
+    record = entry.record
+    if isinstance(record, ActionRefused):
+        return None
+    if users is None and isinstance(record, UserRegistered):
+        return None if record.role == "data_manager" else "the first registered user must be a data_manager"
+    if isinstance(record, _USER_RECORDS) and not isinstance(record, UserRegistered):
+        if users is None or record.name not in users.users:
+            return f"{record.name} was not a registered user"
+        if isinstance(record, KeyRegistered):
+            if record.user != record.name:
+                return f"{record.user} registered a key for {record.name}: only its owner registers a key"
+            if record.name in users.deactivated:
+                return f"user {record.name} is deactivated ({users.deactivated[record.name].reason})"
+            return None
+    action, participant = _permission_of(entry)
+    return refusal(users, record.user, action, participant, record.site)
+
+
+def _permission_of(entry: Entry) -> tuple[str, str | None]:
+    """The action (a key of :data:`PERMISSIONS`) an event's append needed, and its participant."""
+    record = entry.record
+    if isinstance(record, ClinicalRecord):
+        return "write", record.participant
+    if isinstance(record, EventCorrected | EventVoided):
+        return "write", entry.participant
+    if isinstance(record, RecordSigned):
+        return f"sign {record.meaning}", record.participant
+    if isinstance(record, AdverseEventCoded):
+        return "code", entry.participant
+    return _LOG_ACTIONS[type(record)], None
 
 
 def registered_users(entries: Iterable[Entry]) -> dict[str, UserRegistered]:

@@ -274,10 +274,54 @@ def invalid_signatures(ledger: TrialLedger) -> Finding | None:
     )
 
 
+MAX_NAMED = 50  # unauthorized events listed in ``verify --json`` (the count says how many in all)
+
+
+def unauthorized_appends(ledger: TrialLedger) -> Finding | None:
+    """Events appended by a user without a role allowing them at that moment (issue 12, item 8).
+
+    The authorization of every sealed event, replayed in ledger order
+    (:func:`ledger.application.access.unauthorized`); a ledger that never
+    registered a user was open throughout, and is not read again.
+    """
+    from ledger.application import access
+
+    if access.Registry.load(ledger) is None:
+        return None
+    found = []
+    count = 0
+    for entry, reason in access.unauthorized(ledger.entries()):
+        count += 1
+        if count <= MAX_NAMED:
+            found.append((entry, reason))
+    if not found:
+        return None
+    first, why = found[0]
+    rows = [
+        {
+            "position": e.position,
+            "event_id": e.record.id,
+            "type": e.record.type,
+            "user": e.record.user,
+            "reason": r,
+        }
+        for e, r in found
+    ]
+    return Finding(
+        "authorization",
+        Mismatch(first.position, first.record.id, f"appended without permission: {why}"),
+        {"unauthorized": rows, "count": count},
+        tuple(
+            f"UNAUTHORIZED {row['type']} {row['event_id']} at position {row['position']}: {row['reason']}"
+            for row in rows
+        ),
+    )
+
+
 def verify_ledger(
     ledger: TrialLedger, published: Digest | None = None, checks: Sequence[Check] = ()
 ) -> Verdict:
-    """The ``verify`` use case: the seal (:func:`verify`), then the signatures and ``checks``.
+    """The ``verify`` use case: the seal (:func:`verify`), then signatures, authorization and ``checks``.
 
     The further checks run only on a ledger whose events match their seal (a
     tampered store has nothing else worth checking); every one that finds a
@@ -286,7 +330,8 @@ def verify_ledger(
     verdict = verify(ledger, published)
     if not verdict.ok:
         return verdict
-    found = [finding for check in (invalid_signatures, *checks) if (finding := check(ledger)) is not None]
+    built_in = (invalid_signatures, unauthorized_appends)
+    found = [finding for check in (*built_in, *checks) if (finding := check(ledger)) is not None]
     return verdict.with_findings(found)
 
 
