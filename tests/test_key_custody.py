@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli import main
-from ledger.application import access
+from ledger.application import access, signatures
 from ledger.application.trial_ledger import TrialLedger
 from ledger.domain.errors import Refused
 from ledger.domain.events import ActionRefused, KeyRegistered
@@ -80,4 +80,20 @@ def test_two_users_with_the_same_full_name_are_refused(store_url: str, other: st
     assert [(r.user, r.action) for r in refused] == [("dm", "user add")]
     assert access.register(
         ledger, "dm", name="dm3", full_name="Dana Manager II", role="auditor", user_site=None
+    )
+
+
+def test_a_deactivated_user_neither_blocks_their_name_nor_registers_a_key(
+    store_url: str, tmp_path: Path
+) -> None:
+    ledger = TrialLedger(store_url)
+    access.register(ledger, "dm", name="dm", full_name="Dana Manager", role="data_manager", user_site=None)
+    access.register(ledger, "dm", name="nfh.li", full_name="Li Na", role="site_staff", user_site="NFH")
+    access.deactivate_user(ledger, "dm", name="nfh.li", reason="left the trial")
+    with pytest.raises(Refused, match=r"user nfh\.li is deactivated \(left the trial\)"):
+        signatures.make_key(ledger, "nfh.li", tmp_path / "li.pem", PASSPHRASE)
+    assert not (tmp_path / "li.pem").exists()
+    # The name of a user who is no longer active may be a new user's (who signs with their own key).
+    assert access.register(
+        ledger, "dm", name="nfh.li2", full_name="Li Na", role="site_staff", user_site="NFH"
     )

@@ -40,11 +40,12 @@ were locked at a given moment.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import getpass
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, Self
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, Self, get_args
 
 import msgspec
 from eventsourcing.application import AggregateNotFoundError
@@ -68,6 +69,7 @@ from ledger.domain.events import (
     ProtocolAdopted,
     Record,
     RecordSigned,
+    Role,
     UserDeactivated,
     UserName,
     UserRegistered,
@@ -224,6 +226,8 @@ PERMISSIONS: dict[str, Permission] = {
     "sign approved": Permission("sign as approved", ("investigator", "data_manager")),
     "sign investigator_attestation": Permission("sign the investigator attestation", ("investigator",)),
     "code": Permission("code adverse events", ("coder", "data_manager")),
+    # Every active user may register their own key (and only their own: issue 12, item 6).
+    "key new": Permission("register a signing key", get_args(Role)),
 }
 
 
@@ -271,7 +275,10 @@ def refuse(
     fields["user"] = user if _is_valid(user, UserName) else None
     fields["participant"] = participant if _is_valid(participant, ParticipantCode) else None
     record = checked(ActionRefused, fields)
-    ledger.write(lambda: _store(ledger, Refusals.append(Refusals.load(ledger), record, ledger.clock())))
+    # A store that takes no write from this login at all (a read-only database) cannot
+    # keep the record; the refusal stands all the same.
+    with contextlib.suppress(Refused):
+        ledger.write(lambda: _store(ledger, Refusals.append(Refusals.load(ledger), record, ledger.clock())))
     raise Refused(problems[0], problems=problems)
 
 
@@ -549,6 +556,7 @@ _LOG_ACTIONS: dict[type[Record], str] = {
     UserRegistered: "user add",
     UserUpdated: "user update",
     UserDeactivated: "user deactivate",
+    KeyRegistered: "key new",
     DatabaseLocked: "lock",
     DatabaseUnlocked: "unlock",
     ProtocolAdopted: "protocol adopt",
@@ -589,12 +597,8 @@ def _replayed_refusal(users: Users | None, entry: Entry) -> str | None:
     if isinstance(record, _USER_RECORDS) and not isinstance(record, UserRegistered):
         if users is None or record.name not in users.users:
             return f"{record.name} was not a registered user"
-        if isinstance(record, KeyRegistered):
-            if record.user != record.name:
-                return f"{record.user} registered a key for {record.name}: only its owner registers a key"
-            if record.name in users.deactivated:
-                return f"user {record.name} is deactivated ({users.deactivated[record.name].reason})"
-            return None
+        if isinstance(record, KeyRegistered) and record.user != record.name:
+            return f"{record.user} registered a key for {record.name}: only its owner registers a key"
     action, participant = _permission_of(entry)
     return refusal(users, record.user, action, participant, record.site)
 

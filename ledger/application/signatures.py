@@ -151,6 +151,7 @@ def register_key(ledger: TrialLedger, user: str | None, public_key: str) -> str:
         if users is None or owner not in users.users:
             problem = f"user {owner!r} is not registered: a data manager registers users first (`user add`)"
             access.refuse(ledger, [problem], action=KEY_ACTION, user=owner)
+        access.require(ledger, users, owner, KEY_ACTION)  # a deactivated user registers nothing
         holder = next((name for name, key in users.keys.items() if key == public_key), None)
         if holder is not None:
             access.refuse(
