@@ -234,7 +234,7 @@ class TrialLedger(Application[str]):
         the ledger in one transaction.  Retries as :meth:`write` does.
         """
         login = access.acting(user)
-        return self.write(lambda: self._record_staged_once(staging, login, site))
+        return self.write(lambda: self._record_staged_once(staging, login, site), action="import", user=login)
 
     def _record_staged_once(self, staging: Staging, login: str, site: str | None) -> Receipt:
         at = self.clock()
