@@ -26,7 +26,7 @@ from ledger.application.trial_ledger import TrialLedger
 from ledger.domain.errors import InvalidInput, Refused
 from tests import lines as L
 from tests.conftest import PG_ADMIN_URL, drop_roles
-from tests.staff import add_user, store
+from tests.staff import store
 
 TABLES = ("trialledger_events", "ledger_entries", "ledger_meta")
 PEOPLE = {
@@ -61,6 +61,12 @@ class Site:
         return conn
 
 
+def register(ledger: TrialLedger, name: str, role: str, site: str | None = None) -> None:
+    """``user add`` by the ledger's own login (keys are each user's own business: ``key new``)."""
+    full_name = name.replace(".", " ").title()
+    access.register(ledger, None, name=name, full_name=full_name, role=role, user_site=site)
+
+
 @pytest.fixture
 def site(pg_url: str, tmp_path: Path) -> Iterator[Site]:
     tag = f"t{uuid.uuid4().hex[:8]}"
@@ -69,11 +75,11 @@ def site(pg_url: str, tmp_path: Path) -> Iterator[Site]:
         result = CliRunner().invoke(main, ["--store", pg_url, "init"])
         assert result.exit_code == 0, result.output
         owner = TrialLedger(pg_url)  # the bootstrap: the owner registers the first data manager
-        add_user(owner, tmp_path, place.logins["dm"], "data_manager", by="postgres")
+        register(owner, place.logins["dm"], "data_manager")
         dm = place.ledger("dm")
         for person, (role, where) in PEOPLE.items():
             if person != "dm":
-                add_user(dm, tmp_path, place.logins[person], role, where, by=place.logins["dm"])
+                register(dm, place.logins[person], role, where)
         yield place
     finally:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
@@ -128,8 +134,8 @@ def test_the_roles_hold_through_the_ledger_for_every_login(site: Site) -> None:
     assert store(site.ledger("dm"), L.treated("NFH-002"), user=site.logins["dm"]).stored
     with pytest.raises(Refused, match="may not append clinical data"):
         store(site.ledger("monitor"), L.treated("NFH-003"), user=site.logins["monitor"])
-    assert access.lock(site.ledger("dm"), None, "interim") == "TRIAL#2"
-    assert access.unlock(site.ledger("dm"), None, "done") == "TRIAL#3"
+    assert access.lock(site.ledger("dm"), None, "interim") == "TRIAL#1"
+    assert access.unlock(site.ledger("dm"), None, "done") == "TRIAL#2"
     # The nurse's refusal is on record, by the nurse's login; a SELECT-only login cannot append
     # even the record of its own refusal (PostgreSQL's log has the attempt).
     refused = [e.record for e in site.ledger("auditor").entries() if e.record.type == "ActionRefused"]
@@ -240,7 +246,7 @@ def test_user_add_adopts_an_existing_login(site: Site, tmp_path: Path) -> None:
     name = f"{site.tag}.existing"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE ROLE {0} LOGIN").format(sql.Identifier(name)))
-    add_user(site.ledger("dm"), tmp_path, name, "site_staff", "NFH", by=site.logins["dm"])
+    register(site.ledger("dm"), name, "site_staff", "NFH")
     assert store(TrialLedger(as_login(site.url, name)), L.treated("NFH-001"), user=name).stored
 
 

@@ -60,8 +60,8 @@ def replicas(pg_ready: bool) -> Iterator[Replicas]:
         assert run(["--store", owner, "init"])[0] == 0
         code, output = run(["--store", owner, "demo", "--participants", "12"])
         assert code == 0, output
-        key = {"PASS": "x" * 12, "HOME": str(pair.place)}
-        add = ["user", "add", "--passphrase-env", "PASS"]
+        key = {"HOME": str(pair.place)}
+        add = ["user", "add"]
         code, output = run(
             ["--store", owner, *add, "dm.lee", "--role", "data_manager", "--full-name", "D L"], key
         )

@@ -130,7 +130,7 @@ def make_key(ledger: TrialLedger, user: str | None, path: Path | None, passphras
     (exit 3, recorded) for a user who is not registered; the key file is
     removed again when the key is not registered.
     """
-    owner = access.acting(user)
+    owner = access.acting(ledger, user, KEY_ACTION)
     path = path or default_key_file(owner)
     public = new_key(path, passphrase)
     try:
@@ -143,7 +143,7 @@ def make_key(ledger: TrialLedger, user: str | None, path: Path | None, passphras
 
 def register_key(ledger: TrialLedger, user: str | None, public_key: str) -> str:
     """Register ``public_key`` as the acting user's own signing key; the event id (issue 12, item 6)."""
-    owner = access.acting(user)
+    owner = access.acting(ledger, user, KEY_ACTION)
     record = access.checked(KeyRegistered, {"name": owner, "public_key": public_key, "user": owner})
 
     def attempt() -> str:

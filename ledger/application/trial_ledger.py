@@ -168,8 +168,8 @@ class TrialLedger(Application[str]):
         With ``record_refusal`` (the ``enroll`` command) a refused enrollment is
         itself recorded as ``EnrollmentRefused`` before the refusal is raised.
         """
-        login = access.acting(user)
         lines = [r if isinstance(r, Line) else Line(0, r) for r in records]
+        login = access.acting(self, user, _appending(lines))
         return self.write(
             lambda: self._record_once(lines, login, site, record_refusal),
             action=_appending(lines),
@@ -233,7 +233,7 @@ class TrialLedger(Application[str]):
         the recorder stores, and once every line has passed they are moved into
         the ledger in one transaction.  Retries as :meth:`write` does.
         """
-        login = access.acting(user)
+        login = access.acting(self, user, "import")
         return self.write(lambda: self._record_staged_once(staging, login, site), action="import", user=login)
 
     def _record_staged_once(self, staging: Staging, login: str, site: str | None) -> Receipt:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ledger.application.access import acting
 from ledger.application.importer import import_lines
 from ledger.application.protocols import adopt_at_init
 from ledger.simulation.coding import code_demo
@@ -66,7 +67,9 @@ def run_demo(
     lines in the import format.
     """
     # A new demo store is made like any other: the protocol adopted first, as init does.
-    user = user or getpass.getuser()  # who runs the demo enters its lines (the sites' users are their source)
+    user = acting(
+        ledger, user, "demo"
+    )  # who runs the demo enters its lines (the sites' users are their source)
     if not ledger.recorder.max_notification_id():
         adopt_at_init(ledger, user)
     lines = generate_trial(participants, seed, ledger.protocol)
