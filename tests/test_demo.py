@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-import time
 from collections import Counter, defaultdict
 from typing import Any
 
@@ -565,11 +564,8 @@ def test_small_trials_and_other_protocols() -> None:
         assert bool(failed) == (enrollment.deviation is not None)
 
 
-def test_a_thousand_participants_in_a_few_seconds() -> None:
-    start = time.perf_counter()
+def test_a_thousand_participants_are_generated_whole() -> None:
     lines = generate_trial(participants=1000, seed=11)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 5.0
     assert sum(line["type"] == "ParticipantEnrolled" for line in lines) == 1000
     assert len({line["id"] for line in lines}) == len(lines)
     records = [decode_line(json.dumps(line)) for line in lines]

@@ -10,6 +10,7 @@ a random tag and is dropped afterwards, with the schema's groups.
 from __future__ import annotations
 
 import getpass
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from cli import main
 from ledger.application import access
 from ledger.application.trial_ledger import TrialLedger
 from ledger.domain.errors import InvalidInput, Refused
+from ledger.domain.events import UserUpdated
 from tests import lines as L
 from tests.conftest import PG_ADMIN_URL, drop_roles
 from tests.staff import store
@@ -197,6 +199,37 @@ def test_every_sealed_row_names_its_login_and_none_can_name_another(site: Site) 
         with site.connect(person) as conn:
             forged = _insert_entry("TRIAL", f"'{site.logins['dm' if person != 'dm' else 'nurse']}'")
             assert sqlstate(conn, forged) == DENIED, person
+
+
+def test_verify_names_a_row_that_claims_another_user_than_the_login_that_sealed_it(site: Site) -> None:
+    """A modified client sealing a role change for itself in the data manager's name (issue 12, item 8).
+
+    The users' stream is open to every appending login (for keys and refusals), and
+    the replay of roles alone would pass this row, for the data manager it names
+    may change roles: the login the database recorded for the row is what exposes it.
+    """
+    runner = CliRunner()
+    as_monitor = as_login(site.url, site.logins["monitor"])
+    assert runner.invoke(main, ["--store", as_monitor, "verify"]).exit_code == 0
+    nurse = site.ledger("nurse")
+    users = access.Registry.load(nurse)
+    forged = access.checked(
+        UserUpdated,
+        {
+            "name": site.logins["nurse"],
+            "role": "data_manager",
+            "user_site": None,
+            "reason": "promoted",
+            "user": site.logins["dm"],
+        },
+    )
+    nurse.save(access.Registry.append(users, forged, nurse.clock()))
+    result = runner.invoke(main, ["--store", as_monitor, "--json", "verify"])
+    assert result.exit_code == 1, result.output
+    [row] = json.loads(result.stdout)["authorization"]["unauthorized"]
+    assert row["type"] == "UserUpdated"
+    assert row["user"] == site.logins["dm"]
+    assert row["reason"] == f"appended by the login {site.logins['nurse']}, but it names {site.logins['dm']}"
 
 
 @pytest.mark.parametrize(

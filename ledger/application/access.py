@@ -564,7 +564,9 @@ _LOG_ACTIONS: dict[type[Record], str] = {
 _USER_RECORDS = (UserRegistered, UserUpdated, UserDeactivated, KeyRegistered)
 
 
-def unauthorized(entries: Iterable[Entry]) -> Iterator[tuple[Entry, str]]:
+def unauthorized(
+    entries: Iterable[Entry], appended_by: Iterable[tuple[int, str]] = ()
+) -> Iterator[tuple[Entry, str]]:
     """Each event whose ``user`` held no role allowing it when it was appended (issue 12, item 8).
 
     Replays ``entries`` in ledger order with the users as the ``USERS`` stream
@@ -573,10 +575,21 @@ def unauthorized(entries: Iterable[Entry]) -> Iterator[tuple[Entry, str]]:
     forged or bypassing write, sealed like any other) is named.  Refusals are
     records of attempts, never judged; before the first user is registered the
     ledger is open, and the first registered user must be a data manager.
+
+    ``appended_by`` gives, in ledger order, the database login that sealed each
+    position (PostgreSQL, :meth:`TrialLedger.appended_by`): an event naming a
+    ``user`` other than the login that appended it is named first, whatever
+    that user may do, for the database, not the claim, says who wrote it.
     """
     users: Users | None = None
+    logins = iter(appended_by)
+    sealed_by = next(logins, None)
     for entry in entries:
+        while sealed_by is not None and sealed_by[0] < entry.position:
+            sealed_by = next(logins, None)
         reason = _replayed_refusal(users, entry)
+        if sealed_by is not None and sealed_by[0] == entry.position and sealed_by[1] != entry.record.user:
+            reason = f"appended by the login {sealed_by[1]}, but it names {entry.record.user}"
         if reason is not None:
             yield entry, reason
         record = entry.record

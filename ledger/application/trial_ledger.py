@@ -468,6 +468,20 @@ class TrialLedger(Application[str]):
                 return
             after = rows[-1][0]
 
+    def appended_by(self, batch: int = 20_000) -> Iterator[tuple[int, str]]:
+        """Each sealed position with the database login that appended it, in ledger order (issue 12).
+
+        PostgreSQL only, and only rows a login that is not a superuser sealed
+        after ``init`` secured the schema; nothing on SQLite.
+        """
+        after = 0
+        while True:
+            rows = self.recorder.appended_by(after, batch)  # type: ignore[attr-defined]
+            yield from rows
+            if len(rows) < batch:
+                return
+            after = rows[-1][0]
+
     def notifications(self, after: int = 0, batch: int = 5000) -> Iterator[Notification]:
         """Every stored event after position ``after`` as stored: the bytes the seal covers."""
         start = after + 1

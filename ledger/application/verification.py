@@ -280,7 +280,8 @@ MAX_NAMED = 50  # unauthorized events listed in ``verify --json`` (the count say
 def unauthorized_appends(ledger: TrialLedger) -> Finding | None:
     """Events appended by a user without a role allowing them at that moment (issue 12, item 8).
 
-    The authorization of every sealed event, replayed in ledger order
+    The authorization of every sealed event, replayed in ledger order, and on
+    PostgreSQL the login that sealed it against the user it names
     (:func:`ledger.application.access.unauthorized`); a ledger that never
     registered a user was open throughout, and is not read again.
     """
@@ -290,7 +291,7 @@ def unauthorized_appends(ledger: TrialLedger) -> Finding | None:
         return None
     found = []
     count = 0
-    for entry, reason in access.unauthorized(ledger.entries()):
+    for entry, reason in access.unauthorized(ledger.entries(), ledger.appended_by()):
         count += 1
         if count <= MAX_NAMED:
             found.append((entry, reason))

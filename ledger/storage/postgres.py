@@ -25,13 +25,13 @@ import psycopg
 from eventsourcing.persistence import OperationalError, PersistenceError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
 from psycopg.rows import tuple_row
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Identifier, Literal
 
 from ledger.domain.errors import InvalidInput, Refused
 from ledger.storage import grants
 from ledger.storage.codec import CodecFactory
 from ledger.storage.feed import Row, TimelineFeed
-from ledger.storage.seal import EntryRow, Seal
+from ledger.storage.seal import ENTRIES_TABLE, EntryRow, Seal
 from ledger.storage.stores import Login, ScannedRow
 
 # Attempts of one insert when the connection drops under it (each on a new connection).
@@ -111,6 +111,15 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         self.select_last = SQL("SELECT COALESCE(MAX(notification_id), 0) FROM {0}").format(table)
         self.advance_sequence = SQL("SELECT setval(pg_get_serial_sequence(%s, 'notification_id'), %s)")
         self.sequence_of = f'"{self.datastore.schema}"."{self.events_table_name}"'
+        self.has_login_column = SQL(
+            "SELECT 1 FROM information_schema.columns "
+            "WHERE table_schema = %s AND table_name = %s AND column_name = {0}"
+        ).format(Literal(grants.LOGIN_COLUMN))
+        self.select_logins = SQL(
+            "SELECT e.position, e.{0} FROM {1} e WHERE e.position > %s AND e.{0} IS NOT NULL "
+            "AND NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = e.{0} AND r.rolsuper) "
+            "ORDER BY e.position LIMIT %s"
+        ).format(Identifier(grants.LOGIN_COLUMN), SQL(self.seal.entries))  # type: ignore[arg-type]
         self.scan_statement = SQL(
             "SELECT notification_id, originator_id, state FROM {0} "
             "WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
@@ -251,6 +260,20 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             if not self._owner:
                 self.seal.use_functions(self.datastore.schema)
         return not self._owner
+
+    def appended_by(self, after: int, limit: int) -> list[tuple[int, str]]:
+        """Up to ``limit`` sealed rows after ``after`` with the login that appended them (issue 12, item 8).
+
+        The database fills ``ledger_entries.login`` with the session user and its
+        policies let no login name another; rows sealed by a superuser (who may
+        name the actor) or before ``init`` made the column are left out.
+        """
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
+            curs.execute(self.has_login_column, (self.datastore.schema, ENTRIES_TABLE))
+            if curs.fetchone() is None:
+                return []
+            curs.execute(self.select_logins, (after, limit))
+            return curs.fetchall()
 
     def scan(self, after: int, limit: int) -> list[ScannedRow]:
         """Up to ``limit`` stored events after position ``after``, in ledger order (SPEC section 4)."""

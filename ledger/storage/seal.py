@@ -44,6 +44,8 @@ from ledger.storage.transcoder import record_head
 GENESIS = bytes(32)
 # The stream of the lock's events (:class:`ledger.application.access.Trial`).
 TRIAL_STREAM = "TRIAL"
+# The table of sealed entries (one row per stored event).
+ENTRIES_TABLE = "ledger_entries"
 _LOCKED = DatabaseLocked.__struct_config__.tag
 _UNLOCKED = DatabaseUnlocked.__struct_config__.tag
 # Beyond every stream version (a BIGINT): the whole ``TRIAL`` stream is before the batch.
@@ -94,7 +96,7 @@ class Seal:
 
         SQLite's ``INTEGER`` makes the key the rowid (one index less).
         """
-        self.entries = f"{prefix}ledger_entries"
+        self.entries = f"{prefix}{ENTRIES_TABLE}"
         self.meta = f"{prefix}ledger_meta"
         p = placeholder
         self.create_statements = [

@@ -106,6 +106,10 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
         """The embedded store has no logins: whoever can open the file acts (issue 12, item 9)."""
         return None
 
+    def appended_by(self, after: int, limit: int) -> list[tuple[int, str]]:
+        """No database login sealed any row of the embedded store (issue 12, item 9)."""
+        return []
+
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], *, read_at: int | None = None, **_: Any
     ) -> Sequence[int] | None:
