@@ -236,9 +236,9 @@ def test_verify_names_a_row_that_claims_another_user_than_the_login_that_sealed_
     ("person", "allowed"),
     [
         ("dm", {"NFH-009", "AMMS-009", "TRIAL", "REFUSALS", "USERS", "PROTOCOL"}),
-        ("nurse", {"NFH-009", "TRIAL", "REFUSALS", "USERS"}),
-        ("pi", {"AMMS-009", "TRIAL", "REFUSALS", "USERS"}),
-        ("coder", {"NFH-009", "AMMS-009", "TRIAL", "REFUSALS", "USERS"}),
+        ("nurse", {"NFH-009", "REFUSALS", "USERS"}),
+        ("pi", {"AMMS-009", "REFUSALS", "USERS"}),
+        ("coder", {"NFH-009", "AMMS-009", "REFUSALS", "USERS"}),
         ("monitor", set()),
         ("auditor", set()),
     ],

@@ -11,7 +11,7 @@
 - row-level security on the events and ``ledger_entries``: site staff and
   investigators insert rows only for the participants of the sites whose group
   they are in (and :data:`SHARED_STREAMS`: refusals, their own keys); coders never
-  in ``PROTOCOL``; data managers anywhere;
+  in :data:`MANAGED_STREAMS` (the protocol versions, the lock); data managers anywhere;
 - ``ledger_entries.login``: the login that appended each sealed row, filled by
   the database (``session_user``) and checked by the policies, so that no login
   but the owner can seal a row in another's name;
@@ -47,12 +47,13 @@ SITE_FUNCTION = "ledger_own_site"
 LOGIN_COLUMN = "login"
 # PostgreSQL keeps the first 63 bytes of a name.
 NAME_LIMIT = 63
-# The stream only data managers append to (the protocol versions).
-MANAGED_STREAMS = ("PROTOCOL",)
-# Streams every appending login may add to: where refused attempts are recorded (the trial's
-# own stream, and the stream of refusals of their own), and the users' stream, where each user
-# registers their own signing key; every row names the login that sealed it.
-SHARED_STREAMS = (TRIAL_STREAM, "REFUSALS", "USERS")
+# The streams only data managers append to: the protocol versions, and the trial's own stream
+# (the lock), so that no other login can lock the ledger, even with SQL typed by hand.
+MANAGED_STREAMS = ("PROTOCOL", TRIAL_STREAM)
+# Streams every appending login may add to: the stream of refusals, where refused attempts
+# are recorded, and the users' stream, where each user registers their own signing key; every
+# row names the login that sealed it.
+SHARED_STREAMS = ("REFUSALS", "USERS")
 
 
 def group(schema: str, role: str) -> str:
