@@ -272,7 +272,7 @@ def _notes(results: Figures) -> list[str]:
         out += [
             "- **`verify` on PostgreSQL.**  SHA-256 of every leaf and chain link and the tree's hashes "
             "dominate, on one Python core; the server reads and joins the next batch meanwhile.  The rate "
-            "is absolute, not a ratio: the machine ran other engineers' test suites and benches during "
+            "is absolute, not a ratio: the machine ran other test suites and benches during "
             "this run (load average about 10 on 2 cores), and SQLite's `verify`, 205,000/s on a quiet "
             "machine, measured a similar fraction of that here.",
         ]
