@@ -85,6 +85,25 @@ def _cmv(code: str, event_id: str | None, effective: str) -> dict[str, Any]:
     return {"id": event_id, **line} if event_id else line
 
 
+def cmv_append(participant: str, effective: str) -> tuple[str, ...]:
+    """The command line of one appended CMV result (not detected) of ``participant`` on ``effective``."""
+    return (
+        "cmv",
+        "--participant",
+        participant,
+        "--effective",
+        effective,
+        "--specimen",
+        "plasma",
+        "--assay",
+        ASSAY,
+        "--lloq-iu-ml",
+        "137",
+        "--result",
+        "not_detected",
+    )
+
+
 def code_of(events: int) -> str:
     """The participant with ``events`` events: ``NFH-8`` and the length (``NFH-83000``)."""
     return f"{SITE}-8{events:04d}"
@@ -111,24 +130,7 @@ def bench_history(
         last = FIRST_DAY + dt.timedelta(days=events)
         for number in range(-1, runs):  # run -1 warms the caches
             effective = (last + dt.timedelta(days=number + 1)).isoformat()
-            appends.append(
-                cli(
-                    store,
-                    "cmv",
-                    "--participant",
-                    code,
-                    "--effective",
-                    effective,
-                    "--specimen",
-                    "plasma",
-                    "--assay",
-                    ASSAY,
-                    "--lloq-iu-ml",
-                    "137",
-                    "--result",
-                    "not_detected",
-                ).seconds
-            )
+            appends.append(cli(store, *cmv_append(code, effective)).seconds)
             value = 200 + number + 1
             corrections.append(
                 cli(

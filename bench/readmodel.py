@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from generate import write_trial
+from history import cmv_append
 from run import PG_DEFAULT, SCREENING, cli, pg_drop, pg_reachable, remove_sqlite
 
 APPENDS = 9
@@ -69,22 +70,7 @@ def appends(store: str) -> float:
     """The median seconds of one shell append (a CMV result of one participant)."""
     seconds = []
     for number in range(APPENDS + 1):  # the first warms the bytecode cache
-        run = cli(
-            store,
-            "cmv",
-            "--participant",
-            SCREENING["participant"],
-            "--effective",
-            f"2014-02-{4 + number:02d}",
-            "--specimen",
-            "plasma",
-            "--assay",
-            "COBAS AmpliPrep/COBAS TaqMan CMV Test",
-            "--lloq-iu-ml",
-            "137",
-            "--result",
-            "not_detected",
-        )
+        run = cli(store, *cmv_append(SCREENING["participant"], f"2014-02-{4 + number:02d}"))
         seconds.append(run.seconds)
     return statistics.median(seconds[1:])
 

@@ -36,7 +36,7 @@ from typing import Any
 
 import baselines
 from generate import write_trial
-from history import HISTORY_LENGTHS, bench_history
+from history import HISTORY_LENGTHS, bench_history, cmv_append
 from report import AS_OF, plot, render
 
 from ledger.simulation.demo import generate_trial, write_jsonl
@@ -277,24 +277,7 @@ def bench_small(work: Path, available: set[str]) -> dict[str, Any]:
     for number in range(-1, APPEND_RUNS):  # run -1 warms the bytecode cache
         baseline.append(timed([sys.executable, "-c", "import eventsourcing, click, msgpack"]).seconds)
         effective = (dt.date(2014, 2, 4) + dt.timedelta(days=number)).isoformat()
-        append.append(
-            cli(
-                str(db),
-                "cmv",
-                "--participant",
-                "NFH-900",
-                "--effective",
-                effective,
-                "--specimen",
-                "plasma",
-                "--assay",
-                "COBAS AmpliPrep/COBAS TaqMan CMV Test",
-                "--lloq-iu-ml",
-                "137",
-                "--result",
-                "not_detected",
-            ).seconds
-        )
+        append.append(cli(str(db), *cmv_append("NFH-900", effective)).seconds)
     baseline, append = baseline[1:], append[1:]
     out["append"] = {
         "median_seconds": statistics.median(append),
