@@ -145,3 +145,17 @@ def test_the_commands_print_what_they_recorded(store_url: str, tmp_path: Path) -
     audit = runner.invoke(main, ["--store", store_url, "audit"])
     assert audit.exit_code == 0
     assert "UserUpdated" in audit.output and "UserDeactivated" in audit.output
+
+
+@pytest.mark.parametrize("command", [["update", "--role", "monitor"], ["deactivate"]])
+def test_on_an_open_ledger_no_user_can_be_changed_and_nothing_is_stored(
+    store_url: str, command: list[str]
+) -> None:
+    TrialLedger(store_url, create=True)
+    before = len(list(TrialLedger(store_url).entries()))
+    [verb, *options] = command
+    result = CliRunner().invoke(
+        main, ["--store", store_url, "--user", "dm", "user", verb, "nobody", *options, "--reason", "r"]
+    )
+    assert (result.exit_code, result.stderr) == (2, "error: name: user nobody is not registered\n")
+    assert len(list(TrialLedger(store_url).entries())) == before

@@ -411,8 +411,8 @@ def update_user(
     def attempt() -> UserUpdated:
         users = Registry.load(ledger)
         require(ledger, users, actor, "user update")
-        assert users is not None  # an open ledger has no users to update
         member = _current(users, name)
+        assert users is not None  # _current found the user in them
         new_role = role or member.role
         site = user_site
         if site is None and new_role in SITE_ROLES:
@@ -443,8 +443,8 @@ def deactivate_user(ledger: TrialLedger, user: str | None, *, name: str, reason:
     def attempt() -> str:
         users = Registry.load(ledger)
         require(ledger, users, actor, "user deactivate")
-        assert users is not None  # an open ledger has no users to deactivate
         member = _current(users, name)
+        assert users is not None  # _current found the user in them
         if member.role == "data_manager":
             _keep_a_data_manager(ledger, users, actor, name, "user deactivate")
         _in_database(ledger, name, None, None)
@@ -453,9 +453,9 @@ def deactivate_user(ledger: TrialLedger, user: str | None, *, name: str, reason:
     return ledger.write(attempt, action="user deactivate", user=actor)
 
 
-def _current(users: Registry, name: str) -> UserRegistered:
-    """The active user ``name``; exit 2 naming ``name`` if there is none."""
-    if name not in users.users:
+def _current(users: Registry | None, name: str) -> UserRegistered:
+    """The active user ``name``; exit 2 naming ``name`` if there is none (an open ledger has none)."""
+    if users is None or name not in users.users:
         raise InvalidInput(f"name: user {name} is not registered")
     if name in users.deactivated:
         raise InvalidInput(f"name: user {name} is deactivated (register a new user instead)")
