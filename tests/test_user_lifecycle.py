@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from cli import main
 from ledger.application import access
 from ledger.application.trial_ledger import TrialLedger
+from ledger.application.verification import verify_ledger
 from ledger.domain.errors import InvalidInput, Refused
 from ledger.domain.events import ActionRefused, UserDeactivated, UserUpdated
 from tests import lines as L
@@ -159,3 +160,15 @@ def test_on_an_open_ledger_no_user_can_be_changed_and_nothing_is_stored(
     )
     assert (result.exit_code, result.stderr) == (2, "error: name: user nobody is not registered\n")
     assert len(list(TrialLedger(store_url).entries())) == before
+
+
+def test_a_stored_role_change_of_no_registered_user_leaves_the_ledger_readable(ledger: TrialLedger) -> None:
+    """Written past the ledger's checks (the use case refuses it): reads go on, verify names it."""
+    forged = access.checked(
+        UserUpdated, {"name": "nobody", "role": "monitor", "user_site": None, "reason": "r", "user": "dm"}
+    )
+    ledger.save(access.Registry.append(registry(ledger), forged, ledger.clock()))
+    assert "nobody" not in registry(ledger).users
+    assert store(ledger, L.treated("NFH-001")).stored
+    [row] = verify_ledger(ledger).to_json()["authorization"]["unauthorized"]
+    assert (row["type"], row["reason"]) == ("UserUpdated", "nobody was not a registered user")

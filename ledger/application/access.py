@@ -166,6 +166,8 @@ class Users:
         elif isinstance(record, KeyRegistered):
             self.keys[record.name] = record.public_key
         elif isinstance(record, UserUpdated):
+            if record.name not in self.users:
+                return  # only a write past the ledger's checks stores one; verify names it
             with lenient():
                 self.users[record.name] = msgspec.structs.replace(
                     self.users[record.name], role=record.role, user_site=record.user_site
