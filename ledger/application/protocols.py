@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +23,7 @@ from ledger.application.access import ProtocolLog, Registry, acting, checked, re
 from ledger.domain.errors import InvalidInput
 from ledger.domain.events import ProtocolAdopted, utc_text
 from ledger.domain.protocol import Protocol, parse_protocol
-from ledger.domain.rules.versions import AdoptedProtocol, ProtocolVersions, content_hash
+from ledger.domain.rules.versions import AdoptedProtocol, ProtocolVersions, content_hash, judging_versions
 
 if TYPE_CHECKING:
     from ledger.application.trial_ledger import TrialLedger
@@ -159,36 +158,13 @@ def protocol_versions(ledger: TrialLedger, known_at: dt.datetime | None = None) 
     known before the first adoption), the file the ledger was opened with is the
     one version, in force from the first day.
     """
-    entries = adopted_versions(ledger, known_at)
-    if not entries:
-        configured = ledger.protocol
-        return ProtocolVersions(
-            (
-                AdoptedProtocol(
-                    configured,
-                    configured.version or "unversioned",
-                    dt.date.min,
-                    content_hash(ledger.protocol_text),
-                ),
-            )
-        )
-    return ProtocolVersions(
-        tuple(
-            AdoptedProtocol(
-                _adopted_protocol(e.record.content, e.event_id),
-                e.record.version,
-                e.record.effective,
-                e.record.sha256,
-            )
-            for e in entries
-        )
-    )
+    adoptions = ((e.event_id, e.record) for e in adopted_versions(ledger, known_at))
+    return judging_versions(adoptions, configured_version(ledger.protocol, ledger.protocol_text))
 
 
-@cache
-def _adopted_protocol(content: str, event_id: str) -> Protocol:
-    """The parameters of an adopted version's text, parsed once per process (every write reads them)."""
-    return parse_protocol(content.encode("utf-8"), event_id)
+def configured_version(protocol: Protocol, text: bytes) -> AdoptedProtocol:
+    """The file a ledger is opened with, as the one version of a ledger that has adopted none."""
+    return AdoptedProtocol(protocol, protocol.version or "unversioned", dt.date.min, content_hash(text))
 
 
 def adopt_at_init(ledger: TrialLedger, user: str | None) -> Adoption | None:

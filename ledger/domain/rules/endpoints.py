@@ -15,7 +15,7 @@ voided events count nowhere.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from ledger.domain.events import CATEGORIES
@@ -51,7 +51,12 @@ def judged(
 
 def versions_used(rows: Iterable[Judged]) -> list[dict[str, Any]]:
     """The protocol versions that judged ``rows``, in order of effective date."""
-    used = {row.version.sha256: row.version for row in rows}
+    return named_versions(row.version for row in rows)
+
+
+def named_versions(versions: Iterable[AdoptedProtocol]) -> list[dict[str, Any]]:
+    """Each of ``versions`` once, in order of effective date, as ``protocol_versions`` lists them."""
+    used = {version.sha256: version for version in versions}
     return [v.to_json() for v in sorted(used.values(), key=lambda v: (v.effective, v.version))]
 
 
@@ -66,21 +71,78 @@ def endpoints(
     for them (SPEC section 2), named in ``protocol_versions``.
     """
     rows = judged(histories, as_of, versions)
+    return {**tally(contribution(row, as_of) for row in rows), "protocol_versions": versions_used(rows)}
+
+
+class Contribution(NamedTuple):
+    """What one participant adds to the endpoints on a clinical date (SPEC section 3).
+
+    ``populations``: those the participant belongs to (:func:`in_population`);
+    ``responder`` and ``ongoing`` (:func:`responder`, :func:`ongoing`);
+    ``adverse_events``: the category and current seriousness of each of their
+    adverse events that counts for the secondary endpoint.
+    """
+
+    participant: str
+    populations: tuple[str, ...]
+    responder: bool
+    ongoing: bool
+    adverse_events: tuple[tuple[str, bool], ...]
+
+
+def contribution(row: Judged, as_of: dt.date) -> Contribution:
+    """The endpoints' view of one judged participant on ``as_of``.
+
+    An adverse event counts for the secondary endpoint when the participant was
+    infused and its onset lies on study days 1 to ``window_days`` (and, as every
+    event that counts, on or before ``as_of``).
+    """
+    history, status, version = row
+    protocol = version.protocol
+    day1 = status.first_infusion
+    counted = (
+        ()
+        if day1 is None
+        else tuple(
+            (ae.category, ae.serious)
+            for ae in adverse_events(history, as_of)
+            if within_follow_up(day1, ae.onset, protocol)
+        )
+    )
+    return Contribution(
+        participant=status.participant,
+        populations=tuple(name for name in POPULATIONS if in_population(status, name)),
+        responder=responder(status, protocol),
+        ongoing=ongoing(status, as_of, protocol),
+        adverse_events=counted,
+    )
+
+
+def tally(contributions: Iterable[Contribution]) -> dict[str, Any]:
+    """``{"primary", "primary_itt", "secondary"}`` of SPEC section 6 from each participant's contribution."""
+    counted = list(contributions)
     return {
-        "primary": primary(rows, as_of, population="mITT"),
-        "primary_itt": primary(rows, as_of, population="ITT"),
-        "secondary": secondary(rows, as_of),
-        "protocol_versions": versions_used(rows),
+        "primary": primary_of(counted, "mITT"),
+        "primary_itt": primary_of(counted, "ITT"),
+        "secondary": secondary_of(counted),
     }
 
 
 def in_population(status: ParticipantStatus, population: str) -> bool:
     """mITT: at least one infusion as of the date; ITT: enrolled as of the date."""
-    if population == "mITT":
-        return status.courses > 0
-    if population == "ITT":
-        return status.enrolled is not None
-    raise ValueError(f"unknown population {population!r}")
+    return POPULATIONS[_known(population)](status)
+
+
+POPULATIONS: dict[str, Callable[[ParticipantStatus], bool]] = {
+    "mITT": lambda status: status.courses > 0,
+    "ITT": lambda status: status.enrolled is not None,
+}
+
+
+def _known(population: str) -> str:
+    if population not in POPULATIONS:
+        raise ValueError(f"unknown population {population!r}")
+    return population
 
 
 def responder(status: ParticipantStatus, protocol: Protocol) -> bool:
@@ -110,8 +172,14 @@ def primary(rows: Iterable[Judged], as_of: dt.date, population: str = "mITT") ->
     Percent and CI bounds are in percent, rounded half up to two decimals, and
     None when N is 0.
     """
-    members = [row for row in rows if in_population(row.status, population)]
-    n = sum(1 for row in members if responder(row.status, row.version.protocol))
+    return primary_of([contribution(row, as_of) for row in rows], population)
+
+
+def primary_of(contributions: Iterable[Contribution], population: str) -> dict[str, Any]:
+    """:func:`primary` from each participant's contribution."""
+    _known(population)
+    members = [c for c in contributions if population in c.populations]
+    n = sum(1 for c in members if c.responder)
     total = len(members)
     percent, low, high = proportion_percent(n, total)
     return {
@@ -120,7 +188,7 @@ def primary(rows: Iterable[Judged], as_of: dt.date, population: str = "mITT") ->
         "N": total,
         "percent": percent,
         "ci95": [low, high],
-        "ongoing": sum(1 for row in members if ongoing(row.status, as_of, row.version.protocol)),
+        "ongoing": sum(1 for c in members if c.ongoing),
     }
 
 
@@ -133,23 +201,23 @@ def secondary(rows: Iterable[Judged], as_of: dt.date) -> dict[str, Any]:
     study days 1 to ``window_days`` and on or before ``as_of``; seriousness
     and category are its current values.
     """
+    return secondary_of(contribution(row, as_of) for row in rows)
+
+
+def secondary_of(contributions: Iterable[Contribution]) -> dict[str, Any]:
+    """:func:`secondary` from each participant's contribution."""
     with_serious: set[str] = set()
     with_nonserious: set[str] = set()
     by_category: dict[str, dict[str, Any]] = {
         category: {"participants": set(), "events": 0, "serious_events": 0} for category in CATEGORIES
     }
-    for history, status, version in rows:
-        day1 = status.first_infusion
-        if day1 is None:
-            continue
-        for ae in adverse_events(history, as_of):
-            if not within_follow_up(day1, ae.onset, version.protocol):
-                continue
-            (with_serious if ae.serious else with_nonserious).add(status.participant)
-            counts = by_category[ae.category]
-            counts["participants"].add(status.participant)
+    for counted in contributions:
+        for category, serious in counted.adverse_events:
+            (with_serious if serious else with_nonserious).add(counted.participant)
+            counts = by_category[category]
+            counts["participants"].add(counted.participant)
             counts["events"] += 1
-            if ae.serious:
+            if serious:
                 counts["serious_events"] += 1
     return {
         "participants_with_serious_ae": len(with_serious),

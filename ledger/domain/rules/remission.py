@@ -128,14 +128,48 @@ def participant_remission(
     The disease requirement follows the participant's latest screening record
     (by effective date, then position) on or before ``as_of``.
     """
+    samples, assessments = _inputs(history, as_of)
+    screenings = history.as_of(ParticipantScreened, as_of)
+    disease = bool(screenings) and screenings[-1].record.refractory_cmv == "disease"  # type: ignore[attr-defined]
+    return remission(samples, day1, protocol.remission, disease, assessments)
+
+
+def remission_changes(history: ParticipantHistory, day1: dt.date | None, protocol: Protocol) -> set[dt.date]:
+    """The clinical dates on which :func:`participant_remission` may change as the as-of date moves.
+
+    Every input of :func:`remission` counts from its own clinical date on, and
+    every date it returns is the date of the input that settles it: the result
+    completing the earliest series, the first resolution, the later of the two,
+    the first positive result after the CR date.  So with the inputs after an
+    as-of date left out, the outcome is the whole history's with its dates after
+    the as-of date left out, and (``day1`` and the screening record fixed) it
+    changes only on the virological CR date, the resolution date, and the first
+    positive result after each CR date the outcome can have (with and without a
+    disease to resolve).  ``day1`` is the date of the first infusion, if any.
+    What the read model tabulates per participant relies on this (issue 14).
+    """
+    if day1 is None:
+        return set()
+    samples, assessments = _inputs(history, dt.date.max)
+    virological = virological_cr_date(samples, day1, protocol.remission)
+    resolution = resolution_date(assessments, day1)
+    found = {date for date in (virological, resolution) if date is not None}
+    if virological is not None:
+        for cr in {virological, max(virological, resolution or virological)}:
+            recurrence = recurrence_date(samples, cr)
+            if recurrence is not None:
+                found.add(recurrence)
+    return found
+
+
+def _inputs(history: ParticipantHistory, as_of: dt.date) -> tuple[list[Sample], list[tuple[dt.date, str]]]:
+    """The CMV results and disease assessments of ``history`` that count on ``as_of``."""
     samples = [
         Sample(event.effective, event.position, event.record.result)  # type: ignore[attr-defined]
         for event in history.as_of(CMVLoadMeasured, as_of)
     ]
-    screenings = history.as_of(ParticipantScreened, as_of)
-    disease = bool(screenings) and screenings[-1].record.refractory_cmv == "disease"  # type: ignore[attr-defined]
     assessments = [
         (event.effective, event.record.status)  # type: ignore[attr-defined]
         for event in history.as_of(CMVDiseaseAssessed, as_of)
     ]
-    return remission(samples, day1, protocol.remission, disease, assessments)
+    return samples, assessments

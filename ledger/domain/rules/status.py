@@ -14,7 +14,11 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from ledger.domain.events import (
+    ClinicalRecord,
+    CMVLoadMeasured,
     EnrollmentRefused,
     MSCInfused,
     ParticipantDied,
@@ -25,10 +29,11 @@ from ledger.domain.events import (
 from ledger.domain.protocol import Protocol
 from ledger.domain.rules.corrections import ParticipantHistory
 from ledger.domain.rules.eligibility import enrollment_failures, screen_failures
-from ledger.domain.rules.remission import RemissionOutcome, participant_remission
+from ledger.domain.rules.remission import RemissionOutcome, participant_remission, remission_changes
 from ledger.domain.rules.safety import late_sae_reports
 from ledger.domain.rules.treatment import (
     course_deviation,
+    day_count_changes,
     dose_deviation,
     follow_up_closed,
     second_course_due,
@@ -85,8 +90,30 @@ class ParticipantStatus:
         """Sample date of the first positive result after the CR date."""
         return self.remission.recurrence
 
+    @property
+    def row(self) -> StatusRow:
+        """The SPEC section 6 ``status`` row of this participant."""
+        fields = (self.participant, self.site, self.status, self.courses)
+        return StatusRow(*fields, self.first_infusion, self.cr_date, self.flags)
+
     def to_json(self) -> dict[str, Any]:
         """The SPEC section 6 ``status`` row: dates as ISO strings, flags as a list."""
+        return self.row.to_json()
+
+
+class StatusRow(msgspec.Struct, frozen=True, array_like=True):
+    """The seven fields of one participant's SPEC section 6 ``status`` row (kept by the read model)."""
+
+    participant: str
+    site: str
+    status: str
+    courses: int
+    first_infusion: dt.date | None
+    cr_date: dt.date | None
+    flags: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """The row as ``status --json`` prints it: dates as ISO strings, flags as a list."""
         return {
             "participant": self.participant,
             "site": self.site,
@@ -169,6 +196,29 @@ def summarise(history: ParticipantHistory, as_of: dt.date, protocol: Protocol) -
         remission=outcome,
         screen_failures=tuple(failures),
     )
+
+
+def status_changes(history: ParticipantHistory, protocol: Protocol) -> set[dt.date]:
+    """The clinical dates on which :func:`summarise` may change its answer as the as-of date moves.
+
+    :func:`summarise` reads only the events effective on or before the as-of
+    date, and the as-of date itself only to count study days; so its answer
+    (and every endpoint computed from it and the same events) stays the same
+    from one of these dates to the day before the next: the date of every
+    clinical event but a CMV result, the dates on which remission may change
+    (:func:`~ledger.domain.rules.remission.remission_changes`; CMV results count
+    only through it), and the dates on which the study-day counts change
+    (:func:`~ledger.domain.rules.treatment.day_count_changes`).  The read model
+    evaluates a participant on these dates only (issue 14).
+    """
+    changes = {
+        event.effective
+        for event in history.events
+        if isinstance(event.record, ClinicalRecord) and not isinstance(event.record, CMVLoadMeasured)
+    }
+    infusions = history.as_of(MSCInfused, dt.date.max)
+    day1 = infusions[0].effective if infusions else None
+    return changes | remission_changes(history, day1, protocol) | day_count_changes(day1, protocol)
 
 
 def _status(

@@ -33,6 +33,20 @@ def follow_up_closed(day1: dt.date, as_of: dt.date, protocol: Protocol) -> bool:
     return study_day(day1, as_of) > protocol.follow_up.window_days
 
 
+def day_count_changes(day1: dt.date | None, protocol: Protocol) -> set[dt.date]:
+    """The dates on which a rule that counts study days from ``day1`` changes its answer.
+
+    A second course is due from study day ``treatment.second_course_from_day``
+    (:func:`second_course_due`) and the follow-up window closes on the day after
+    day ``follow_up.window_days`` (:func:`follow_up_closed`); nothing counted
+    from day 1 changes on another date.  No date without an infusion.
+    """
+    if day1 is None:
+        return set()
+    closed = protocol.follow_up.window_days + 1
+    return {day_date(day1, protocol.treatment.second_course_from_day), day_date(day1, closed)}
+
+
 def dose_deviation(cells_per_kg: float, protocol: Protocol) -> bool:
     """Whether a dose lies outside target +/- tolerance (``dose_deviation``; the bounds are in).
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
-from ledger.domain.events import ParticipantEnrolled, ParticipantScreened
-from ledger.domain.protocol import Protocol
+from ledger.domain.events import ParticipantEnrolled, ParticipantScreened, ProtocolAdopted
+from ledger.domain.protocol import Protocol, parse_protocol
 from ledger.domain.rules.corrections import ParticipantHistory
 
 
@@ -72,12 +74,48 @@ class ProtocolVersions:
         """The version that judges a participant screened and (perhaps) enrolled on these dates."""
         return self.in_force(judged_on(screened, enrolled))
 
+    def index(self, version: AdoptedProtocol) -> int:
+        """Where ``version`` stands among the adopted, in recorded order (a later adoption never moves it)."""
+        return next(number for number, adopted in enumerate(self.adopted) if adopted is version)
+
+    @property
+    def fingerprint(self) -> str:
+        """The SHA-256 of every version's hash, number and effective date, in recorded order, lowercase hex.
+
+        Two sets of versions with one fingerprint judge every participant alike:
+        what the read model's summaries were computed under (issue 14).
+        """
+        text = "\n".join(f"{v.sha256} {v.version} {v.effective.isoformat()}" for v in self.adopted)
+        return content_hash(text.encode("utf-8"))
+
     @classmethod
     def only(
         cls, protocol: Protocol, version: str = "unversioned", sha256: str = "0" * 64
     ) -> ProtocolVersions:
         """One version in force on every date (a trial that never amended its protocol)."""
         return cls((AdoptedProtocol(protocol, version, dt.date.min, sha256),))
+
+
+def judging_versions(
+    adoptions: Iterable[tuple[str, ProtocolAdopted]], configured: AdoptedProtocol
+) -> ProtocolVersions:
+    """The versions that judge participants, from the ledger's ``ProtocolAdopted`` events (event id, record).
+
+    With none adopted (a ledger made before versions were recorded, or read as
+    known before the first adoption), ``configured``, the file the ledger is
+    opened with, is the one version.
+    """
+    versions = tuple(
+        AdoptedProtocol(_parsed(record.content, event_id), record.version, record.effective, record.sha256)
+        for event_id, record in adoptions
+    )
+    return ProtocolVersions(versions or (configured,))
+
+
+@cache
+def _parsed(content: str, event_id: str) -> Protocol:
+    """The parameters of an adopted version's text, parsed once per process (every write reads them)."""
+    return parse_protocol(content.encode("utf-8"), event_id)
 
 
 def judging_version(
