@@ -502,7 +502,9 @@ def rebuild() -> None:
 
     with Progress(transient=False) as bar:
         task = bar.add_task("rebuilding participant timelines", total=total)
-        count = replay(ledger, lambda n: bar.advance(task, n))
+        summaries = bar.add_task("summarising participants", total=total)
+        count = replay(ledger, lambda n: bar.advance(task, n), lambda n: bar.advance(summaries, n))
+        bar.update(summaries, completed=total)
     click.echo(f"rebuilt from {count} events")
 
 

@@ -89,6 +89,13 @@ def assert_refused(store: str, damage: str) -> None:
         assert (done.returncode, done.stderr) == (2, damaged(damage)), done.stderr
 
 
+def assert_answered(store: str, status: str) -> None:
+    """``status`` answers as it did before the damage."""
+    done = run(store, "--json", "status", "--as-of", "2014-06-30")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["participants"] == json.loads(status)["participants"]
+
+
 def assert_verify_names(store: str, participant: str | None, position: int | None, difference: str) -> None:
     done = run(store, "--json", "verify")
     assert done.returncode == 1, done.stdout + done.stderr
@@ -121,11 +128,19 @@ def test_a_deleted_row_is_refused_and_named_by_verify(projected: tuple[str, str]
     assert_rebuild_repairs(store, status)
 
 
-def test_a_row_that_does_not_decode_is_refused_and_named_by_verify(projected: tuple[str, str]) -> None:
+def test_a_row_that_does_not_decode_is_refused_and_named_by_verify(
+    projected: tuple[str, str], tmp_path: Path
+) -> None:
+    """``status`` answers from the summaries, which never read the row; what replays refuses it."""
     store, status = projected
     garbage = "'\\x00'::bytea" if store.startswith("postgres") else "X'00'"
     execute(store, f"UPDATE rm_timeline SET state = {garbage} WHERE position = 7")
-    assert_refused(store, "the row of NFH-002 at position 7 does not decode")
+    assert_answered(store, status)
+    report = run(store, "report", "--out", str(tmp_path / "report"))
+    assert (report.returncode, report.stderr) == (
+        2,
+        damaged("the row of NFH-002 at position 7 does not decode"),
+    )
     assert_verify_names(store, "NFH-002", 7, "the row's content is not the event's")
     assert_rebuild_repairs(store, status)
 
@@ -170,9 +185,10 @@ def test_tracking_set_back_is_refused(projected: tuple[str, str]) -> None:
 def test_tracking_set_forward_within_the_ledger_is_refused(projected: tuple[str, str]) -> None:
     store, _ = projected
     TrialLedger(store).record(L.as_lines([L.screening("NFH-004")]), user="dm")
-    # The view lags by one event (as a store an earlier version wrote), then claims to cover it.
+    # The view lags by one event (as a store an earlier version wrote, without summaries), then
+    # claims to cover it.
     lag = ("DELETE FROM rm_timeline WHERE position = 13", f"DELETE FROM {TRACKING} WHERE position = 13")
-    execute(store, *lag)
+    execute(store, *lag, "DROP TABLE rm_summary", "DROP TABLE rm_clock")
     assert run(store, "--json", "status", "--as-of", "2014-06-30").returncode == 0
     execute(store, f"INSERT INTO {TRACKING} VALUES (13)")
     assert_refused(store, "12 rows for the 13 events it tracks")
@@ -263,3 +279,62 @@ def test_a_read_model_behind_the_ledger_is_not_a_difference(projected: tuple[str
     TrialLedger(store).record(L.as_lines([L.screening("NFH-004")]), user="dm")
     assert check_read_model(TrialLedger(store)).ok
     assert run(store, "verify").returncode == 0
+
+
+# -- the summaries (issue 14) -------------------------------------------------------------------
+
+
+def test_a_deleted_summary_is_refused_and_named_by_verify(projected: tuple[str, str]) -> None:
+    store, status = projected
+    execute(store, "DELETE FROM rm_summary WHERE participant = 'NFH-002'")
+    assert_refused(store, "2 summaries where its batches added 3")
+    assert_verify_names(store, "NFH-002", 12, "no summary where the events make one")
+    assert_rebuild_repairs(store, status)
+
+
+def test_a_summary_that_does_not_decode_is_refused_and_named_by_verify(projected: tuple[str, str]) -> None:
+    store, status = projected
+    garbage = "'\\x00'::bytea" if store.startswith("postgres") else "X'00'"
+    execute(store, f"UPDATE rm_summary SET steps = {garbage} WHERE participant = 'NFH-002'")
+    assert_refused(store, "the summary of NFH-002 at or before 12 does not decode")
+    assert_verify_names(store, "NFH-002", 12, "its summary is not what the events make")
+    assert_rebuild_repairs(store, status)
+
+
+def test_a_summary_altered_into_another_well_formed_one_is_named_by_verify(
+    projected: tuple[str, str],
+) -> None:
+    """NFH-003 takes NFH-001's summary: well formed, wrong; ``status`` cannot tell, ``verify`` can."""
+    store, status = projected
+    copy = "SELECT steps FROM rm_summary WHERE participant = 'NFH-001'"
+    execute(store, f"UPDATE rm_summary SET steps = ({copy}) WHERE participant = 'NFH-003'")
+    assert_verify_names(store, "NFH-003", 12, "its summary is not what the events make")
+    assert_rebuild_repairs(store, status)
+
+
+def test_a_clock_row_altered_is_named_by_verify(projected: tuple[str, str]) -> None:
+    store, status = projected
+    execute(store, "UPDATE rm_clock SET recorded_at = recorded_at - 1, high = high - 1")
+    assert_verify_names(store, None, 12, "its clock row is not what the events say")
+    assert_rebuild_repairs(store, status)
+
+
+def test_a_summary_beyond_the_clock_is_refused(projected: tuple[str, str]) -> None:
+    store, status = projected
+    copy = "SELECT participant, 99, steps FROM rm_summary WHERE participant = 'NFH-001'"
+    execute(store, f"INSERT INTO rm_summary {copy}")
+    assert_refused(store, "a summary at position 99, beyond the summarised position 12")
+    assert_rebuild_repairs(store, status)
+
+
+def test_dropped_summaries_are_answered_by_a_replay(projected: tuple[str, str]) -> None:
+    """Without its summaries the view answers as a store of an earlier version does: by a replay."""
+    store, status = projected
+    execute(store, "DROP TABLE rm_summary")
+    assert_answered(store, status)
+    assert check_read_model(TrialLedger(store)).ok
+    TrialLedger(store).record(L.as_lines([L.screening("NFH-004")]), user="dm")
+    assert run(store, "--json", "status", "--as-of", "2014-06-30").returncode == 0
+    rebuilt = run(store, "--json", "rebuild")
+    assert json.loads(rebuilt.stdout) == {"events": 13}
+    assert check_read_model(TrialLedger(store)).ok

@@ -33,7 +33,7 @@ from eventsourcing.utils import get_topic
 from msgspec.structs import replace
 
 from ledger.application import access
-from ledger.application.protocols import protocol_versions
+from ledger.application.protocols import configured_version, protocol_versions
 from ledger.domain.entry import Entry
 from ledger.domain.errors import Ineligible, InvalidInput, LedgerError, LockRefused, Refused
 from ledger.domain.events import (
@@ -137,6 +137,10 @@ class TrialLedger(Application[str]):
         super().__init__({**store_env(self.store), **({} if create else {"CREATE_TABLE": "false"})})
         # Stored bytes as the mapper writes them (compressed, enciphered: issue 13).
         self.codec = Codec.of(self.mapper)
+        # The read model's summaries judge a ledger that adopted no version by the file it is opened with.
+        self.recorder.feed.writer.configured = functools.partial(  # type: ignore[attr-defined]
+            configured_version, self.protocol, self.protocol_text
+        )
 
     @functools.cached_property
     def login(self) -> Login | None:

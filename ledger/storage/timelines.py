@@ -18,7 +18,7 @@ of their types as :class:`RowUnreadable`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, NamedTuple
 
@@ -26,6 +26,7 @@ from eventsourcing.persistence import OperationalError, ProgrammingError
 
 from ledger.storage.feed import OLD_TRACKING_TABLES, Row, TimelineFeed
 from ledger.storage.stores import is_postgres
+from ledger.storage.summaries import BatchSeen, ClockRow, clock_row
 
 PAGE = 20_000
 
@@ -38,6 +39,15 @@ class Shape(NamedTuple):
     tracked: int  # the tracked position
     covered: int  # the ledger's events at or before the tracked position
     size: int  # the ledger's highest position
+
+
+class SummaryShape(NamedTuple):
+    """What one statement says about the summaries: rows held, highest row, rows counted, clock position."""
+
+    rows: int  # rows in rm_summary
+    last: int  # their highest position
+    counted: int  # the rows the clock says its batches added
+    tracked: int  # the clock's highest position: how far the summaries go
 
 
 class TimelinesUnreadable(Exception):
@@ -89,6 +99,43 @@ class TimelineSQL:
 
         # With the timeline table and without it (a dropped table: no rows).
         self.shape = {True: shape(True), False: shape(False)}
+        summary, clock = feed.summaries.summary, feed.summaries.clock
+        self.summary_shape = (
+            f"SELECT (SELECT COUNT(*) FROM {summary}) AS rows, "
+            f"(SELECT COALESCE(MAX(position), 0) FROM {summary}) AS last, "
+            f"(SELECT COALESCE(SUM(summaries), 0) FROM {clock}) AS counted, "
+            f"(SELECT COALESCE(MAX(position), 0) FROM {clock}) AS tracked"
+        )
+        self.page_summary_rows = (
+            f"SELECT participant, position, steps FROM {summary} WHERE (participant, position) > ({p}, {p}) "
+            f"ORDER BY participant, position LIMIT {p}"
+        )
+        # The view's rows of a range of positions, with their events' topics (whose streams they extend).
+        self.rows_after = (
+            f"SELECT v.participant, v.state, e.topic FROM {table} v "
+            f"JOIN {events} e ON e.{position} = v.position "
+            f"WHERE v.position > {p} AND v.position <= {p} ORDER BY v.position"
+        )
+        # Appends wait while rebuilt summaries are closed (SQLite: the first write takes its lock).
+        self.lock = f"LOCK TABLE {events} IN EXCLUSIVE MODE" if placeholder == "%s" else None
+        if placeholder == "%s":  # PostgreSQL: the latest row of each participant, one index pass
+            self.page_summaries = (
+                f"SELECT DISTINCT ON (participant) participant, steps FROM {summary} "
+                f"WHERE position <= {p} AND participant > {p} ORDER BY participant, position DESC LIMIT {p}"
+            )
+        else:  # SQLite: a bare column takes the row of the MAX() beside it
+            self.page_summaries = (
+                f"SELECT participant, MAX(position) AS position, steps FROM {summary} "
+                f"WHERE position <= {p} AND participant > {p} "
+                f"GROUP BY participant ORDER BY participant LIMIT {p}"
+            )
+
+
+def _clock_row(row: Any) -> ClockRow:
+    try:
+        return clock_row(row)
+    except (TypeError, ValueError) as exc:
+        raise TimelinesUnreadable(f"a clock row is not readable: {exc}") from exc
 
 
 def _checked(row: Any) -> Row:
@@ -116,15 +163,69 @@ class Timelines:
         earlier version, whose rows, if any, tracked elsewhere) or dropped.
         """
         with self._reading() as cursor:
-            timeline, tracking = self.feed.present(cursor)
-            if not tracking:
+            found = self.feed.present(cursor)
+            if not found.tracking:
                 return None
-            cursor.execute(self.sql.shape[timeline])
+            cursor.execute(self.sql.shape[found.timeline])
             first = cursor.fetchone()
         try:
             return Shape(*(int(first[name]) for name in Shape._fields))
         except ValueError as exc:
             raise TimelinesUnreadable(f"a position is not a number: {exc}") from exc
+
+    def summary_shape(self) -> SummaryShape | None:
+        """The summaries' rows, highest row, rows the clock counts and clock position; None without them."""
+        with self._reading() as cursor:
+            if not self.feed.present(cursor).summaries:
+                return None
+            cursor.execute(self.sql.summary_shape)
+            first = cursor.fetchone()
+        try:
+            return SummaryShape(*(int(first[name]) for name in SummaryShape._fields))
+        except (TypeError, ValueError) as exc:
+            raise TimelinesUnreadable(f"a summary position is not a number: {exc}") from exc
+
+    def clock_known(self, moment: int) -> tuple[ClockRow | None, bool]:
+        """The last batch recorded by ``moment`` (microseconds) with all before it; whether that cut is exact.
+
+        Exact: no batch after it holds an event recorded by ``moment`` (a batch
+        recorded out of order may).  None: no batch lies wholly before ``moment``.
+        """
+        t = self.feed.summaries
+        with self._reading() as cursor:
+            cursor.execute(t.select_known, (moment,))
+            row = cursor.fetchone()
+            known = _clock_row(row) if row is not None else None
+            cursor.execute(t.select_early_after, (known.position if known else 0, moment))
+            exact = cursor.fetchone() is None
+        return known, exact
+
+    def last_clock(self) -> ClockRow | None:
+        """The last batch the summaries cover."""
+        with self._reading() as cursor:
+            cursor.execute(self.feed.summaries.select_last_clock)
+            row = cursor.fetchone()
+        return _clock_row(row) if row is not None else None
+
+    def summaries(self, upto: int, participant: str | None = None) -> Iterator[tuple[str, bytes]]:
+        """Each participant's latest summary row at or before position ``upto`` (or one participant's)."""
+        if participant is not None:
+            with self._reading() as cursor:
+                cursor.execute(self.feed.summaries.select_latest, (participant, upto))
+                row = cursor.fetchone()
+            if row is not None:
+                yield participant, bytes(row["steps"])
+            return
+        last = ""
+        while True:
+            page = self._select(self.sql.page_summaries, (upto, last, PAGE))
+            for row in page:
+                last = row["participant"]
+                if not isinstance(last, str):
+                    raise RowUnreadable(last, None)
+                yield last, bytes(row["steps"])
+            if len(page) < PAGE:
+                return
 
     def rows(self, participant: str | None = None) -> Iterator[Row]:
         """Every row by participant then position (or one participant's), page by page."""
@@ -176,6 +277,55 @@ class Timelines:
             self.feed.write_rows(cursor, rows)
             cursor.execute(self.feed.insert_tracking, (tracked,))
 
+    def clock(self) -> list[ClockRow]:
+        """Every batch the summaries cover, in ledger order (``verify``)."""
+        rows = self._select(f"{self.feed.summaries.select_clock_all}", ())
+        return [_clock_row(row) for row in rows]
+
+    def summary_rows(self) -> Iterator[tuple[str, int, bytes]]:
+        """Every summary row by participant then position, page by page (``verify``)."""
+        last: tuple[str, int] = ("", -1)
+        while True:
+            page = self._select(self.sql.page_summary_rows, (*last, PAGE))
+            for row in page:
+                participant, position = row["participant"], row["position"]
+                if not isinstance(participant, str) or not isinstance(position, int):
+                    raise RowUnreadable(participant, position)
+                last = participant, position
+                yield participant, position, bytes(row["steps"])
+            if len(page) < PAGE:
+                return
+
+    def add_summaries(self, rows: Iterable[tuple[str, int, bytes]]) -> None:
+        """Add summary rows in one transaction (``rebuild``: they count only once the clock names them)."""
+        with self.datastore.transaction(commit=True) as cursor:
+            cursor.executemany(self.feed.summaries.insert_summary, rows)
+
+    def close_summaries(self, clock: Sequence[ClockRow]) -> int:
+        """Add the clock rows that make rebuilt summaries count, then summarise what came meanwhile.
+
+        One transaction holding the ledger's write lock: no append commits
+        between the last summarised position and the clock row that covers the
+        events appended since the summaries were computed (whose batch the feed
+        could not summarise: :class:`~ledger.storage.summaries.SummaryWriter`).
+        Returns the position the summaries reach.
+        """
+        t = self.feed.summaries
+        with self.datastore.transaction(commit=True) as cursor:
+            if self.sql.lock is not None:
+                cursor.execute(self.sql.lock)
+            cursor.executemany(t.insert_clock, [tuple(row) for row in clock])
+            cursor.execute(self.feed.select_tracked_only)
+            tracked = int(cursor.fetchone()["tracked"])
+            done = clock[-1].position if clock else 0
+            if tracked > done:
+                seen = BatchSeen()
+                cursor.execute(self.sql.rows_after, (done, tracked))
+                for row in cursor.fetchall():
+                    seen.see(row["participant"], row["topic"], bytes(row["state"]))
+                self.feed.writer.write(cursor, done + 1, tracked, seen)
+            return max(done, tracked)
+
     def remake(self) -> None:
         """Drop the view's tables, whatever was done to them, and make them anew (``rebuild``).
 
@@ -183,8 +333,9 @@ class Timelines:
         be repaired row by row, so ``rebuild`` starts from nothing.  The library's
         tracking table, where earlier versions tracked this view, goes too.
         """
+        s = self.feed.summaries
         with self.datastore.transaction(commit=True) as cursor:
-            for table in (self.feed.timeline, self.feed.tracking, self.old_tracking):
+            for table in (self.feed.timeline, self.feed.tracking, s.summary, s.clock, self.old_tracking):
                 cursor.execute(f"DROP TABLE IF EXISTS {table}")
             for statement in self.feed.create_statements:
                 cursor.execute(statement)

@@ -1,4 +1,4 @@
-"""``verify``'s check of the read model against the events (issue 11 item 8).
+"""``verify``'s check of the read model against the events (issue 11 item 8, issue 14).
 
 The read model is part of what the ledger asserts: ``status`` and ``endpoints``
 answer from it.  :func:`check_read_model` walks the stored events and the view's
@@ -10,6 +10,11 @@ ledger.  Events after the tracked position (a store written by an earlier
 version, a rebuild under way) are not yet in the view, which is not damage:
 queries read them from the events, and ``rebuild`` adds them.  A view without
 its tracking table covers nothing and holds nothing to compare.
+
+Then it makes every participant's summaries again from the rows it has just
+found equal to the events, at the ends of the batches the stored clock names,
+and names the first stored clock row or summary that differs
+(:func:`~projections.readmodel.summaries.check_summaries`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import msgspec
 from ledger.application.trial_ledger import TrialLedger
 from ledger.storage.timelines import Row, RowUnreadable, TimelinesUnreadable
 from ledger.storage.transcoder import decode_state
+from projections.readmodel.summaries import check_summaries
 from projections.readmodel.timeline import ReadModelDamaged, open_view
 
 NAME = "read model"
@@ -74,6 +80,12 @@ def check_read_model(ledger: TrialLedger) -> ReadModelCheck:
             found = _difference(event, row, tracked)
             if found is not None:
                 return found
+        # The timelines are the events': the summaries made from them must be the stored ones
+        # (beside timelines that cover nothing, summaries are not read).
+        configured = ledger.recorder.feed.writer.configured()  # type: ignore[attr-defined]
+        summaries = check_summaries(view, configured) if tracked else None
+        if summaries is not None:
+            return ReadModelCheck(False, summaries.participant, summaries.position, summaries.difference)
         return ReadModelCheck(ok=True)
     except (ReadModelDamaged, TimelinesUnreadable) as exc:
         return ReadModelCheck(ok=False, difference=str(exc).removeprefix("read model: "))

@@ -19,8 +19,9 @@ from ledger.application.protocols import protocol_versions
 from ledger.application.trial_ledger import TrialLedger
 from ledger.domain.entry import Entry
 from ledger.domain.rules.corrections import ParticipantHistory, fold
-from ledger.domain.rules.endpoints import endpoints, judged, versions_used
+from ledger.domain.rules.endpoints import endpoints, judged, named_versions, tally, versions_used
 from ledger.domain.rules.versions import ProtocolVersions
+from ledger.domain.summary import Standing, standing_on
 from ledger.storage.timelines import Row
 from projections.readmodel.timeline import CurrentTimelines, read_state
 
@@ -49,7 +50,15 @@ def _code_order(participant: str) -> tuple[str, int, str]:
 
 
 class Monitor:
-    """Read side of one ledger: checks the read model, then answers; writes nothing (issue 12 item 4)."""
+    """Read side of one ledger: checks the read model, then answers; writes nothing (issue 12 item 4).
+
+    ``status`` and ``endpoints`` look each participant up in the read model's
+    summaries (:mod:`ledger.domain.summary`, issue 14); where the summaries
+    cannot answer (a store whose summaries lag or were never made, a known-at
+    moment inside a batch recorded out of order, a ledger read under another
+    protocol file than it was written with), they replay the timelines, which
+    gives the same answer in time proportional to the ledger.
+    """
 
     def __init__(self, ledger: TrialLedger) -> None:
         self.ledger = ledger
@@ -59,21 +68,56 @@ class Monitor:
         self, as_of: dt.date, known_at: dt.datetime | None, participant: str | None = None
     ) -> dict[str, Any]:
         """``status`` of SPEC section 6: every participant screened on or before ``as_of``."""
-        judged_rows = judged(histories(self.view, known_at, participant), as_of, self.versions(known_at))
-        rows = [{**row.status.to_json(), "protocol_version": row.version.version} for row in judged_rows]
+        versions = self.versions(known_at)
+        standings = self.standings(as_of, known_at, versions, participant)
+        if standings is None:
+            judged_rows = judged(histories(self.view, known_at, participant), as_of, versions)
+            rows = [{**row.status.to_json(), "protocol_version": row.version.version} for row in judged_rows]
+            used = versions_used(judged_rows)
+        else:
+            rows = [
+                {**s.status.to_json(), "protocol_version": versions.adopted[s.version].version}
+                for s in standings
+            ]
+            used = named_versions(versions.adopted[s.version] for s in standings)
         rows.sort(key=lambda row: _code_order(row["participant"]))
         return {
             "as_of": as_of.isoformat(),
             "known_at": _instant(known_at),
             "participants": rows,
-            "protocol_versions": versions_used(judged_rows),
+            "protocol_versions": used,
         }
 
     def endpoints(self, as_of: dt.date, known_at: dt.datetime | None) -> dict[str, Any]:
         """``endpoints`` of SPEC section 6, plus ``lock``: whether the data were locked then."""
-        result = endpoints(histories(self.view, known_at), as_of, self.versions(known_at))
+        versions = self.versions(known_at)
+        standings = self.standings(as_of, known_at, versions)
+        if standings is None:
+            result = endpoints(histories(self.view, known_at), as_of, versions)
+        else:
+            result = {
+                **tally(s.contribution for s in standings),
+                "protocol_versions": named_versions(versions.adopted[s.version] for s in standings),
+            }
         lock = self.lock(known_at).to_json()
         return {"as_of": as_of.isoformat(), "known_at": _instant(known_at), **result, "lock": lock}
+
+    def standings(
+        self,
+        as_of: dt.date,
+        known_at: dt.datetime | None,
+        versions: ProtocolVersions,
+        participant: str | None = None,
+    ) -> list[Standing] | None:
+        """Each participant screened by ``as_of`` as known at ``known_at``, from the summaries.
+
+        None when the summaries cannot answer and the timelines must be replayed.
+        """
+        summaries = self.view.summaries(known_at, versions, participant)
+        if summaries is None:
+            return None
+        found = (standing_on(summary, as_of) for _, summary in summaries)
+        return [standing for standing in found if standing is not None]
 
     def versions(self, known_at: dt.datetime | None) -> ProtocolVersions:
         """The protocol versions adopted as known at ``known_at`` (SPEC section 2)."""

@@ -29,6 +29,7 @@ row against event.
 
 from __future__ import annotations
 
+import datetime as dt
 import heapq
 from collections.abc import Callable, Iterator
 
@@ -37,15 +38,20 @@ from eventsourcing.persistence import IntegrityError
 
 from ledger.application.trial_ledger import TrialLedger
 from ledger.domain.errors import InvalidInput
+from ledger.domain.rules.versions import ProtocolVersions
+from ledger.domain.summary import Summary
+from ledger.storage.summaries import decode_summary, micros
 from ledger.storage.timelines import (
     Row,
     RowUnreadable,
     Shape,
+    SummaryShape,
     Timelines,
     TimelinesUnreadable,
     open_timelines,
 )
 from ledger.storage.transcoder import StoredState, decode_state
+from projections.readmodel.summaries import rebuild_summaries
 
 BATCH = 20_000
 REBUILD = "run `trial-ledger rebuild`"
@@ -82,11 +88,24 @@ def damage(found: Shape) -> str | None:
     return None
 
 
+def summary_damage(found: SummaryShape, timelines: Shape | None) -> str | None:
+    """What is wrong with summaries of this shape beside timelines of that one (None when sound)."""
+    tracked = 0 if timelines is None else timelines.tracked
+    if found.tracked > tracked:
+        return f"summaries at position {found.tracked}, beyond the timelines' {tracked}"
+    if found.last > found.tracked:
+        return f"a summary at position {found.last}, beyond the summarised position {found.tracked}"
+    if found.rows != found.counted:
+        return f"{found.rows} summaries where its batches added {found.counted}"
+    return None
+
+
 class CurrentTimelines:
     """The timelines as the ledger holds them now, read without writing anything.
 
     The view's rows up to its tracked position, checked first, and after it the
-    events the view does not cover yet, deciphered in memory.
+    events the view does not cover yet, deciphered in memory; and the
+    participants' summaries, checked too, when they cover the whole ledger.
     """
 
     def __init__(self, ledger: TrialLedger) -> None:
@@ -102,6 +121,54 @@ class CurrentTimelines:
         self.tracked = 0 if found is None else found.tracked
         self.covers = found is not None and found.held > 0
         self.behind = found is None or found.size > found.tracked
+        try:
+            # Summaries are of the timelines: beside a view that covers nothing they are not read.
+            summarised = self.view.summary_shape() if self.tracked else None
+        except TimelinesUnreadable as exc:
+            raise ReadModelDamaged(f"its summaries cannot be opened ({exc})") from exc
+        if summarised is not None:
+            problem = summary_damage(summarised, found)
+            if problem is not None:
+                raise ReadModelDamaged(problem)
+        # The summaries answer only when they cover every event: else a replay does.
+        self.summarised = summarised is not None and not self.behind and summarised.tracked == self.tracked
+
+    def summaries(
+        self, known_at: dt.datetime | None, versions: ProtocolVersions, participant: str | None = None
+    ) -> Iterator[tuple[str, Summary]] | None:
+        """Each participant's summary as known at ``known_at`` (or one's); None when a replay must answer.
+
+        The summaries answer when they cover the whole ledger, when the events
+        recorded by ``known_at`` are exactly those of the batches before some
+        position (no batch recorded out of order straddles the moment), and when
+        they were computed under the protocol versions known then.
+        """
+        if not self.summarised:
+            return None
+        try:
+            if known_at is None:
+                clock, exact = self.view.last_clock(), True
+            else:
+                clock, exact = self.view.clock_known(micros(known_at))
+        except TimelinesUnreadable as exc:
+            raise ReadModelDamaged(f"its clock cannot be read ({exc})") from exc
+        if not exact or (clock is not None and clock.versions != versions.fingerprint):
+            return None
+        return self._summaries(clock.position if clock is not None else 0, participant)
+
+    def _summaries(self, upto: int, participant: str | None) -> Iterator[tuple[str, Summary]]:
+        try:
+            for code, steps in self.view.summaries(upto, participant):
+                try:
+                    yield code, decode_summary(steps)
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    raise ReadModelDamaged(
+                        f"the summary of {code} at or before {upto} does not decode"
+                    ) from exc
+        except TimelinesUnreadable as exc:
+            raise ReadModelDamaged(f"its summaries cannot be read ({exc})") from exc
+        except RowUnreadable as exc:
+            raise ReadModelDamaged(str(exc)) from exc
 
     def rows(self, participant: str | None = None) -> Iterator[Row]:
         """Every row by participant then position (or one participant's), as the view would hold them."""
@@ -165,11 +232,22 @@ def _apply(ledger: TrialLedger, view: Timelines, after: int, batch: int) -> int:
     return notifications[-1].id
 
 
-def rebuild(ledger: TrialLedger, progress: Callable[[int], None] | None = None) -> int:
-    """Make the view anew, whatever was done to its tables, and add the whole ledger to it."""
+def rebuild(
+    ledger: TrialLedger,
+    progress: Callable[[int], None] | None = None,
+    summarising: Callable[[int], None] | None = None,
+) -> int:
+    """Make the view anew, whatever was done to its tables, and add the whole ledger to it.
+
+    The timelines first (``progress`` told of the events added), then every
+    participant's summaries from them (``summarising`` told of the events
+    summarised).  Returns the number of events the timelines took.
+    """
     view = open_view(ledger)
     view.remake()
-    return catch_up(ledger, view, progress)
+    added = catch_up(ledger, view, progress)
+    rebuild_summaries(view, ledger.recorder.feed.writer.configured(), summarising)  # type: ignore[attr-defined]
+    return added
 
 
 def read_state(row: Row) -> StoredState:
