@@ -3,18 +3,15 @@
 ``init`` by the schema's owner makes the groups, grants and policies; ``user
 add`` makes the login roles; then every login connects as itself: the ledger
 acts as the session user, and the database refuses, even to raw SQL, what the
-login's role may not do.  Roles are cluster-wide: every login of a test carries
-a random tag and is dropped afterwards, with the schema's groups.
+login's role may not do.  The logins are :mod:`tests.logins`' (the ``site``
+fixture of ``conftest.py``).
 """
 
 from __future__ import annotations
 
 import getpass
 import json
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -27,81 +24,11 @@ from ledger.application.trial_ledger import TrialLedger
 from ledger.domain.errors import InvalidInput, Refused
 from ledger.domain.events import UserUpdated
 from tests import lines as L
-from tests.conftest import PG_ADMIN_URL, drop_roles
+from tests.conftest import PG_ADMIN_URL
+from tests.logins import DENIED, PEOPLE, Site, as_login, register, sqlstate
 from tests.staff import store
 
 TABLES = ("trialledger_events", "ledger_entries", "ledger_meta")
-PEOPLE = {
-    "dm": ("data_manager", None),
-    "nurse": ("site_staff", "NFH"),
-    "pi": ("investigator", "AMMS"),
-    "monitor": ("monitor", None),
-    "auditor": ("auditor", None),
-    "coder": ("coder", None),
-}
-
-
-def as_login(url: str, name: str) -> str:
-    """``url`` with ``name`` as its user (trust authentication on the test server)."""
-    return url.replace("postgresql://postgres@", f"postgresql://{quote(name, safe='')}@", 1)
-
-
-class Site:
-    """A secured ledger: its URL, schema and the login of each person."""
-
-    def __init__(self, url: str, tag: str) -> None:
-        self.url, self.tag = url, tag
-        self.schema = url.rsplit("schema=", 1)[1]
-        self.logins = {person: f"{tag}.{person}" for person in PEOPLE}
-
-    def ledger(self, person: str) -> TrialLedger:
-        return TrialLedger(as_login(self.url, self.logins[person]))
-
-    def connect(self, person: str) -> psycopg.Connection:
-        conn = psycopg.connect(as_login(PG_ADMIN_URL, self.logins[person]), autocommit=True)
-        conn.execute(sql.SQL("SET search_path = {0}").format(sql.Identifier(self.schema)))
-        return conn
-
-
-def register(ledger: TrialLedger, name: str, role: str, site: str | None = None) -> None:
-    """``user add`` by the ledger's own login (keys are each user's own business: ``key new``)."""
-    full_name = name.replace(".", " ").title()
-    access.register(ledger, None, name=name, full_name=full_name, role=role, user_site=site)
-
-
-@pytest.fixture
-def site(pg_url: str, tmp_path: Path) -> Iterator[Site]:
-    tag = f"t{uuid.uuid4().hex[:8]}"
-    place = Site(pg_url, tag)
-    try:
-        result = CliRunner().invoke(main, ["--store", pg_url, "init"])
-        assert result.exit_code == 0, result.output
-        owner = TrialLedger(pg_url)  # the bootstrap: the owner registers the first data manager
-        register(owner, place.logins["dm"], "data_manager")
-        dm = place.ledger("dm")
-        for person, (role, where) in PEOPLE.items():
-            if person != "dm":
-                register(dm, place.logins[person], role, where)
-        yield place
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE starts_with(usename, %s)",
-                (tag,),
-            )
-            drop_roles(conn, tag)
-
-
-def sqlstate(conn: psycopg.Connection, statement: str | sql.Composable, *params: object) -> str | None:
-    """The SQLSTATE ``statement`` fails with (None: it succeeded)."""
-    try:
-        conn.execute(statement, params or None)  # type: ignore[arg-type]
-    except psycopg.Error as exc:
-        return exc.sqlstate
-    return None
-
-
-DENIED = "42501"  # insufficient_privilege: "permission denied" and row-level security refusals alike
 
 
 def test_each_login_acts_as_itself_and_a_claimed_name_is_refused(site: Site) -> None:
