@@ -20,6 +20,7 @@ from psycopg import sql
 from cli import main
 from ledger.application import access
 from ledger.application.trial_ledger import TrialLedger
+from ledger.domain.events import Record
 from tests.conftest import PG_ADMIN_URL, drop_roles
 
 PEOPLE = {
@@ -94,3 +95,11 @@ def sqlstate(conn: psycopg.Connection, statement: str | sql.Composable, *params:
 
 
 DENIED = "42501"  # insufficient_privilege: "permission denied" and row-level security refusals alike
+
+
+def stored_row(ledger: TrialLedger, log: type[access.RecordLog], record: Record) -> tuple[int, str, bytes]:
+    """(version, topic, state) of ``record`` as the ledger would store it next in ``log``'s stream."""
+    stream = log.append(log.load(ledger), record, ledger.clock())
+    [event] = stream.collect_events()
+    row = ledger.mapper.to_stored_event(event)
+    return row.originator_version, row.topic, row.state

@@ -30,8 +30,10 @@ A refusal exits 3 (SPEC section 6) and is recorded as an ``ActionRefused`` with
 who tried, what and why, in the ``REFUSALS`` stream (:class:`Refusals`; the
 ``TRIAL`` stream holds those of older versions), also while the ledger is locked:
 the lock blocks clinical appends, not the record of a refusal, and an append the
-lock refuses is itself recorded (issue 12, item 7).  Reading is not restricted:
-anyone who can open the store can read it.
+lock refuses is itself recorded (issue 12, item 7); on PostgreSQL a login that is not
+the owner, a ``SELECT``-only one included, records its own through the owner's
+function (:mod:`ledger.storage.refusal_seal`).  Reading is not restricted: anyone
+who can open the store can read it.
 
 The lock itself is enforced by the seal inside the write transaction
 (:mod:`ledger.storage.seal`); :func:`lock_state` tells read models whether the data
@@ -50,7 +52,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, Self, get_args
 import msgspec
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import BaseAggregate, CanInitAggregate
-from eventsourcing.utils import register_topic
+from eventsourcing.utils import get_topic, register_topic
 
 from ledger.domain.entry import Entry
 from ledger.domain.errors import InvalidInput, Refused
@@ -81,6 +83,8 @@ from ledger.domain.events import (
 )
 from ledger.domain.participant import RecordEvent, ledger_event_id
 from ledger.domain.rules.sites import site_of
+from ledger.storage.refusal_seal import RefusalTopics
+from ledger.storage.seal import REFUSALS_STREAM
 
 if TYPE_CHECKING:
     from ledger.application.trial_ledger import TrialLedger
@@ -139,7 +143,7 @@ class Refusals(RecordLog):
     goes there any more.
     """
 
-    STREAM = "REFUSALS"
+    STREAM = REFUSALS_STREAM
 
 
 class Users:
@@ -277,8 +281,9 @@ def refuse(
     fields["user"] = user if _is_valid(user, UserName) else None
     fields["participant"] = participant if _is_valid(participant, ParticipantCode) else None
     record = checked(ActionRefused, fields)
-    # A store that takes no write from this login at all (a read-only database) cannot
-    # keep the record; the refusal stands all the same.
+    # A store that takes no write at all (a read-only file, a hot standby) cannot keep the
+    # record, nor can a SELECT-only login where init made no function for it (enciphered or
+    # compressed states): the refusal stands all the same.
     with contextlib.suppress(Refused):
         ledger.write(lambda: _store(ledger, Refusals.append(Refusals.load(ledger), record, ledger.clock())))
     raise Refused(problems[0], problems=problems)
@@ -334,13 +339,15 @@ def _os_user() -> str:
 def secure(ledger: TrialLedger) -> bool:
     """``init`` by the schema's owner: PostgreSQL's groups, grants and policies (issue 12, items 2-3).
 
-    Every site of the protocol file gets its group.  False (nothing done) on
-    SQLite and for a login that does not own the schema.
+    Every site of the protocol file gets its group, and every group the function
+    that seals the record of its own refused attempt (item 7).  False (nothing
+    done) on SQLite and for a login that does not own the schema.
     """
     login = ledger.login
     if login is None or not login.owner:
         return False
-    ledger.recorder.secure(list(ledger.protocol.sites))  # type: ignore[attr-defined]
+    topics = RefusalTopics(get_topic(Refusals), get_topic(Refusals.Opened), get_topic(Refusals.Recorded))
+    ledger.recorder.secure(list(ledger.protocol.sites), topics)  # type: ignore[attr-defined]
     return True
 
 
