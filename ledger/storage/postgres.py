@@ -110,6 +110,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         )
         self._owner: bool | None = None
         self._seals_refusals: bool | None = None
+        self._login_column = False
         function = SQL("{0}.{1}").format(
             Identifier(self.datastore.schema), Identifier(refusal_seal.SEAL_REFUSAL)
         )
@@ -127,6 +128,17 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             "AND NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = e.{0} AND r.rolsuper) "
             "ORDER BY e.position LIMIT %s"
         ).format(Identifier(grants.LOGIN_COLUMN), SQL(self.seal.entries))  # type: ignore[arg-type]
+        # The stream's rows whose user must be the login that sealed them ("" when none did): one
+        # index look-up of the seal per row of the stream, whatever the ledger's size (the LIMIT
+        # keeps the planner from making it a join that reads every seal).
+        self.select_stream_logins = (
+            "SELECT s.notification_id, s.originator_version, COALESCE({login}, '') FROM {events} s "
+            "LEFT JOIN LATERAL (SELECT * FROM {entries} x WHERE x.position = s.notification_id LIMIT 1) e "
+            "ON true "
+            "WHERE s.originator_id = %s AND (e.position IS NULL OR ({login} IS NOT NULL AND NOT EXISTS "
+            "(SELECT 1 FROM pg_roles r WHERE r.rolname = {login} AND r.rolsuper))) "
+            "ORDER BY s.originator_version"
+        )
         self.scan_statement = SQL(
             "SELECT notification_id, originator_id, state FROM {0} "
             "WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
@@ -312,6 +324,29 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             if curs.fetchone() is None:
                 return []
             curs.execute(self.select_logins, (after, limit))
+            return curs.fetchall()
+
+    def sealed_logins(self, stream: str) -> list[tuple[int, int, str]]:
+        """``(position, version, login)`` of ``stream``'s rows whose ``user`` must be that login (issue 12).
+
+        As :meth:`appended_by` says who sealed a row; ``""`` for a row that no
+        ledger entry seals.  Before ``init`` made the login column, only those.
+        """
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
+            if not self._login_column:  # once made by init, the column stays
+                curs.execute(self.has_login_column, (self.datastore.schema, ENTRIES_TABLE))
+                self._login_column = curs.fetchone() is not None
+            column = SQL("e.{0}").format(Identifier(grants.LOGIN_COLUMN))
+            login = column if self._login_column else SQL("NULL::text")
+            table = Identifier(self.datastore.schema, self.events_table_name)
+            curs.execute(
+                SQL(self.select_stream_logins).format(  # type: ignore[arg-type]
+                    login=login,
+                    events=table,
+                    entries=SQL(self.seal.entries),  # type: ignore[arg-type]
+                ),
+                (stream,),
+            )
             return curs.fetchall()
 
     def scan(self, after: int, limit: int) -> list[ScannedRow]:

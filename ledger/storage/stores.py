@@ -110,6 +110,10 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
         """No database login sealed any row of the embedded store (issue 12, item 9)."""
         return []
 
+    def sealed_logins(self, stream: str) -> list[tuple[int, int, str]]:
+        """No database login sealed any row of the embedded store (issue 12, item 9)."""
+        return []
+
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         """The library's insert; a store opened read-only (``file:...?mode=ro``) refuses it, exit 3."""
         try:
