@@ -798,13 +798,17 @@ def export() -> None:
 @global_options
 def export_odm(file: str, known_at: dt.datetime | None) -> None:
     """Every event as a Transactional CDISC ODM 1.3.2 FILE with study metadata and audit records."""
+    from ledger.application.access import user_logins
     from ledger.exchange.odm import export_odm as write
     from ledger.storage.outputs import output_file
 
     ledger = open_ledger()
     with output_file(file, "file", ledger.store) as temporary:
-        entries = ledger.entries(known_at=known_at)
-        summary = write(entries, ledger.protocol, temporary, known_at=known_at, created=ledger.clock())
+        entries = list(ledger.entries(known_at=known_at))
+        logins = user_logins(ledger)  # after the entries: every row read is sealed by then
+        summary = write(
+            entries, ledger.protocol, temporary, known_at=known_at, created=ledger.clock(), logins=logins
+        )
     summary["file"] = file
     emit(
         summary,

@@ -103,3 +103,12 @@ PROTOCOL_FILES = {
 def protocol(request: pytest.FixtureRequest) -> Protocol:
     """The shipped protocol and a second one with other values for every rule parameter (issue 13)."""
     return load_protocol(PROTOCOL_FILES[request.param])
+
+
+@pytest.fixture
+def site(pg_url: str) -> Iterator[Any]:
+    """A secured PostgreSQL ledger with a real login of each role (:class:`tests.logins.Site`)."""
+    from tests.logins import secured_site
+
+    with secured_site(pg_url) as place:
+        yield place

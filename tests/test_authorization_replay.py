@@ -18,7 +18,14 @@ from cli import main
 from ledger.application import access, signatures
 from ledger.application.trial_ledger import TrialLedger
 from ledger.application.verification import verify_ledger
-from ledger.domain.events import CMVLoadMeasured, DatabaseLocked, KeyRegistered, convert
+from ledger.domain.events import (
+    ActionRefused,
+    CMVLoadMeasured,
+    DatabaseLocked,
+    KeyRegistered,
+    UserUpdated,
+    convert,
+)
 from ledger.domain.participant import Participant
 from tests import lines as L
 from tests.staff import PASSPHRASE, staffed, store
@@ -111,3 +118,30 @@ def test_command_line_verify_exits_1_naming_the_event(ledger: TrialLedger, store
     )
     result = CliRunner().invoke(main, ["--store", store_url, "--json", "verify"])
     assert result.exit_code == 1 and json.loads(result.stdout)["first_bad"]["event_id"] == event_id
+
+
+def test_a_role_change_forged_past_the_checks_grants_nothing(ledger: TrialLedger) -> None:
+    """The users as the application reads them skip what ``verify`` names (issue 12, items 2 and 8)."""
+    fields = {"name": "nfh.nurse", "role": "data_manager", "reason": "promoted", "user": "nfh.nurse"}
+    promoted = forge_log(ledger, access.Registry, fields, UserUpdated)
+    registry = access.Registry.load(ledger)
+    assert registry is not None and registry.users["nfh.nurse"].role == "site_staff"
+    with pytest.raises(access.Refused, match=r"^nfh.nurse \(site_staff\) may not lock the ledger$"):
+        access.lock(ledger, "nfh.nurse", "mine now")
+    [row] = verify_ledger(ledger).to_json()["authorization"]["unauthorized"]
+    assert (row["event_id"], row["reason"]) == (
+        promoted,
+        "nfh.nurse (site_staff) may not change users' roles and sites",
+    )
+
+
+def test_a_record_that_is_no_users_in_their_stream_is_skipped_and_named(ledger: TrialLedger) -> None:
+    """Written past the checks into the users' stream, it leaves every command working."""
+    fields = {"action": "user add", "reason": "filed in the wrong stream", "user": "dm"}
+    misplaced = forge_log(ledger, access.Registry, fields, ActionRefused)
+    assert store(ledger, [L.cmv("NFH-001")]).stored
+    [row] = verify_ledger(ledger).to_json()["authorization"]["unauthorized"]
+    assert (row["event_id"], row["reason"]) == (
+        misplaced,
+        "ActionRefused is not a record of the users' stream",
+    )

@@ -72,9 +72,13 @@ def test_the_deployment_section_runs_as_printed(pair: Replicas, tmp_path: Path) 
         "refused: logged in as nfh.chen",
         "refused by PostgreSQL: permission denied",
         "refused: read-only standby",
+        "refused, and on record",
     ):
         assert refusal in done.stdout
     assert "may not act for site AMMS" in done.stderr
     assert "you are logged in as nfh.chen" in done.stderr
     assert "permission denied for table ledger_entries" in done.stderr
     assert "read-only" in done.stderr
+    # The monitor's refused lock, recorded under its login (issue 12, item 7), in its audit trail.
+    assert "monitor.rossi (monitor) may not lock the ledger" in done.stderr
+    assert "ActionRefused" in done.stdout

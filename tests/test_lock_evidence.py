@@ -13,11 +13,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from cli import main
 from ledger.application import access
 from ledger.application.trial_ledger import TrialLedger
+from ledger.domain.errors import LockRefused, Refused
+from ledger.domain.events import ActionRefused
 from ledger.storage.scan import snapshot
 from tests import lines as L
 from tests.staff import store
@@ -52,33 +55,65 @@ def test_clearing_a_cached_lock_with_sql_lets_nothing_through(store_url: str, tm
     assert json.loads(cli(store_url, "--json", "endpoints")[1])["lock"]["locked"] is True
 
 
-def test_an_event_forged_between_a_lock_and_its_unlock_is_named_by_verify(store_url: str) -> None:
+@pytest.mark.parametrize("forged", ["clinical event", "refusal in the TRIAL stream"])
+def test_an_event_forged_between_a_lock_and_its_unlock_is_named_by_verify(
+    store_url: str, forged: str
+) -> None:
+    """Only the unlock and refusals in their own stream may follow a lock: a refusal record in
+    the ``TRIAL`` stream would end the lock, so ``verify`` names it as the seal refuses it."""
     ledger = TrialLedger(store_url)
     store(ledger, [*L.treated("NFH-001"), L.cmv("NFH-001", id="cmv-1")])
     access.lock(ledger, "dm", "database lock")
     access.unlock(ledger, "dm", "query resolved")
     attacker = Attacker(store_url)
     rows = attacker.rows()
-    (_, lock_id), (unlock_at, unlock_id) = rows[-2], rows[-1]
+    (lock_at, lock_id), (unlock_at, unlock_id) = rows[-2], rows[-1]
     assert (lock_id, unlock_id) == ("TRIAL#1", "TRIAL#2")
-    # Make room: the unlock moves one position on, and a clinical event is forged in its place,
+    if forged == "clinical event":
+        originator, _, topic, state = attacker.event(rows[3][0])
+        state = edited(state, id="forged", value_iu_ml=150)
+    else:  # the unlock's own event, made a refusal
+        originator, _, topic, state = attacker.event(unlock_at)
+        state = edited(state, type="ActionRefused", id="forged", action="unlock")
+    # Make room: the unlock moves one position on, and the event is forged in its place,
     # then every hash from there on is rewritten so that the seal itself is coherent.
     attacker.move("{events}", attacker.pos, unlock_at, unlock_at + 1)
     attacker.move("ledger_entries", "position", unlock_at, unlock_at + 1)
-    originator, _, topic, state = attacker.event(rows[3][0])
-    forged = edited(state, id="forged-cmv", value_iu_ml=150)
-    attacker.sql(INSERT_EVENT, (originator, 998, topic, forged, unlock_at))
+    attacker.sql(INSERT_EVENT, (originator, 998, topic, state, unlock_at))
     attacker.sql(
         "INSERT INTO ledger_entries VALUES (?, ?, ?, ?, ?, ?)",
-        (unlock_at, "forged-cmv", originator, b"", b"", b""),
+        (unlock_at, "forged", originator, b"", b"", b""),
     )
     attacker.reseal(unlock_at)
     attacker.close()
     code, out = cli(store_url, "--json", "verify")
     assert code == 1
     first_bad = json.loads(out)["first_bad"]
-    assert (first_bad["position"], first_bad["event_id"]) == (unlock_at, "forged-cmv")
-    assert first_bad["problem"].startswith("this event was sealed while the ledger was locked")
+    assert first_bad == {
+        "position": unlock_at,
+        "event_id": "forged",
+        "problem": f"this event was sealed while the ledger was locked (locked at position {lock_at};"
+        " only the unlock and records of refused attempts may follow): the lock was bypassed",
+    }
     # The rest of the store is coherent: the lock is the only thing verify can name.
     with snapshot(ledger) as snap:
         assert snap.event_count() == len(rows) + 1
+
+
+@pytest.mark.parametrize("log", [access.Trial, access.ProtocolLog])
+def test_during_a_lock_the_seal_takes_a_refusal_in_the_refusals_stream_only(
+    store_url: str, log: type[access.RecordLog]
+) -> None:
+    """A refusal record sealed into the ``TRIAL`` stream would end the lock (its last event)."""
+    ledger = TrialLedger(store_url)
+    store(ledger, L.treated("NFH-001"))
+    access.lock(ledger, "dm", "database lock")
+    record = access.checked(ActionRefused, {"action": "unlock", "reason": "filed elsewhere", "user": "dm"})
+    before = ledger.recorder.max_notification_id()
+    with pytest.raises(LockRefused, match=r"the ledger is locked since .* by dm"):
+        ledger.save(log.append(log.load(ledger), record, ledger.clock()))
+    ledger.save(access.Refusals.append(access.Refusals.load(ledger), record, ledger.clock()))
+    assert ledger.recorder.max_notification_id() == before + 1
+    with pytest.raises(Refused, match="the ledger is locked since"):
+        store(ledger, [L.cmv("NFH-001")])
+    assert cli(store_url, "verify")[0] == 0

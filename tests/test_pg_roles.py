@@ -3,105 +3,36 @@
 ``init`` by the schema's owner makes the groups, grants and policies; ``user
 add`` makes the login roles; then every login connects as itself: the ledger
 acts as the session user, and the database refuses, even to raw SQL, what the
-login's role may not do.  Roles are cluster-wide: every login of a test carries
-a random tag and is dropped afterwards, with the schema's groups.
+login's role may not do.  The logins are :mod:`tests.logins`' (the ``site``
+fixture of ``conftest.py``).
 """
 
 from __future__ import annotations
 
 import getpass
 import json
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote
 
 import psycopg
 import pytest
 from click.testing import CliRunner
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from lxml import etree
 from psycopg import sql
 
 from cli import main
-from ledger.application import access
+from ledger.application import access, signatures
 from ledger.application.trial_ledger import TrialLedger
 from ledger.domain.errors import InvalidInput, Refused
-from ledger.domain.events import UserUpdated
+from ledger.domain.events import KeyRegistered, RecordSigned, UserUpdated, fill
+from ledger.exchange.odm import NS
 from tests import lines as L
-from tests.conftest import PG_ADMIN_URL, drop_roles
-from tests.staff import store
+from tests.conftest import PG_ADMIN_URL
+from tests.logins import DENIED, PEOPLE, Site, as_login, register, sqlstate, stored_row
+from tests.staff import PASSPHRASE, store
 
 TABLES = ("trialledger_events", "ledger_entries", "ledger_meta")
-PEOPLE = {
-    "dm": ("data_manager", None),
-    "nurse": ("site_staff", "NFH"),
-    "pi": ("investigator", "AMMS"),
-    "monitor": ("monitor", None),
-    "auditor": ("auditor", None),
-    "coder": ("coder", None),
-}
-
-
-def as_login(url: str, name: str) -> str:
-    """``url`` with ``name`` as its user (trust authentication on the test server)."""
-    return url.replace("postgresql://postgres@", f"postgresql://{quote(name, safe='')}@", 1)
-
-
-class Site:
-    """A secured ledger: its URL, schema and the login of each person."""
-
-    def __init__(self, url: str, tag: str) -> None:
-        self.url, self.tag = url, tag
-        self.schema = url.rsplit("schema=", 1)[1]
-        self.logins = {person: f"{tag}.{person}" for person in PEOPLE}
-
-    def ledger(self, person: str) -> TrialLedger:
-        return TrialLedger(as_login(self.url, self.logins[person]))
-
-    def connect(self, person: str) -> psycopg.Connection:
-        conn = psycopg.connect(as_login(PG_ADMIN_URL, self.logins[person]), autocommit=True)
-        conn.execute(sql.SQL("SET search_path = {0}").format(sql.Identifier(self.schema)))
-        return conn
-
-
-def register(ledger: TrialLedger, name: str, role: str, site: str | None = None) -> None:
-    """``user add`` by the ledger's own login (keys are each user's own business: ``key new``)."""
-    full_name = name.replace(".", " ").title()
-    access.register(ledger, None, name=name, full_name=full_name, role=role, user_site=site)
-
-
-@pytest.fixture
-def site(pg_url: str, tmp_path: Path) -> Iterator[Site]:
-    tag = f"t{uuid.uuid4().hex[:8]}"
-    place = Site(pg_url, tag)
-    try:
-        result = CliRunner().invoke(main, ["--store", pg_url, "init"])
-        assert result.exit_code == 0, result.output
-        owner = TrialLedger(pg_url)  # the bootstrap: the owner registers the first data manager
-        register(owner, place.logins["dm"], "data_manager")
-        dm = place.ledger("dm")
-        for person, (role, where) in PEOPLE.items():
-            if person != "dm":
-                register(dm, place.logins[person], role, where)
-        yield place
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE starts_with(usename, %s)",
-                (tag,),
-            )
-            drop_roles(conn, tag)
-
-
-def sqlstate(conn: psycopg.Connection, statement: str | sql.Composable, *params: object) -> str | None:
-    """The SQLSTATE ``statement`` fails with (None: it succeeded)."""
-    try:
-        conn.execute(statement, params or None)  # type: ignore[arg-type]
-    except psycopg.Error as exc:
-        return exc.sqlstate
-    return None
-
-
-DENIED = "42501"  # insufficient_privilege: "permission denied" and row-level security refusals alike
 
 
 def test_each_login_acts_as_itself_and_a_claimed_name_is_refused(site: Site) -> None:
@@ -138,10 +69,10 @@ def test_the_roles_hold_through_the_ledger_for_every_login(site: Site) -> None:
         store(site.ledger("monitor"), L.treated("NFH-003"), user=site.logins["monitor"])
     assert access.lock(site.ledger("dm"), None, "interim") == "TRIAL#1"
     assert access.unlock(site.ledger("dm"), None, "done") == "TRIAL#2"
-    # The nurse's refusal is on record, by the nurse's login; a SELECT-only login cannot append
-    # even the record of its own refusal (PostgreSQL's log has the attempt).
+    # Each refusal is on record under its own login, the SELECT-only monitor's too (the owner's
+    # function seals it: tests/test_pg_refusals.py).
     refused = [e.record for e in site.ledger("auditor").entries() if e.record.type == "ActionRefused"]
-    assert [r.user for r in refused] == [site.logins["nurse"]]
+    assert [r.user for r in refused] == [site.logins["nurse"], site.logins["monitor"]]
 
 
 @pytest.mark.parametrize("person", list(PEOPLE))
@@ -230,6 +161,99 @@ def test_verify_names_a_row_that_claims_another_user_than_the_login_that_sealed_
     assert row["type"] == "UserUpdated"
     assert row["user"] == site.logins["dm"]
     assert row["reason"] == f"appended by the login {site.logins['nurse']}, but it names {site.logins['dm']}"
+
+
+def test_a_users_row_another_login_sealed_grants_nothing_before_verify_names_it(
+    site: Site, tmp_path: Path
+) -> None:
+    """Issue 12, item 2: a modified client of the nurse seals, in the data manager's name, the nurse's
+    promotion, a key and a signature made with it.  The application's users skip the rows another
+    login sealed: no role, no key, no valid signature; ``verify`` names each row."""
+    nurse_name, dm_name = site.logins["nurse"], site.logins["dm"]
+    nurse = site.ledger("nurse")
+    store(nurse, L.treated("NFH-001"), user=nurse_name)
+    key_file = tmp_path / "nurse.pem"
+    signatures.make_key(nurse, None, key_file, PASSPHRASE)  # the nurse's own key, registered as theirs
+    promotion = {"name": nurse_name, "role": "data_manager", "user_site": None, "reason": "promoted"}
+    forged_key = Ed25519PrivateKey.generate()
+    public = forged_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+    for kind, fields in ((UserUpdated, promotion), (KeyRegistered, {"name": dm_name, "public_key": public})):
+        record = access.checked(kind, {**fields, "user": dm_name})
+        nurse.save(access.Registry.append(access.Registry.load(nurse), record, nurse.clock()))
+    registry = access.Registry.load(site.ledger("auditor"))
+    assert registry is not None and registry.users[nurse_name].role == "site_staff"
+    assert dm_name not in registry.keys and nurse_name in registry.keys
+    with pytest.raises(Refused, match=r"\(site_staff\) may not sign as approved"):
+        signatures.sign(nurse, None, "NFH-001", "approved", key_file, PASSPHRASE)
+    signed = _signature_as(nurse, dm_name, forged_key)
+    [check] = [c for c in signatures.check(site.ledger("auditor")) if c.event_id == signed]
+    assert (check.signer, check.status, check.problem) == (
+        dm_name,
+        "invalid",
+        f"{dm_name} had no registered key when signing",
+    )
+    as_auditor = as_login(site.url, site.logins["auditor"])
+    runner = CliRunner()
+    result = runner.invoke(main, ["--store", as_auditor, "export", "odm", str(tmp_path / "odm.xml")])
+    assert result.exit_code == 0, result.output
+    admin = etree.parse(str(tmp_path / "odm.xml")).getroot().find(f"{{{NS}}}AdminData")
+    assert (
+        admin.find(f"{{{NS}}}User[@OID='USR.{nurse_name}']").findtext(f"{{{NS}}}Organization") == "site_staff"
+    )
+    assert admin.find(f"{{{NS}}}User[@OID='USR.{dm_name}']").find(f"{{{NS}}}Certificate") is None
+    result = runner.invoke(main, ["--store", as_auditor, "--json", "verify"])
+    assert result.exit_code == 1, result.output
+    rows = json.loads(result.stdout)["authorization"]["unauthorized"]
+    assert [(row["type"], row["reason"]) for row in rows] == [
+        (kind, f"appended by the login {nurse_name}, but it names {dm_name}")
+        for kind in ("UserUpdated", "KeyRegistered", "RecordSigned")
+    ]
+
+
+def _signature_as(ledger: TrialLedger, user: str, key: Ed25519PrivateKey) -> str:
+    """A signature of NFH-001 in ``user``'s name made with ``key``, sealed past every check; its id."""
+    aggregate = ledger.repository.get("NFH-001")
+    seal = ledger.recorder.seal  # type: ignore[attr-defined]
+    leaves = seal.participant_leaves(ledger.recorder.datastore, "NFH-001")  # type: ignore[attr-defined]
+    at = ledger.clock()
+    fields = {
+        "participant": "NFH-001",
+        "meaning": "approved",
+        "signed_at": at,
+        "covers": [(event_id, leaf.hex()) for event_id, leaf in leaves],
+        "user": user,
+        "signature": "0" * 128,
+    }
+    draft = access.checked(RecordSigned, fields)
+    record = fill(draft, signature=key.sign(signatures.message(ledger.protocol.study, draft)).hex())
+    event_id: str = aggregate.append(record, ledger.protocol, at)
+    ledger.save(aggregate)
+    return event_id
+
+
+def test_a_users_row_without_a_seal_grants_nothing(site: Site) -> None:
+    """A row inserted by hand into the users' stream with no ledger entry (issue 12, item 2)."""
+    nurse_name = site.logins["nurse"]
+    fields = {"name": nurse_name, "role": "data_manager", "user_site": None, "reason": "promoted"}
+    record = access.checked(UserUpdated, {**fields, "user": site.logins["dm"]})
+    with site.connect("nurse") as conn:
+        conn.execute(
+            "INSERT INTO trialledger_events "
+            "(notification_id, originator_id, originator_version, topic, state) "
+            "SELECT max(notification_id) + 1, 'USERS', %s, %s, %s FROM trialledger_events",
+            stored_row(site.ledger("nurse"), access.Registry, record),
+        )
+    registry = access.Registry.load(site.ledger("dm"))
+    assert registry is not None and registry.users[nurse_name].role == "site_staff"
+    with pytest.raises(Refused, match=r"\(site_staff\) may not lock the ledger"):
+        access.lock(site.ledger("nurse"), None, "mine now")
+    result = CliRunner().invoke(
+        main, ["--store", as_login(site.url, site.logins["auditor"]), "--json", "verify"]
+    )
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["first_bad"]["problem"] == (
+        "this stored event has no ledger entry: it was inserted directly in the database"
+    )
 
 
 @pytest.mark.parametrize(

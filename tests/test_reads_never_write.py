@@ -24,6 +24,9 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from click.testing import CliRunner
+
+from cli import main
 
 CONSOLE = str(Path(sys.executable).with_name("trial-ledger"))
 KNOWN_AT = "2030-01-01T00:00:00Z"
@@ -180,3 +183,21 @@ def test_postgres_reads_run_for_a_select_only_login_with_the_same_output(
         done = run(owner, *command)
         assert done.returncode == 0, (command, done.stderr)
         assert postgres_state(owner) == before, f"{command} changed the database"
+
+
+def test_a_write_on_a_read_only_sqlite_store_is_refused_as_read_only(tmp_path: Path) -> None:
+    """Exit 3 saying so, not "busy or locked", and the file is unchanged."""
+    path = tmp_path / "store.db"
+    runner = CliRunner()
+    assert runner.invoke(main, ["--store", str(path), "init"]).exit_code == 0
+    before = sqlite_state(path)
+    for command in (
+        ["lock", "--reason", "interim analysis"],
+        ["user", "add", "dm", "--role", "data_manager", "--full-name", "Dana Lee"],
+    ):
+        result = runner.invoke(main, ["--store", f"file:{path}?mode=ro", "--user", "dm", *command])
+        assert (result.exit_code, result.stderr) == (
+            3,
+            "error: the store is read-only, nothing stored: attempt to write a readonly database\n",
+        )
+    assert sqlite_state(path) == before

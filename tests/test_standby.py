@@ -124,10 +124,26 @@ def test_a_read_command_answers_alike_for_a_select_only_login_and_on_the_standby
 
 
 def test_the_standby_refuses_every_write_and_the_monitor_too(replicas: Replicas) -> None:
+    """A monitor's refused attempt is on record on the primary (issue 12, item 7); a standby keeps none."""
+    owner = replicas.url(replicas.primary_port, schema=SCHEMA)
+
+    def refusals() -> list[str]:
+        code, text = run(["--store", owner, "--json", "audit"])
+        assert code == 0, text
+        return [row["user"] for row in json.loads(text)["entries"] if row["type"] == "ActionRefused"]
+
+    before = refusals()
     standby = replicas.url(replicas.standby_port, "dm.lee", SCHEMA)
     code, text = run(["--store", standby, "lock", "--reason", "interim"])
     assert code == 3, text
+    assert "read-only" in text
+    # The refusal stands on the standby, where it cannot be recorded.
+    on_standby = replicas.url(replicas.standby_port, MONITOR, SCHEMA)
+    code, text = run(["--store", on_standby, "lock", "--reason", "interim"])
+    assert (code, text) == (3, f"error: {MONITOR} (monitor) may not lock the ledger\n")
+    assert refusals() == before
     monitor = replicas.url(replicas.primary_port, MONITOR, SCHEMA)
     code, text = run(["--store", monitor, "lock", "--reason", "interim"])
-    assert code == 3, text
-    assert "monitor" in text
+    assert (code, text) == (3, f"error: {MONITOR} (monitor) may not lock the ledger\n")
+    assert refusals() == [*before, MONITOR]
+    replicas.caught_up()  # the reads compared with the standby's see the same ledger

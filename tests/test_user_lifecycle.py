@@ -113,7 +113,7 @@ def test_the_registry_folds_to_the_state_at_every_moment(ledger: TrialLedger) ->
     users = access.Users()
     for entry in ledger.entries():
         if isinstance(entry.record, UserUpdated | UserDeactivated) or entry.record.type == "UserRegistered":
-            users.take(entry.record)
+            users.admit(entry.record)
             if "nfh.nurse" in users.users:
                 member = users.users["nfh.nurse"]
                 history.append((member.role, member.user_site, "nfh.nurse" in users.deactivated))
@@ -122,7 +122,7 @@ def test_the_registry_folds_to_the_state_at_every_moment(ledger: TrialLedger) ->
         ("investigator", "NFH", False),
         ("investigator", "NFH", True),
     ]
-    assert access.registered_users(ledger.entries())["nfh.nurse"].role == "investigator"
+    assert access.users_of(ledger.entries()).users["nfh.nurse"].role == "investigator"
 
 
 def test_the_commands_print_what_they_recorded(store_url: str, tmp_path: Path) -> None:

@@ -30,8 +30,12 @@ A refusal exits 3 (SPEC section 6) and is recorded as an ``ActionRefused`` with
 who tried, what and why, in the ``REFUSALS`` stream (:class:`Refusals`; the
 ``TRIAL`` stream holds those of older versions), also while the ledger is locked:
 the lock blocks clinical appends, not the record of a refusal, and an append the
-lock refuses is itself recorded (issue 12, item 7).  Reading is not restricted:
-anyone who can open the store can read it.
+lock refuses is itself recorded (issue 12, item 7); on PostgreSQL a login that is not
+the owner, a ``SELECT``-only one included, records its own through the owner's
+function (:mod:`ledger.storage.refusal_seal`).  Reading is not restricted: anyone
+who can open the store can read it.  The users are read as ``verify`` judges them
+(:meth:`Users.admit`): a row of the ``USERS`` stream written past the ledger's
+checks grants nothing.
 
 The lock itself is enforced by the seal inside the write transaction
 (:mod:`ledger.storage.seal`); :func:`lock_state` tells read models whether the data
@@ -43,14 +47,14 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import getpass
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, Self, get_args
 
 import msgspec
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import BaseAggregate, CanInitAggregate
-from eventsourcing.utils import register_topic
+from eventsourcing.utils import get_topic, register_topic
 
 from ledger.domain.entry import Entry
 from ledger.domain.errors import InvalidInput, Refused
@@ -81,6 +85,8 @@ from ledger.domain.events import (
 )
 from ledger.domain.participant import RecordEvent, ledger_event_id
 from ledger.domain.rules.sites import site_of
+from ledger.storage.refusal_seal import RefusalTopics
+from ledger.storage.seal import REFUSALS_STREAM
 
 if TYPE_CHECKING:
     from ledger.application.trial_ledger import TrialLedger
@@ -139,7 +145,7 @@ class Refusals(RecordLog):
     goes there any more.
     """
 
-    STREAM = "REFUSALS"
+    STREAM = REFUSALS_STREAM
 
 
 class Users:
@@ -149,7 +155,8 @@ class Users:
     latest :class:`~ledger.domain.events.UserUpdated`; ``deactivated`` those
     whose access has ended; ``keys`` each one's latest registered public key.
     Folding records one by one into new ``Users`` gives the users as they stood
-    at any moment.
+    at any moment.  A record the ledger would not have stored is skipped
+    (:meth:`admit`): it grants nothing, and ``verify`` names it.
     """
 
     def __init__(self) -> None:
@@ -157,8 +164,22 @@ class Users:
         self.deactivated: dict[str, UserDeactivated] = {}
         self.keys: dict[str, str] = {}  # each user's signing key in force (issue 12, item 6)
 
-    def take(self, record: Record) -> None:
-        """Apply one record of the ``USERS`` stream."""
+    def admit(self, record: Record, login: str | None = None) -> str | None:
+        """Apply one record of the ``USERS`` stream unless the ledger would not have stored it; why not.
+
+        Skipped (issue 12, items 2 and 8): a record its ``user`` was not allowed to
+        append with the users as they stand (:func:`refusal`, the rule its write
+        was checked by), or that is no user's record; and on PostgreSQL one whose
+        ``user`` is not ``login``, the login the database recorded as sealing the
+        row (None: no such check, as for a superuser's row or one sealed before
+        ``init`` secured the schema; ``""``: no entry seals the row).  Such a row
+        got past the ledger's checks (SQL typed by hand, a modified client).
+        """
+        reason = _sealed_by_another(record, login) or self.judge(record, Registry.STREAM)
+        if reason is None and not isinstance(record, _USER_RECORDS):
+            reason = f"{record.type} is not a record of the users' stream"
+        if reason is not None:
+            return reason
         if isinstance(record, UserRegistered):
             self.users[record.name] = record
             if record.public_key is not None:
@@ -166,8 +187,6 @@ class Users:
         elif isinstance(record, KeyRegistered):
             self.keys[record.name] = record.public_key
         elif isinstance(record, UserUpdated):
-            if record.name not in self.users:
-                return  # only a write past the ledger's checks stores one; verify names it
             with lenient():
                 self.users[record.name] = msgspec.structs.replace(
                     self.users[record.name], role=record.role, user_site=record.user_site
@@ -175,6 +194,11 @@ class Users:
         else:
             assert isinstance(record, UserDeactivated)
             self.deactivated[record.name] = record
+        return None
+
+    def judge(self, record: Record, stream: str) -> str | None:
+        """Why ``record``, appended to ``stream`` now, should have been refused; None if it was allowed."""
+        return _replayed_refusal(self if self.users else None, record, stream)
 
     def active(self, role: str | None = None) -> list[UserRegistered]:
         """The users not deactivated (of ``role`` only, if given), in registration order."""
@@ -192,6 +216,30 @@ class Registry(Users, RecordLog):
 
     def __init__(self) -> None:
         Users.__init__(self)
+        self.records: list[Record] = []  # every record of the stream, by version (1 first)
+
+    def take(self, record: Record) -> None:
+        """Keep one record of the stream, and apply it if the ledger would have stored it (:meth:`admit`)."""
+        self.records.append(record)
+        self.admit(record)
+
+    @classmethod
+    def load(cls, ledger: TrialLedger) -> Self | None:
+        """The stream as stored, without the rows PostgreSQL says another login sealed (issue 12, item 2).
+
+        The logins are read after the rows, so every row read is sealed by then.
+        One query on the stream's own rows: the ledger is not scanned.
+        """
+        registry = super().load(ledger)
+        if registry is None:
+            return None
+        logins = {version: login for _, version, login in ledger.sealed_logins(cls.STREAM)}
+        records = registry.records
+        if any(logins.get(version, record.user) != record.user for version, record in enumerate(records, 1)):
+            Users.__init__(registry)
+            for version, record in enumerate(records, 1):
+                registry.admit(record, logins.get(version))
+        return registry
 
 
 class ProtocolLog(RecordLog):
@@ -277,8 +325,9 @@ def refuse(
     fields["user"] = user if _is_valid(user, UserName) else None
     fields["participant"] = participant if _is_valid(participant, ParticipantCode) else None
     record = checked(ActionRefused, fields)
-    # A store that takes no write from this login at all (a read-only database) cannot
-    # keep the record; the refusal stands all the same.
+    # A store that takes no write at all (a read-only file, a hot standby) cannot keep the
+    # record, nor can a SELECT-only login where init made no function for it (enciphered or
+    # compressed states): the refusal stands all the same.
     with contextlib.suppress(Refused):
         ledger.write(lambda: _store(ledger, Refusals.append(Refusals.load(ledger), record, ledger.clock())))
     raise Refused(problems[0], problems=problems)
@@ -334,13 +383,15 @@ def _os_user() -> str:
 def secure(ledger: TrialLedger) -> bool:
     """``init`` by the schema's owner: PostgreSQL's groups, grants and policies (issue 12, items 2-3).
 
-    Every site of the protocol file gets its group.  False (nothing done) on
-    SQLite and for a login that does not own the schema.
+    Every site of the protocol file gets its group, and every group the function
+    that seals the record of its own refused attempt (item 7).  False (nothing
+    done) on SQLite and for a login that does not own the schema.
     """
     login = ledger.login
     if login is None or not login.owner:
         return False
-    ledger.recorder.secure(list(ledger.protocol.sites))  # type: ignore[attr-defined]
+    topics = RefusalTopics(get_topic(Refusals), get_topic(Refusals.Opened), get_topic(Refusals.Recorded))
+    ledger.recorder.secure(list(ledger.protocol.sites), topics)  # type: ignore[attr-defined]
     return True
 
 
@@ -576,35 +627,41 @@ def unauthorized(
     its write was checked by: so an event that got in without that check (a
     forged or bypassing write, sealed like any other) is named.  Refusals are
     records of attempts, never judged; before the first user is registered the
-    ledger is open, and the first registered user must be a data manager.
+    ledger is open, and the first registered user must be a data manager.  A
+    row of the ``USERS`` stream that is named is not folded into the users
+    (:meth:`Users.admit`), as the application reads them.
 
     ``appended_by`` gives, in ledger order, the database login that sealed each
     position (PostgreSQL, :meth:`TrialLedger.appended_by`): an event naming a
     ``user`` other than the login that appended it is named first, whatever
     that user may do, for the database, not the claim, says who wrote it.
     """
-    users: Users | None = None
+    users = Users()
     logins = iter(appended_by)
     sealed_by = next(logins, None)
     for entry in entries:
         while sealed_by is not None and sealed_by[0] < entry.position:
             sealed_by = next(logins, None)
-        reason = _replayed_refusal(users, entry)
-        if sealed_by is not None and sealed_by[0] == entry.position and sealed_by[1] != entry.record.user:
-            reason = f"appended by the login {sealed_by[1]}, but it names {entry.record.user}"
+        login = sealed_by[1] if sealed_by is not None and sealed_by[0] == entry.position else None
+        if entry.participant == Registry.STREAM:
+            reason = users.admit(entry.record, login)
+        else:
+            reason = _sealed_by_another(entry.record, login) or users.judge(entry.record, entry.participant)
         if reason is not None:
             yield entry, reason
-        record = entry.record
-        if isinstance(record, _USER_RECORDS) and (
-            isinstance(record, UserRegistered) or (users is not None and record.name in users.users)
-        ):
-            users = users or Users()
-            users.take(record)
 
 
-def _replayed_refusal(users: Users | None, entry: Entry) -> str | None:
-    """Why ``entry`` should have been refused when it was appended, or None."""
-    record = entry.record
+def _sealed_by_another(record: Record, login: str | None) -> str | None:
+    """Why a row sealed by ``login`` (None: unchecked) may not name ``record.user``, or None."""
+    if login is None or login == record.user:
+        return None
+    if not login:
+        return f"no ledger entry seals it, and it names {record.user}"
+    return f"appended by the login {login}, but it names {record.user}"
+
+
+def _replayed_refusal(users: Users | None, record: Record, stream: str) -> str | None:
+    """Why ``record``, appended to ``stream``, should have been refused, or None (``users`` None: open)."""
     if isinstance(record, ActionRefused):
         return None
     if users is None and isinstance(record, UserRegistered):
@@ -614,41 +671,41 @@ def _replayed_refusal(users: Users | None, entry: Entry) -> str | None:
             return f"{record.name} was not a registered user"
         if isinstance(record, KeyRegistered) and record.user != record.name:
             return f"{record.user} registered a key for {record.name}: only its owner registers a key"
-    action, participant = _permission_of(entry)
+    action, participant = _permission_of(record, stream)
     return refusal(users, record.user, action, participant, record.site)
 
 
-def _permission_of(entry: Entry) -> tuple[str, str | None]:
-    """The action (a key of :data:`PERMISSIONS`) an event's append needed, and its participant."""
-    record = entry.record
+def _permission_of(record: Record, stream: str) -> tuple[str, str | None]:
+    """The action (a key of :data:`PERMISSIONS`) an append to ``stream`` needed, and its participant."""
     if isinstance(record, ClinicalRecord):
         return "write", record.participant
     if isinstance(record, EventCorrected | EventVoided):
-        return "write", entry.participant
+        return "write", stream
     if isinstance(record, RecordSigned):
         return f"sign {record.meaning}", record.participant
     if isinstance(record, AdverseEventCoded):
-        return "code", entry.participant
+        return "code", stream
     return _LOG_ACTIONS[type(record)], None
 
 
-def registered_users(entries: Iterable[Entry]) -> dict[str, UserRegistered]:
-    """The users registered in ``entries``, by name, with their latest role and site."""
+def user_logins(ledger: TrialLedger) -> dict[int, str]:
+    """By position, the login whose name each row of the ``USERS`` stream must carry (PostgreSQL).
+
+    :meth:`TrialLedger.sealed_logins`: read it after the rows it is for.
+    """
+    return {position: login for position, _, login in ledger.sealed_logins(Registry.STREAM)}
+
+
+def users_of(entries: Iterable[Entry], logins: Mapping[int, str] | None = None) -> Users:
+    """The users as the ``USERS`` stream's events among ``entries`` leave them (:meth:`Users.admit`).
+
+    ``logins``: :func:`user_logins`, read after ``entries``.
+    """
     users = Users()
     for entry in entries:
-        if isinstance(entry.record, UserRegistered | UserUpdated | UserDeactivated):
-            users.take(entry.record)
-    return users.users
-
-
-def registered_keys(entries: Iterable[Entry]) -> dict[str, str]:
-    """Each user's current public key in ``entries`` (their latest registered), by name."""
-    keys = {}
-    for entry in entries:
-        record = entry.record
-        if isinstance(record, KeyRegistered | UserRegistered) and record.public_key is not None:
-            keys[record.name] = record.public_key
-    return keys
+        if entry.participant == Registry.STREAM:
+            users.admit(entry.record, (logins or {}).get(entry.position))
+    return users
 
 
 def _clip(text: str) -> str:

@@ -41,7 +41,7 @@ from eventsourcing.application import AggregateNotFoundError
 
 from ledger.application import access
 from ledger.domain.errors import InvalidInput, LedgerError
-from ledger.domain.events import MEANINGS, KeyRegistered, RecordSigned, UserRegistered, fill, utc_text
+from ledger.domain.events import MEANINGS, KeyRegistered, Record, RecordSigned, UserRegistered, fill, utc_text
 from ledger.domain.participant import EVENT_CLASS, Participant
 from ledger.evidence.merkle import leaf_hash
 from ledger.storage.seal import canonical_entry
@@ -293,36 +293,50 @@ def check(
     """Verify every signature (of ``participant`` only, if given) against the stored events.
 
     With ``known_at``, as the ledger stood then: later events neither count as
-    not covered nor are checked.
+    not covered nor are checked.  Each signature is checked with the signer and
+    key the ``USERS`` stream held when it was made, as the application reads that
+    stream (:meth:`~ledger.application.access.Users.admit`: a row another login
+    sealed grants nothing, issue 12, item 2).
     """
-    members: dict[str, UserRegistered] = {}
-    keys: dict[str, str] = {}  # each user's key in force, as the events so far say
+    user_rows: list[tuple[int, Record]] = []
     leaves: dict[str, bytes] = {}
     streams: dict[str, list[str]] = defaultdict(list)
-    found: list[tuple[RecordSigned, UserRegistered | None, str | None]] = []
+    found: list[tuple[int, RecordSigned]] = []
     decode = ledger.codec.decode
     for n in ledger.notifications():
         state = decode(n.state)
         if known_at is not None and state.timestamp > known_at:
             continue
         record = state.record
-        if isinstance(record, UserRegistered | KeyRegistered):
-            if isinstance(record, UserRegistered):
-                members[record.name] = record
-            if record.public_key is not None:
-                keys[record.name] = record.public_key
+        if n.originator_id == access.Registry.STREAM:
+            user_rows.append((n.id, record))
         elif isinstance(record, RecordSigned):
             if participant is None or record.participant == participant:
-                signer = record.user or ""
-                found.append((record, members.get(signer), keys.get(signer)))
+                found.append((n.id, record))
         elif record.id is not None:
             stored = canonical_entry(n.id, n.originator_id, n.originator_version, n.topic, n.state)
             leaves[record.id] = leaf_hash(stored)
             streams[str(n.originator_id)].append(record.id)
-    return [
-        _check_one(ledger.protocol.study, record, member, key, leaves, streams[record.participant])
-        for record, member, key in found
-    ]
+    logins = access.user_logins(ledger)  # after the rows: every row read is sealed by then
+    users, pending = access.Users(), iter(user_rows)
+    row = next(pending, None)
+    checks = []
+    for position, record in found:
+        while row is not None and row[0] < position:
+            users.admit(row[1], logins.get(row[0]))
+            row = next(pending, None)
+        signer = record.user or ""
+        checks.append(
+            _check_one(
+                ledger.protocol.study,
+                record,
+                users.users.get(signer),
+                users.keys.get(signer),
+                leaves,
+                streams[record.participant],
+            )
+        )
+    return checks
 
 
 def _check_one(

@@ -486,6 +486,15 @@ class TrialLedger(Application[str]):
                 return
             after = rows[-1][0]
 
+    def sealed_logins(self, stream: str) -> list[tuple[int, int, str]]:
+        """``(position, version, login)`` of ``stream``'s rows whose ``user`` must be that login (issue 12).
+
+        PostgreSQL only: the login that sealed the row, except a superuser's and a
+        row sealed before ``init`` secured the schema (no check); ``""`` for a row no
+        ledger entry seals.  One query on the stream's rows; nothing on SQLite.
+        """
+        return self.recorder.sealed_logins(stream)  # type: ignore[attr-defined,no-any-return]
+
     def notifications(self, after: int = 0, batch: int = 5000) -> Iterator[Notification]:
         """Every stored event after position ``after`` as stored: the bytes the seal covers."""
         start = after + 1

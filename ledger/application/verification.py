@@ -36,8 +36,8 @@ problem):
 - bytes that are not a ledger event at all, even with every hash rewritten;
 - an event sealed while the ledger was locked (issue 11, item 7): read in
   ledger order, the ``TRIAL`` stream's lock and unlock say when the ledger was
-  locked, and nothing but the unlock and the records of refused attempts may
-  follow a lock; whatever does (a cache
+  locked, and nothing but the unlock and the records of refused attempts (in
+  the ``REFUSALS`` stream) may follow a lock; whatever does (a cache
   of the lock opened by hand, an event forged between a lock and its unlock,
   even with every hash rewritten) is named.
 
@@ -78,6 +78,7 @@ from ledger.evidence.merkle import EMPTY_ROOT, Frontier
 from ledger.storage.codec import StateCodec
 from ledger.storage.scan import SealedRow, Snapshot, snapshot
 from ledger.storage.seal import GENESIS, TRIAL_STREAM, lock_change, lock_exempt
+from ledger.storage.transcoder import record_head
 
 if TYPE_CHECKING:
     from ledger.application.trial_ledger import TrialLedger
@@ -403,28 +404,28 @@ class _Scan:
             if not same:
                 self._diagnose(row, leaf, previous)
             if self.locked_at is not None or originator == TRIAL_STREAM:
-                self._follow_lock(position, event_id, record)  # type: ignore[arg-type]
+                self._follow_lock(position, originator, event_id, record)  # type: ignore[arg-type]
             leaves.append(leaf)
         self.chain = chain
         self.last = rows[-1][0]
         self._extend(leaves, rows)
 
-    def _follow_lock(self, position: int, event_id: str | None, record: bytes) -> None:
+    def _follow_lock(self, position: int, stream: str, event_id: str | None, record: bytes) -> None:
         """Follow the lock through one sealed event; raises :class:`_Found` for one sealed while locked."""
         change = lock_change(record)
         if self.locked_at is None:
             if change is True:
                 self.locked_at = position
             return
-        if change is None and lock_exempt(record):  # a refused attempt's record (issue 12, item 7)
+        if change is None and lock_exempt(stream, record_head(record).type):  # issue 12, item 7
             return
         if change is not False:
             raise _Found(
                 Mismatch(
                     position,
                     event_id,
-                    f"this event was sealed while the ledger was locked (locked at position {self.locked_at},"
-                    " nothing but the unlock may follow): the lock was bypassed",
+                    f"this event was sealed while the ledger was locked (locked at position {self.locked_at};"
+                    " only the unlock and records of refused attempts may follow): the lock was bypassed",
                 )
             )
         self.locked_at = None

@@ -37,7 +37,7 @@ and is not carried.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from importlib.metadata import version
@@ -48,7 +48,7 @@ import msgspec
 import msgspec.inspect as mi
 from lxml import etree
 
-from ledger.application.access import lock_state, registered_keys, registered_users
+from ledger.application.access import lock_state, users_of
 from ledger.application.signatures import DOMAIN
 from ledger.domain.entry import Entry
 from ledger.domain.events import (
@@ -188,10 +188,14 @@ def export_odm(
     *,
     known_at: dt.datetime | None,
     created: dt.datetime,
+    logins: Mapping[int, str] | None = None,
 ) -> dict[str, Any]:
-    """Write the ODM file of ``entries`` (the ledger as known at ``known_at``); a summary."""
+    """Write the ODM file of ``entries`` (the ledger as known at ``known_at``); a summary.
+
+    ``logins``: who sealed the users' rows (:func:`ledger.application.access.users_of`).
+    """
     chosen = list(entries)
-    document = build(chosen, protocol, known_at=known_at, created=created)
+    document = build(chosen, protocol, known_at=known_at, created=created, logins=logins)
     etree.ElementTree(document).write(str(path), xml_declaration=True, encoding="UTF-8", pretty_print=True)
     return {
         "file": str(path),
@@ -203,7 +207,12 @@ def export_odm(
 
 
 def build(
-    entries: list[Entry], protocol: Protocol, *, known_at: dt.datetime | None, created: dt.datetime
+    entries: list[Entry],
+    protocol: Protocol,
+    *,
+    known_at: dt.datetime | None,
+    created: dt.datetime,
+    logins: Mapping[int, str] | None = None,
 ) -> Any:
     """The ODM document (an lxml element) of ``entries``, in ledger order."""
     study = protocol.study
@@ -226,7 +235,7 @@ def build(
     )
     _study(root, protocol, mdv, attributed=any(e.record.source_user for e in entries))
     first_day = entries[0].recorded_at.date() if entries else created.date()
-    _admin(root, protocol, entries, mdv, first_day)
+    _admin(root, protocol, entries, mdv, first_day, logins)
     _clinical(root, study, mdv, entries)
     return root
 
@@ -286,10 +295,17 @@ def _study(root: Any, protocol: Protocol, mdv: str, *, attributed: bool) -> None
             _text(_el(code_list, "CodeListItem", CodedValue=code), "Decode", code.replace("_", " "))
 
 
-def _admin(root: Any, protocol: Protocol, entries: list[Entry], mdv: str, first_day: dt.date) -> None:
+def _admin(
+    root: Any,
+    protocol: Protocol,
+    entries: list[Entry],
+    mdv: str,
+    first_day: dt.date,
+    logins: Mapping[int, str] | None,
+) -> None:
     admin = _el(root, "AdminData", StudyOID=protocol.study)
-    registered = registered_users(entries)
-    keys = registered_keys(entries)
+    users = users_of(entries, logins)
+    registered, keys = users.users, users.keys
     for name in sorted({_user(e.record) for e in entries} | set(registered)):
         member = registered.get(name)
         user = _el(

@@ -20,7 +20,10 @@
   :data:`META_FUNCTION` moves the seal's frontier and chain head (the chain head
   only to the chain hash of the last entry), and :data:`MEMBER_FUNCTION`, for
   data managers only, creates or adopts a login role and gives it exactly one
-  ledger group and its site group (none: deactivated).
+  ledger group and its site group (none: deactivated);
+- a fourth, for every group, monitors and auditors included: it seals the record
+  of the caller's own refused attempt and nothing else
+  (:mod:`ledger.storage.refusal_seal`, issue 12, item 7).
 
 A login that is not the owner appends through the functions, with ``INSERT``
 statements (PostgreSQL refuses ``COPY FROM`` under row-level security).
@@ -35,7 +38,9 @@ from psycopg.sql import SQL, Composed, Identifier, Literal
 
 from ledger.domain.errors import InvalidInput
 from ledger.domain.events import SITE_ROLES, Role
-from ledger.storage.seal import TRIAL_STREAM
+from ledger.storage import refusal_seal
+from ledger.storage.refusal_seal import RefusalTopics
+from ledger.storage.seal import REFUSALS_STREAM, TRIAL_STREAM
 
 ROLES: tuple[str, ...] = get_args(Role)
 WRITERS: tuple[str, ...] = ("data_manager", "site_staff", "investigator", "coder")
@@ -53,7 +58,7 @@ MANAGED_STREAMS = ("PROTOCOL", TRIAL_STREAM)
 # Streams every appending login may add to: the stream of refusals, where refused attempts
 # are recorded, and the users' stream, where each user registers their own signing key; every
 # row names the login that sealed it.
-SHARED_STREAMS = ("REFUSALS", "USERS")
+SHARED_STREAMS = (REFUSALS_STREAM, "USERS")
 
 
 def group(schema: str, role: str) -> str:
@@ -72,10 +77,15 @@ def check_name(name: str, what: str) -> None:
         raise InvalidInput(f"{what}: {name} is longer than PostgreSQL's {NAME_LIMIT}-byte role names")
 
 
-def secure_statements(schema: str, events: str, sites: Iterable[str], existing: set[str]) -> list[Composed]:
+def secure_statements(
+    schema: str, events: str, sites: Iterable[str], existing: set[str], refusals: RefusalTopics | None
+) -> list[Composed]:
     """The statements that make ``schema``'s groups, grants, policies and functions (idempotent).
 
-    ``existing`` are the role names the cluster has already.
+    ``existing`` are the role names the cluster has already.  ``refusals``: the
+    topics of the refusals' stream, for the function that seals a refusal; None
+    when the stored states are enciphered or compressed, which SQL cannot read
+    (then there is no such function, and a ``SELECT``-only login's refusal is not recorded).
     """
     s = Identifier(schema)
     table = SQL("{0}.{1}").format(s, Identifier(events))
@@ -146,7 +156,13 @@ def secure_statements(schema: str, events: str, sites: Iterable[str], existing: 
             ),
         ]
     statements += _functions(schema, table, entries, meta, groups, writers)
-    return statements
+    if refusals is None:
+        return [*statements, *refusal_seal.drop_statements(schema)]
+    return [
+        *statements,
+        *refusal_seal.statements(schema, events, refusals),
+        refusal_seal.grant_statement(schema, everyone),
+    ]
 
 
 def _policy(target: Composed, name: str, body: Composed) -> list[Composed]:

@@ -28,10 +28,11 @@ from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier, Literal
 
 from ledger.domain.errors import InvalidInput, Refused
-from ledger.storage import grants
+from ledger.storage import grants, refusal_seal
 from ledger.storage.codec import CodecFactory
 from ledger.storage.feed import Row, TimelineFeed
-from ledger.storage.seal import ENTRIES_TABLE, EntryRow, Seal
+from ledger.storage.refusal_seal import RefusalTopics
+from ledger.storage.seal import ENTRIES_TABLE, REFUSALS_STREAM, EntryRow, Seal
 from ledger.storage.stores import Login, ScannedRow
 
 # Attempts of one insert when the connection drops under it (each on a new connection).
@@ -108,6 +109,13 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             Identifier(self.datastore.schema), Identifier(grants.LOCK_FUNCTION)
         )
         self._owner: bool | None = None
+        self._seals_refusals: bool | None = None
+        self._login_column = False
+        function = SQL("{0}.{1}").format(
+            Identifier(self.datastore.schema), Identifier(refusal_seal.SEAL_REFUSAL)
+        )
+        self.seal_refusal = SQL("SELECT {0}(%s, %s, %s)").format(function)
+        self.refusal_signature = f'"{self.datastore.schema}".{refusal_seal.SEAL_REFUSAL}(bigint,text,bytea)'
         self.select_last = SQL("SELECT COALESCE(MAX(notification_id), 0) FROM {0}").format(table)
         self.advance_sequence = SQL("SELECT setval(pg_get_serial_sequence(%s, 'notification_id'), %s)")
         self.sequence_of = f'"{self.datastore.schema}"."{self.events_table_name}"'
@@ -120,6 +128,17 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             "AND NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = e.{0} AND r.rolsuper) "
             "ORDER BY e.position LIMIT %s"
         ).format(Identifier(grants.LOGIN_COLUMN), SQL(self.seal.entries))  # type: ignore[arg-type]
+        # The stream's rows whose user must be the login that sealed them ("" when none did): one
+        # index look-up of the seal per row of the stream, whatever the ledger's size (the LIMIT
+        # keeps the planner from making it a join that reads every seal).
+        self.select_stream_logins = (
+            "SELECT s.notification_id, s.originator_version, COALESCE({login}, '') FROM {events} s "
+            "LEFT JOIN LATERAL (SELECT * FROM {entries} x WHERE x.position = s.notification_id LIMIT 1) e "
+            "ON true "
+            "WHERE s.originator_id = %s AND (e.position IS NULL OR ({login} IS NOT NULL AND NOT EXISTS "
+            "(SELECT 1 FROM pg_roles r WHERE r.rolname = {login} AND r.rolsuper))) "
+            "ORDER BY s.originator_version"
+        )
         self.scan_statement = SQL(
             "SELECT notification_id, originator_id, state FROM {0} "
             "WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
@@ -136,8 +155,12 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         assert row is not None
         return Login(row["name"], bool(row["rolsuper"]), bool(row["owns"]))
 
-    def secure(self, sites: Sequence[str]) -> None:
-        """Make the schema's group roles, grants, policies and functions (:mod:`ledger.storage.grants`)."""
+    def secure(self, sites: Sequence[str], refusals: RefusalTopics) -> None:
+        """Make the schema's group roles, grants, policies and functions (:mod:`ledger.storage.grants`).
+
+        The function that seals a refusal (:mod:`ledger.storage.refusal_seal`) reads the
+        stored state: it is made only when the states are plain MessagePack.
+        """
         schema = self.datastore.schema
         names = [grants.group(schema, role) for role in grants.ROLES]
         names += [grants.site_group(schema, site) for site in sites]
@@ -145,7 +168,8 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
             curs.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (key,))
             existing = grants.existing_roles(curs, names)
-            for statement in grants.secure_statements(schema, self.events_table_name, sites, existing):
+            plain = refusals if self.seal.codec.transparent else None
+            for statement in grants.secure_statements(schema, self.events_table_name, sites, existing, plain):
                 curs.execute(statement)
 
     def set_member(self, login: str, role: str | None, site: str | None) -> bool:
@@ -226,6 +250,8 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         self, stored_events: Sequence[StoredEvent], *, read_at: int | None = None, **_: Any
     ) -> list[int]:
         through_functions = self._through_functions()
+        if through_functions and self._refusal_sealed_by_database(stored_events):
+            return self._insert_refusal(stored_events[0])
         with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
             if through_functions:
                 curs.execute(self.lock_table_statements[0])  # the lock timeout
@@ -261,6 +287,31 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 self.seal.use_functions(self.datastore.schema)
         return not self._owner
 
+    def _refusal_sealed_by_database(self, stored_events: Sequence[StoredEvent]) -> bool:
+        """Whether this batch is one refusal the owner's function seals (issue 12, item 7).
+
+        For a login that is not the owner, when ``init`` made the function (it reads
+        plain states only): any such login's refusal goes that way, a ``SELECT``-only
+        one's included, checked by the database as its own.
+        """
+        if len(stored_events) != 1 or stored_events[0].originator_id != REFUSALS_STREAM:
+            return False
+        if self._seals_refusals is None:
+            with self.datastore.get_connection() as conn:
+                row = conn.execute(
+                    "SELECT to_regprocedure(%s) IS NOT NULL AS made", (self.refusal_signature,)
+                ).fetchone()
+            self._seals_refusals = bool(row and row["made"]) and self.seal.codec.transparent
+        return self._seals_refusals
+
+    def _insert_refusal(self, stored: StoredEvent) -> list[int]:
+        """Seal one refusal through the owner's function; its position."""
+        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
+            curs.execute(self.lock_table_statements[0])  # the lock timeout
+            self._notify_channel(curs)
+            curs.execute(self.seal_refusal, (stored.originator_version, stored.topic, stored.state))
+            return [curs.fetchone()[refusal_seal.SEAL_REFUSAL]]  # type: ignore[index]
+
     def appended_by(self, after: int, limit: int) -> list[tuple[int, str]]:
         """Up to ``limit`` sealed rows after ``after`` with the login that appended them (issue 12, item 8).
 
@@ -273,6 +324,29 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             if curs.fetchone() is None:
                 return []
             curs.execute(self.select_logins, (after, limit))
+            return curs.fetchall()
+
+    def sealed_logins(self, stream: str) -> list[tuple[int, int, str]]:
+        """``(position, version, login)`` of ``stream``'s rows whose ``user`` must be that login (issue 12).
+
+        As :meth:`appended_by` says who sealed a row; ``""`` for a row that no
+        ledger entry seals.  Before ``init`` made the login column, only those.
+        """
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
+            if not self._login_column:  # once made by init, the column stays
+                curs.execute(self.has_login_column, (self.datastore.schema, ENTRIES_TABLE))
+                self._login_column = curs.fetchone() is not None
+            column = SQL("e.{0}").format(Identifier(grants.LOGIN_COLUMN))
+            login = column if self._login_column else SQL("NULL::text")
+            table = Identifier(self.datastore.schema, self.events_table_name)
+            curs.execute(
+                SQL(self.select_stream_logins).format(  # type: ignore[arg-type]
+                    login=login,
+                    events=table,
+                    entries=SQL(self.seal.entries),  # type: ignore[arg-type]
+                ),
+                (stream,),
+            )
             return curs.fetchall()
 
     def scan(self, after: int, limit: int) -> list[ScannedRow]:

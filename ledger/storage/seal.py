@@ -10,10 +10,10 @@ parameter placeholder and the schema prefix differ.
 The database lock (issue #6) is enforced here too, inside the same transaction,
 and it is what the sealed events say (issue 11, item 7): nothing but the
 :class:`~ledger.domain.events.DatabaseUnlocked` and the records of refused attempts
-(:class:`~ledger.domain.events.ActionRefused`, kept in a stream of their own,
-issue 12, item 7) may be appended while the ledger is locked, so the ledger is
-locked exactly when the last event of the ``TRIAL`` stream is a
-:class:`~ledger.domain.events.DatabaseLocked`.  Each write reads that one event
+(:class:`~ledger.domain.events.ActionRefused` in the ``REFUSALS`` stream, issue 12,
+item 7; never in another stream, where older versions kept them) may be appended
+while the ledger is locked, so the ledger is locked exactly when the last event of
+the ``TRIAL`` stream is a :class:`~ledger.domain.events.DatabaseLocked`.  Each write reads that one event
 (a primary-key lookup) under the write lock; no mutable row holds the lock, so
 no SQL statement on a cache can open it (a ``lock`` row that older
 versions kept in ``ledger_meta`` is ignored).  A writer racing a lock either
@@ -44,6 +44,8 @@ from ledger.storage.transcoder import record_head
 GENESIS = bytes(32)
 # The stream of the lock's events (:class:`ledger.application.access.Trial`).
 TRIAL_STREAM = "TRIAL"
+# The stream of the records of refused attempts (:class:`ledger.application.access.Refusals`).
+REFUSALS_STREAM = "REFUSALS"
 # The table of sealed entries (one row per stored event).
 ENTRIES_TABLE = "ledger_entries"
 _LOCKED = DatabaseLocked.__struct_config__.tag
@@ -52,8 +54,8 @@ _UNLOCKED = DatabaseUnlocked.__struct_config__.tag
 _NO_VERSION = 2**63 - 1
 # Records that change the database lock: the only ones the seal must decode fully.
 _LOCK_TYPES = frozenset({_LOCKED, _UNLOCKED})
-# Records that may be sealed while the ledger is locked, besides the unlock.
-_LOCK_EXEMPT = frozenset({ActionRefused.__struct_config__.tag})
+# The record that may be sealed while the ledger is locked, besides the unlock (in REFUSALS_STREAM only).
+_REFUSED = ActionRefused.__struct_config__.tag
 _sha256 = hashlib.sha256
 # Values per ``IN (...)`` query: well below SQLite's and PostgreSQL's parameter limits.
 _IN_CHUNK = 5000
@@ -161,7 +163,7 @@ class Seal:
         if lock_change(self.codec.record(state)) is not True:
             return b""
         decoded = self.codec.decode(state)
-        return _next_lock(b"", decoded.record, decoded.timestamp)
+        return _next_lock(b"", TRIAL_STREAM, decoded.record, decoded.timestamp)
 
     def _check_unchanged(self, cursor: Any, read_at: int, stored_events: Sequence[StoredEvent]) -> None:
         """Raise :class:`RecordConflictError` if a stream of the batch changed after ``read_at``."""
@@ -227,7 +229,7 @@ class _Sealing:
             # the bytes as stored.
             record = codec.record(stored.state)
             head = record_head(record)
-            lock = self.lock = _lock_after(lock, stored.state, head.type, codec)
+            lock = self.lock = _lock_after(lock, stored, head.type, codec)
             leaf = leaf_hash(
                 canonical_entry(
                     position, stored.originator_id, stored.originator_version, stored.topic, stored.state
@@ -244,31 +246,36 @@ def lock_change(record: bytes) -> bool | None:
     return True if kind == _LOCKED else False if kind == _UNLOCKED else None
 
 
-def lock_exempt(record: bytes) -> bool:
-    """Whether a record's bytes may be sealed while the ledger is locked, though not an unlock."""
-    return record_head(record).type in _LOCK_EXEMPT
+def lock_exempt(stream: str, record_type: str) -> bool:
+    """Whether a record of ``record_type`` in ``stream`` may be sealed while the ledger is locked.
+
+    Only the record of a refused attempt in the ``REFUSALS`` stream (issue 12, item 7):
+    one in the ``TRIAL`` stream would end the lock, which is that stream's last event.
+    The unlock is not exempt: it ends the lock (:func:`lock_change`).
+    """
+    return stream == REFUSALS_STREAM and record_type == _REFUSED
 
 
-def _lock_after(lock: bytes, state: bytes, record_type: str, codec: StateCodec) -> bytes:
-    """:func:`_next_lock` of a stored state, decoded only when the lock is concerned."""
+def _lock_after(lock: bytes, stored: StoredEvent, record_type: str, codec: StateCodec) -> bytes:
+    """:func:`_next_lock` of a stored event, decoded only when the lock is concerned."""
     if not lock and record_type not in _LOCK_TYPES:
         return lock
-    decoded = codec.decode(state)
-    return _next_lock(lock, decoded.record, decoded.timestamp)
+    decoded = codec.decode(stored.state)
+    return _next_lock(lock, str(stored.originator_id), decoded.record, decoded.timestamp)
 
 
-def _next_lock(lock: bytes, record: Record, at: dt.datetime) -> bytes:
-    """The ``lock`` meta value after ``record``; raises :class:`LockRefused` for an append while locked.
+def _next_lock(lock: bytes, stream: str, record: Record, at: dt.datetime) -> bytes:
+    """The ``lock`` meta value after ``record`` in ``stream``; raises :class:`LockRefused` while locked.
 
     While locked, only :class:`DatabaseUnlocked` and the record of a refused
-    attempt (:class:`ActionRefused`: not clinical data, issue 12, item 7) may be
-    appended; an unlock may not be appended when the ledger is not locked.
+    attempt in its own stream (:func:`lock_exempt`: not clinical data, issue 12,
+    item 7) may be appended; an unlock may not be appended when the ledger is not locked.
     """
     if isinstance(record, DatabaseUnlocked):
         if not lock:
             raise LockRefused("unlock: the ledger is not locked")
         return b""
-    if lock and not isinstance(record, ActionRefused):
+    if lock and not lock_exempt(stream, record.type):
         held = msgspec.json.decode(lock)
         raise LockRefused(
             f"the ledger is locked since {held['at']} by {held['by']} ({held['reason']}); nothing stored."

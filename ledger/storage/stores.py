@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import OperationalError, StoredEvent
 from eventsourcing.sqlite import (
     SQLiteApplicationRecorder,
     SQLiteCursor,
@@ -109,6 +109,20 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
     def appended_by(self, after: int, limit: int) -> list[tuple[int, str]]:
         """No database login sealed any row of the embedded store (issue 12, item 9)."""
         return []
+
+    def sealed_logins(self, stream: str) -> list[tuple[int, int, str]]:
+        """No database login sealed any row of the embedded store (issue 12, item 9)."""
+        return []
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        """The library's insert; a store opened read-only (``file:...?mode=ro``) refuses it, exit 3."""
+        try:
+            return super().insert_events(stored_events, **kwargs)
+        except OperationalError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, sqlite3.Error) and cause.sqlite_errorcode & 0xFF == sqlite3.SQLITE_READONLY:
+                raise Refused(f"the store is read-only, nothing stored: {cause}") from None
+            raise
 
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], *, read_at: int | None = None, **_: Any
