@@ -10,6 +10,7 @@ frontier are compared with the Python ones that the rest of the ledger uses.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import uuid
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import msgpack
+import msgspec
 import psycopg
 import pytest
 from click.testing import CliRunner
@@ -30,6 +32,8 @@ from ledger.domain.events import ActionRefused, DatabaseLocked
 from ledger.evidence.merkle import Frontier, leaf_hash
 from ledger.storage import refusal_seal
 from ledger.storage.seal import canonical_entry
+from ledger.storage.summaries import micros
+from projections.readmodel.queries import Monitor
 from tests.conftest import PG_ADMIN_URL
 from tests.logins import DENIED, Site, as_login, sqlstate, stored_row
 
@@ -85,6 +89,8 @@ def test_a_monitors_refused_attempts_are_recorded_under_its_login_and_show_in_au
     assert [login for (login,) in sealed] == [monitor] * 3 + [site.logins["auditor"]]
     code, out, _ = cli(site, "monitor", "--json", "verify")
     assert code == 0 and json.loads(out)["ok"] is True, out
+    # Each sealed refusal also gave the read model its clock row: the summaries still answer.
+    assert Monitor(site.ledger("monitor")).view.summarised
 
 
 def refused(user: str, **fields: Any) -> ActionRefused:
@@ -213,6 +219,18 @@ def test_the_sql_extends_the_merkle_frontier_as_the_seal_does(
     frontier.append(leaf)
     assert one(encoders, refusal_seal.FRONTIER_APPEND, stored, leaf) == frontier.to_bytes()
     assert one(encoders, refusal_seal.FRONTIER_APPEND, None, leaf) == Frontier([leaf]).to_bytes()
+
+
+@given(st.datetimes(min_value=dt.datetime(1970, 1, 1), timezones=st.just(dt.UTC)))
+@example(dt.datetime(2014, 1, 6, 9, 0, tzinfo=dt.UTC))
+@example(dt.datetime(2106, 2, 7, 6, 28, 16, tzinfo=dt.UTC))
+@example(dt.datetime(2514, 5, 30, 1, 53, 4, 123456, tzinfo=dt.UTC))
+def test_the_sql_reads_a_recorded_time_as_the_clock_keeps_it(
+    encoders: psycopg.Connection, at: dt.datetime
+) -> None:
+    packed = msgspec.msgpack.encode(at)
+    row = encoders.execute(f"SELECT * FROM {refusal_seal.READ_TIME}(%s, 0)", (packed,)).fetchone()
+    assert row == (micros(at), len(packed))
 
 
 @given(st.integers(1, 2**63 - 1), st.integers(1, 2**63 - 1), TEXT, st.binary(max_size=600))

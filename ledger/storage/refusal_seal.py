@@ -26,8 +26,10 @@ SHA-256 of the record's bytes, the RFC 6962 leaf hash of
 ``login`` the database fills with the session user; the Merkle frontier and chain
 head in ``ledger_meta`` (:meth:`ledger.evidence.merkle.Frontier.extend`); and the
 read model's row when the view covers everything before it
-(:meth:`ledger.storage.feed.TimelineFeed.feed`).  ``verify`` recomputes all of it
-from the events, and the tests compare the SQL encoders with the Python ones.
+(:meth:`ledger.storage.feed.TimelineFeed.feed`), with the batch's clock row when
+the summaries do too (:mod:`ledger.storage.summaries`).  ``verify`` recomputes
+all of it from the events, and the tests compare the SQL encoders with the
+Python ones.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from psycopg.sql import SQL, Composed, Identifier, Literal
 from ledger.domain.events import ActionRefused, ParticipantCode, Text, UserName
 from ledger.storage.feed import TIMELINE_TABLE, TRACKING_TABLE
 from ledger.storage.seal import ENTRIES_TABLE, GENESIS, REFUSALS_STREAM
+from ledger.storage.summaries import CLOCK_TABLE, SUMMARY_TABLE
 
 SEAL_REFUSAL = "ledger_seal_refusal"
 # The function's signature, as ``to_regprocedure`` and ``GRANT`` name it.
@@ -47,12 +50,16 @@ SEAL_REFUSAL_ARGUMENTS = "(bigint, text, bytea)"
 # The MessagePack encoders and the frontier's extension the function is made of (tests call them).
 UINT, STR, BIN, FRONTIER_APPEND = "ledger_mp_uint", "ledger_mp_str", "ledger_mp_bin", "ledger_frontier_append"
 READ_STR = "ledger_mp_read_str"
+BE32 = "ledger_be32"
+READ_TIME = "ledger_mp_read_time"
 HELPERS = {
     UINT: "(bigint)",
     STR: "(text)",
     BIN: "(bytea)",
     FRONTIER_APPEND: "(bytea, bytea)",
     READ_STR: "(bytea, integer)",
+    BE32: "(bytea, integer)",
+    READ_TIME: "(bytea, integer)",
 }
 # Bytes of a refusal's stored state: two texts of at most 500 characters (4 bytes each at most),
 # and the rest short.
@@ -84,6 +91,9 @@ def statements(schema: str, events: str, topics: RefusalTopics) -> list[Composed
         "tracking": SQL("{0}.{1}").format(s, Identifier(TRACKING_TABLE)),
         "timeline_name": Literal(f'"{schema}".{TIMELINE_TABLE}'),
         "tracking_name": Literal(f'"{schema}".{TRACKING_TABLE}'),
+        "clock": SQL("{0}.{1}").format(s, Identifier(CLOCK_TABLE)),
+        "clock_name": Literal(f'"{schema}".{CLOCK_TABLE}'),
+        "summary_name": Literal(f'"{schema}".{SUMMARY_TABLE}'),
         "events_name": Literal(f'"{schema}"."{events}"'),
         **{
             placeholder: SQL("{0}.{1}").format(s, Identifier(name))
@@ -93,6 +103,8 @@ def statements(schema: str, events: str, topics: RefusalTopics) -> list[Composed
                 ("bin", BIN),
                 ("frontier_append", FRONTIER_APPEND),
                 ("read_str", READ_STR),
+                ("be32", BE32),
+                ("read_time", READ_TIME),
             )
         },
         "seal": SQL("{0}.{1}").format(s, Identifier(SEAL_REFUSAL)),
@@ -173,6 +185,26 @@ _HELPER_BODIES = (
         s := s >> 1;
     END LOOP;
     RETURN int8send(size + 1) || roots || h; END $$""",
+    # The unsigned big-endian 32-bit number at byte ``p`` (from 0).
+    """CREATE OR REPLACE FUNCTION {be32}(b bytea, p integer) RETURNS bigint {pure} AS $$ BEGIN
+    RETURN (get_byte(b, p)::bigint << 24) | (get_byte(b, p + 1)::bigint << 16)
+        | (get_byte(b, p + 2)::bigint << 8) | get_byte(b, p + 3)::bigint; END $$""",
+    # One MessagePack timestamp (of the three sizes) at byte ``p``: microseconds since 1970, as the
+    # read model's clock keeps a recorded time (ledger.storage.summaries.micros), and the byte after it.
+    """CREATE OR REPLACE FUNCTION {read_time}(b bytea, p integer, OUT micros bigint, OUT next integer)
+    {pure} AS $$ DECLARE h integer := get_byte(b, p); high_word bigint; BEGIN
+    IF h = 214 AND get_byte(b, p + 1) = 255 THEN
+        micros := {be32}(b, p + 2) * 1000000;
+        next := p + 6;
+    ELSIF h = 215 AND get_byte(b, p + 1) = 255 THEN
+        high_word := {be32}(b, p + 2);
+        micros := ((high_word & 3) * 4294967296 + {be32}(b, p + 6)) * 1000000 + (high_word >> 2) / 1000;
+        next := p + 10;
+    ELSIF h = 199 AND get_byte(b, p + 1) = 12 AND get_byte(b, p + 2) = 255 THEN
+        micros := ('x' || encode(substring(b FROM p + 8 FOR 8), 'hex'))::bit(64)::bigint * 1000000
+            + {be32}(b, p + 3) / 1000;
+        next := p + 15;
+    ELSE RAISE EXCEPTION 'the timestamp is not a MessagePack timestamp'; END IF; END $$""",
     # One MessagePack string at byte ``p`` (from 0): its text and the byte after it.
     """CREATE OR REPLACE FUNCTION {read_str}(b bytea, p integer, OUT val text, OUT next integer) {pure} AS $$
     DECLARE h integer := get_byte(b, p); n integer; k integer; BEGIN
@@ -193,6 +225,7 @@ DECLARE
     timestamped boolean := false; stream_topic text; refusal_type text; refusal_id text; refusal_user text;
     refusal_action text; refusal_reason text; refusal_participant text;
     at_position bigint; chain_head bytea; head_frontier bytea; leaf bytea; tracked bigint;
+    moment bigint; clock_at bigint; clock_high bigint; clock_versions text;
 BEGIN
     BEGIN
         IF octet_length(stored_state) > {limit} THEN
@@ -205,12 +238,7 @@ BEGIN
             IF field = ANY (seen) THEN RAISE EXCEPTION 'the state has % twice', field; END IF;
             seen := seen || field;
             IF field = 'timestamp' THEN
-                h := get_byte(stored_state, p);
-                IF h = 214 AND get_byte(stored_state, p + 1) = 255 THEN p := p + 6;
-                ELSIF h = 215 AND get_byte(stored_state, p + 1) = 255 THEN p := p + 10;
-                ELSIF h = 199 AND get_byte(stored_state, p + 1) = 12
-                    AND get_byte(stored_state, p + 2) = 255 THEN p := p + 15;
-                ELSE RAISE EXCEPTION 'the timestamp is not a MessagePack timestamp'; END IF;
+                SELECT r.micros, r.next INTO moment, p FROM {read_time}(stored_state, p) r;
                 timestamped := true;
             ELSIF field = 'originator_topic' THEN
                 SELECT r.val, r.next INTO stream_topic, p FROM {read_str}(stored_state, p) r;
@@ -301,6 +329,17 @@ BEGIN
             INSERT INTO {timeline} (participant, position, state)
                 VALUES ({stream}, at_position, stored_state);
             INSERT INTO {tracking} (position) VALUES (at_position);
+            -- The batch's clock row, as ledger.storage.summaries writes it: a refusal is no
+            -- participant's, adds no summary and adopts no protocol version.
+            IF to_regclass({clock_name}) IS NOT NULL AND to_regclass({summary_name}) IS NOT NULL THEN
+                SELECT c.position, c.high, c.versions INTO clock_at, clock_high, clock_versions
+                    FROM {clock} c ORDER BY c.position DESC LIMIT 1;
+                IF clock_at = at_position - 1 THEN
+                    INSERT INTO {clock} (position, recorded_at, high, early, versions, summaries)
+                        VALUES (at_position, moment, GREATEST(moment, clock_high),
+                                CASE WHEN moment < clock_high THEN moment END, clock_versions, 0);
+                END IF;
+            END IF;
         END IF;
     END IF;
     RETURN at_position;
