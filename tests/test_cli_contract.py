@@ -579,3 +579,24 @@ def test_a_further_check_of_verify_is_one_more_finding(stores: tuple[str, str]) 
         "first_bad": {"position": None, "event_id": "NFH-001", "problem": "status differs"},
         "read_model": {"first": "NFH-001"},
     }
+
+
+def test_commands_on_the_embedded_store_never_load_the_postgresql_driver(tmp_path: Path) -> None:
+    """psycopg costs a fifth of a second to import: only a ``postgresql://`` store loads it."""
+    import subprocess
+    import sys
+
+    store = str(tmp_path / "trial-ledger.db")
+    generated(TrialLedger(store), 3)
+    script = (
+        "import sys, cli\n"
+        "for args in (['init'], ['status'], ['--json', 'endpoints'], ['verify']):\n"
+        "    try:\n"
+        f"        cli.main(['--store', {store!r}, '--user', 'dm', *args])\n"
+        "    except SystemExit as done:\n"
+        "        assert done.code == 0, (args, done.code)\n"
+        "print(sorted(name for name in sys.modules if name.split('.')[0] == 'psycopg'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "[]"

@@ -85,7 +85,6 @@ from ledger.domain.events import (
 )
 from ledger.domain.participant import RecordEvent, ledger_event_id
 from ledger.domain.rules.sites import site_of
-from ledger.storage.refusal_seal import RefusalTopics
 from ledger.storage.seal import REFUSALS_STREAM
 
 if TYPE_CHECKING:
@@ -390,6 +389,8 @@ def secure(ledger: TrialLedger) -> bool:
     login = ledger.login
     if login is None or not login.owner:
         return False
+    from ledger.storage.refusal_seal import RefusalTopics  # PostgreSQL's: SQLite never loads psycopg
+
     topics = RefusalTopics(get_topic(Refusals), get_topic(Refusals.Opened), get_topic(Refusals.Recorded))
     ledger.recorder.secure(list(ledger.protocol.sites), topics)  # type: ignore[attr-defined]
     return True
