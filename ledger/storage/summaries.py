@@ -42,10 +42,11 @@ from ledger.domain.entry import Entry
 from ledger.domain.events import ProtocolAdopted
 from ledger.domain.participant import Participant
 from ledger.domain.protocol import DEFAULT_PROTOCOL, load_protocol
-from ledger.domain.rules.corrections import ParticipantHistory, fold
+from ledger.domain.rules.corrections import fold
 from ledger.domain.rules.versions import AdoptedProtocol, ProtocolVersions, content_hash, judging_versions
 from ledger.domain.summary import Step, Summary, changed_since, summary_of
 from ledger.storage.transcoder import decode_state
+from ledger.storage.workers import spread
 
 SUMMARY_TABLE = "rm_summary"
 CLOCK_TABLE = "rm_clock"
@@ -206,26 +207,23 @@ class SummaryWriter:
         versions = self._versions(cursor)
         fingerprint = versions.fingerprint
         everyone = seen.adopts or (previous is not None and clock_row(previous).versions != fingerprint)
-        streams = None if everyone else seen.participants
+        jobs = (
+            (participant, rows, self._latest(cursor, participant, first - 1))
+            for participant, rows in self._stream_rows(cursor, None if everyone else seen.participants)
+        )
         added = 0
-        rows = []
-        for participant, history, before in self._histories(cursor, streams, first):
-            kept = self._latest(cursor, participant, first - 1)
-            if everyone:
-                summary = summary_of(history, versions) if history is not None else ()
-            else:
-                since = changed_since(before, history) if history is not None else None
-                if since is None:
-                    continue
-                summary = summary_of(history, versions, kept, since)
-            if summary != kept:
-                rows.append((participant, last, encode_summary(summary)))
-                added += 1
-            if len(rows) >= PAGE:
-                cursor.executemany(t.insert_summary, rows)
-                rows = []
-        if rows:
-            cursor.executemany(t.insert_summary, rows)
+        page: list[tuple[str, int, bytes]] = []
+        shared = (versions, everyone, first)
+        for participant, steps in spread(summarise_stream, shared, jobs, _weight):
+            if steps is None:
+                continue
+            page.append((participant, last, steps))
+            added += 1
+            if len(page) >= PAGE:
+                cursor.executemany(t.insert_summary, page)
+                page = []
+        if page:
+            cursor.executemany(t.insert_summary, page)
         assert seen.low is not None and seen.high is not None
         before_high = clock_row(previous).high if previous is not None else seen.low
         early = seen.low if seen.low < max(seen.high, before_high) else None
@@ -242,21 +240,11 @@ class SummaryWriter:
                 adoptions.append((record.id or f"{PROTOCOL_STREAM}#{row['position']}", record))
         return judging_versions(adoptions, self.configured())
 
-    def _latest(self, cursor: Any, participant: str, upto: int) -> Summary:
+    def _latest(self, cursor: Any, participant: str, upto: int) -> bytes | None:
+        """The participant's stored summary at or before position ``upto``, as stored (None: none)."""
         cursor.execute(self.tables.select_latest, (participant, upto))
         row = cursor.fetchone()
-        return decode_summary(bytes(row["steps"])) if row is not None else ()
-
-    def _histories(
-        self, cursor: Any, streams: set[str] | None, first: int
-    ) -> Iterator[tuple[str, ParticipantHistory | None, ParticipantHistory | None]]:
-        """Each stream's history with the batch and without it (``streams``; None: every stream)."""
-        for participant, rows in self._stream_rows(cursor, streams):
-            entries = [_entry(participant, position, state) for position, state in rows]
-            after = fold(entries).get(participant)
-            earlier = [entry for entry in entries if entry.position < first]
-            before = fold(earlier).get(participant) if earlier else None
-            yield participant, after, before
+        return bytes(row["steps"]) if row is not None else None
 
     def _stream_rows(
         self, cursor: Any, streams: set[str] | None
@@ -287,6 +275,42 @@ class SummaryWriter:
                 break
         if current is not None and (streams is None or current in streams):
             yield current, rows
+
+
+# A participant's rows, with their summary before the batch: one job of :func:`summarise_stream`.
+Job = tuple[str, list[tuple[int, bytes]], bytes | None]
+
+
+def summarise_stream(shared: tuple[ProtocolVersions, bool, int], job: Job) -> tuple[str, bytes | None]:
+    """A participant's summary once the batch from position ``first`` on is in; None when it is as it was.
+
+    ``shared``: the protocol versions, whether everyone is summarised again (the
+    versions changed), and the batch's first position.  Otherwise the summary
+    is made again from the earliest date the batch's events touch
+    (:func:`~ledger.domain.summary.changed_since`); a participant the batch
+    leaves alike (a signature, a coding) keeps theirs.  Runs in a worker
+    process for a large batch (:func:`~ledger.storage.workers.spread`).
+    """
+    versions, everyone, first = shared
+    participant, rows, stored = job
+    entries = [_entry(participant, position, state) for position, state in rows]
+    after = fold(entries).get(participant)
+    kept = decode_summary(stored) if stored is not None else ()
+    if after is None:
+        summary: Summary = ()
+    elif everyone:
+        summary = summary_of(after, versions)
+    else:
+        earlier = [entry for entry in entries if entry.position < first]
+        since = changed_since(fold(earlier).get(participant) if earlier else None, after)
+        if since is None:
+            return participant, None
+        summary = summary_of(after, versions, kept, since)
+    return participant, (encode_summary(summary) if summary != kept else None)
+
+
+def _weight(job: Job) -> int:
+    return len(job[1])
 
 
 def _entry(participant: str, position: int, state: bytes) -> Entry:

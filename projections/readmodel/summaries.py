@@ -36,6 +36,7 @@ from ledger.storage.summaries import (
 )
 from ledger.storage.timelines import Row, Timelines
 from ledger.storage.transcoder import decode_state
+from ledger.storage.workers import spread
 
 PAGE = 20_000
 
@@ -155,23 +156,40 @@ def made_rows(
     """The summary rows the events make, by participant then position.
 
     ``rows``: the timeline rows by participant then position; those after the
-    last batch are left out.  ``progress`` is told how many rows each
-    participant had.
+    last batch are left out.  Participants are summarised on every core when
+    there are many (:func:`~ledger.storage.workers.spread`).  ``progress`` is
+    told how many rows each participant had.
     """
     if not found.clock:
         return
     upto = found.clock[-1].position
-    changes = found.changes()
-    for participant, stream in groupby(rows, key=lambda row: row[0]):
-        entries = []
-        for _, position, state in stream:
-            if position <= upto:
-                stored = decode_state(state)
-                entries.append(Entry(position, stored.timestamp, participant, stored.record))
-        for index, summary in participant_summaries(participant, entries, found, changes):
+    jobs = (
+        (participant, [(position, state) for _, position, state in stream if position <= upto])
+        for participant, stream in groupby(rows, key=lambda row: row[0])
+    )
+    shared = (found, found.changes())
+    for participant, made, count in spread(_summarised, shared, jobs, _weight):
+        for index, summary in made:
             yield Made(participant, found.clock[index].position, index, summary)
         if progress is not None:
-            progress(len(entries))
+            progress(count)
+
+
+def _summarised(
+    shared: tuple[Batches, list[int]], job: tuple[str, list[tuple[int, bytes]]]
+) -> tuple[str, list[tuple[int, Summary]], int]:
+    """One participant's summaries at the batches that changed them, and how many rows they had."""
+    found, changes = shared
+    participant, rows = job
+    entries = []
+    for position, state in rows:
+        stored = decode_state(state)
+        entries.append(Entry(position, stored.timestamp, participant, stored.record))
+    return participant, list(participant_summaries(participant, entries, found, changes)), len(rows)
+
+
+def _weight(job: tuple[str, list[tuple[int, bytes]]]) -> int:
+    return len(job[1])
 
 
 def rebuild_summaries(
