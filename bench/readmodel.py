@@ -8,8 +8,9 @@ Write side: the same import into a new store with the read model (the writes
 add its rows in their transaction) and without it (its tracking table dropped
 after ``init``: the writes then add nothing), and the median of one shell
 append on a small store, both ways.  Reads: ``status`` and ``endpoints`` at
-several ``--as-of`` and ``--known-at`` on the imported store, each with its
-ratio to a full ``rebuild`` of the same store and its peak memory.  Every
+several ``--as-of`` and ``--known-at`` on a store of the same file imported in
+:data:`CHUNKS` batches (so that known-at moments between them see part of it),
+each with its ratio to a full ``rebuild`` of that store and its peak memory.  Every
 command is a fresh ``trial-ledger`` process, start-up included
 (:func:`run.timed`).  Run the 1M-event store only under ``flock /tmp/bench.lock``.
 """
@@ -17,6 +18,7 @@ command is a fresh ``trial-ledger`` process, start-up included
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sqlite3
 import statistics
@@ -29,12 +31,17 @@ from history import cmv_append
 from run import PG_DEFAULT, SCREENING, cli, pg_drop, pg_reachable, remove_sqlite
 
 APPENDS = 9
-# (as-of, known-at) pairs the reads are timed at: the trial's middle and end, as known now, as known
-# later, and before anything was recorded (the bench's events are all recorded by the one import).
-READS = (
+# The reads' store is the bench file imported in this many batches, each recorded at its own moment.
+CHUNKS = 4
+# (as-of, known-at) pairs the reads are timed at: the trial's middle and end as known now; as known
+# once the first, second and third batch were recorded; and before anything was recorded.  A known-at
+# given as a number is the moment after that many batches.
+READS: tuple[tuple[str, str | int | None], ...] = (
     ("2014-06-30", None),
     ("2015-12-31", None),
-    ("2015-12-31", "2099-01-01T00:00:00Z"),
+    ("2015-12-31", 1),
+    ("2016-06-30", 2),
+    ("2099-12-31", 3),
     ("2099-12-31", "2000-01-01T00:00:00Z"),
 )
 TRACKING = "rm_tracking"
@@ -86,7 +93,7 @@ def bench_store(store: str, source: Path, small: Path, admin: str | None) -> dic
         imported = cli(store, "import", str(source))
         row[f"import_{label}"] = {"seconds": imported.seconds, "peak_mb": imported.peak_mb}
         if kept:
-            row["reads"] = reads(store)
+            row["reads"] = reads(store, chunked(store, source, admin, source.parent))
         new_store(store, admin)
         if not kept:
             without_read_model(store)
@@ -105,11 +112,47 @@ def bench_store(store: str, source: Path, small: Path, admin: str | None) -> dic
     return row
 
 
-def reads(store: str) -> dict[str, Any]:
-    """``status`` and ``endpoints`` at each pair of :data:`READS`, as ratios to a full ``rebuild``."""
+def chunked(store: str, source: Path, admin: str | None, work: Path, chunks: int = CHUNKS) -> list[str]:
+    """Make ``store`` of ``source`` imported in ``chunks`` batches; the moments between them (UTC).
+
+    Any prefix of a bench file is a valid import (:mod:`generate`), so each
+    batch takes the next stretch of lines into the store holding the ones before.
+    """
+    new_store(store, admin)
+    total = sum(1 for _ in source.open("rb"))
+    parts = [work / f"chunk-{number}.jsonl" for number in range(chunks)]
+    with source.open("rb") as lines:
+        for number, part in enumerate(parts):
+            with part.open("wb") as out:
+                for _ in range(total * (number + 1) // chunks - total * number // chunks):
+                    out.write(next(lines))
+    moments = []
+    for part in parts:
+        cli(store, "import", str(part))
+        moments.append(dt.datetime.now(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"))
+        part.unlink()
+    return moments
+
+
+def reads(store: str, moments: list[str] | None = None) -> dict[str, Any]:
+    """``status`` and ``endpoints`` at each pair of :data:`READS`, as ratios to a full ``rebuild``.
+
+    ``moments``: when each batch of the store ended (:func:`chunked`); pairs whose
+    known-at names a batch the store does not have are left out.
+    """
     rebuilt = cli(store, "--json", "rebuild")
-    out: dict[str, Any] = {"rebuild": {"seconds": rebuilt.seconds, "peak_mb": rebuilt.peak_mb}, "cases": []}
-    for as_of, known_at in READS:
+    out: dict[str, Any] = {
+        "rebuild": {"seconds": rebuilt.seconds, "peak_mb": rebuilt.peak_mb},
+        "batches": len(moments or ()) or 1,
+        "cases": [],
+    }
+    for as_of, known in READS:
+        if isinstance(known, int):
+            if not moments or known >= len(moments):
+                continue
+            known_at: str | None = moments[known - 1]
+        else:
+            known_at = known
         times = ["--as-of", as_of, *(["--known-at", known_at] if known_at else [])]
         for command in ("status", "endpoints"):
             run = cli(store, "--json", command, *times)
@@ -118,6 +161,7 @@ def reads(store: str) -> dict[str, Any]:
                     "command": command,
                     "as_of": as_of,
                     "known_at": known_at,
+                    "batches_known": known if isinstance(known, int) else None,
                     "seconds": run.seconds,
                     "peak_mb": run.peak_mb,
                     "ratio_to_rebuild": run.seconds / rebuilt.seconds,

@@ -125,12 +125,28 @@ def goals(results: Figures, store: str = "sqlite") -> list[tuple[str, str, str, 
         at_least=False,
     )
     for name in ("status", "endpoints"):
-        value = _get(top, name, "seconds")
-        add(f"1. `{name}` on {n} events", "< 1 s", value, _seconds(value), 1, at_least=False)
-        peak = _get(top, name, "peak_mb")
-        add(f"1. `{name}` on {n} events, peak memory", "< 300 MB", peak, _mb(peak), 300, at_least=False)
-        rebuilt = _get(top, "rebuild", "seconds")
-        ratio(f"1. `{name}` / `rebuild`", "<= 0.05", value, rebuilt, 0.05, "", at_least=False, digits=3)
+        reads = _reads(top, name)
+        slowest = max((seconds for seconds, _, _ in reads), default=None)
+        heaviest = max((peak for _, peak, _ in reads), default=None)
+        worst = max((share for _, _, share in reads if share is not None), default=None)
+        pairs = f"slowest of {len(reads)} (as-of, known-at) pairs"
+        add(f"1. `{name}` on {n} events, {pairs}", "< 1 s", slowest, _seconds(slowest), 1, at_least=False)
+        add(
+            f"1. `{name}` on {n} events, peak memory",
+            "< 300 MB",
+            heaviest,
+            _mb(heaviest),
+            300,
+            at_least=False,
+        )
+        add(
+            f"1. `{name}` / `rebuild` of the same store, {pairs}",
+            "<= 0.05",
+            worst,
+            f"{worst or 0:.3f}",
+            0.05,
+            at_least=False,
+        )
         if store == "sqlite":
             small = _get(results, "small", name, "median_seconds")
             add(
@@ -152,6 +168,24 @@ def goals(results: Figures, store: str = "sqlite") -> list[tuple[str, str, str, 
             at_least=False,
         )
     return rows
+
+
+def _reads(top: Figures, name: str) -> list[tuple[float, float, float | None]]:
+    """(seconds, peak MB, share of a rebuild of the same store) of every timed ``name`` at the largest size.
+
+    The plain one on the store of one import, and the read model's cases on the
+    store of the same events imported in batches (:mod:`readmodel`).
+    """
+    found = []
+    plain = _get(top, name)
+    if plain:
+        found.append(
+            (plain["seconds"], plain["peak_mb"], _ratio(plain["seconds"], _get(top, "rebuild", "seconds")))
+        )
+    for case in _get(top, "readmodel_reads", "cases") or []:
+        if case.get("command") == name:
+            found.append((case["seconds"], case["peak_mb"], case.get("ratio_to_rebuild")))
+    return found
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -342,6 +376,13 @@ def _history(results: Figures) -> list[str]:
     ]
 
 
+def _known(case: Figures, batches: int | None) -> str:
+    """A case's known-at moment, and how many of the store's batches were recorded by then."""
+    known = case.get("known_at") or "now"
+    after = case.get("batches_known")
+    return f"{known} (after {after} of {batches} imports)" if after and batches else str(known)
+
+
 def _readmodel(results: Figures) -> list[str]:
     """The read model's cases (``bench/readmodel.py``): reads at (as-of, known-at) pairs, write-side cost."""
     figures = results.get("readmodel") or {}
@@ -358,7 +399,7 @@ def _readmodel(results: Figures) -> list[str]:
             [
                 f"`{case.get('command', '')}`",
                 str(case.get("as_of", "")),
-                str(case.get("known_at", "")),
+                _known(case, _get(kind, "reads", "batches")),
                 _seconds(case.get("seconds")),
                 _mb(case.get("peak_mb")),
                 f"{case.get('ratio_to_rebuild') or 0:.3f}",
@@ -367,7 +408,8 @@ def _readmodel(results: Figures) -> list[str]:
         ]
         rebuild = _get(kind, "reads", "rebuild") or {}
         out += [
-            f"## Reads at (as-of, known-at) pairs, {store} (`bench/readmodel.py`'s cases, largest store)",
+            f"## Reads at (as-of, known-at) pairs, {store} (`bench/readmodel.py`'s cases: the largest "
+            "store's events imported in batches)",
             "",
             *_table(["command", "as of", "known at", "time", "peak", "/ rebuild"], rows),
             "",

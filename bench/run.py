@@ -209,7 +209,7 @@ def baselines_sqlite(
 ) -> dict[str, Any]:
     row: dict[str, Any] = {}
     if args.skip_references:
-        row.update(queries(str(db), size, available))
+        row.update(queries(str(db), size, available, source, work))
         return row
     events, entries = baselines.stored_rows(db)
     raw = work / "raw.db"
@@ -235,15 +235,21 @@ def baselines_sqlite(
         )
         row["import_before"] = before.summary(size)
         remove_sqlite(old)
-    row.update(queries(str(db), size, available))
+    row.update(queries(str(db), size, available, source, work))
     return row
 
 
-def queries(store: str, size: int, available: set[str]) -> dict[str, Any]:
-    """``verify``, ``status --as-of`` and ``endpoints --known-at`` on a full store; the read model's cases."""
+def queries(
+    store: str, size: int, available: set[str], source: Path, work: Path, admin: str | None = None
+) -> dict[str, Any]:
+    """``verify``, ``status --as-of`` and ``endpoints --known-at`` on a full store; the read model's cases.
+
+    The cases run on a second store of the same ``source``, imported in batches
+    (:func:`readmodel.chunked`), so that their known-at moments see part of it.
+    """
     import readmodel  # it imports this module's helpers
 
-    row: dict[str, Any] = {"readmodel_reads": readmodel.reads(store)}
+    row: dict[str, Any] = {}
     if "verify" in available:
         run = cli(store, "--json", "verify")
         row["verify"] = run.summary(size)
@@ -252,6 +258,12 @@ def queries(store: str, size: int, available: set[str]) -> dict[str, Any]:
         if name in available:
             run = cli(store, "--json", name, *extra)
             row[name] = {"seconds": run.seconds, "peak_mb": run.peak_mb}
+    batched = f"{admin}?schema=bench_batched" if admin else str(work / "batched.db")
+    row["readmodel_reads"] = readmodel.reads(batched, readmodel.chunked(batched, source, admin, work))
+    if admin:
+        pg_drop(admin, "bench_batched")
+    else:
+        remove_sqlite(Path(batched))
     return row
 
 
@@ -369,7 +381,7 @@ def bench_postgres(
                 row["batched_insert_both"] = {"seconds": insert_seconds, "rate": size / insert_seconds}
             pg_drop(admin, "bench_baseline")
             del events, entries
-            row.update(queries(store, size, available))
+            row.update(queries(store, size, available, source, source.parent, admin))
         pg_drop(admin, schema)
         out["sizes"][size] = row
         print(f"postgres {size}: {json.dumps(row)}", flush=True)

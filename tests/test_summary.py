@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from ledger.domain.protocol import Protocol, load_protocol
 from ledger.domain.rules.corrections import ParticipantHistory, fold
 from ledger.domain.rules.versions import AdoptedProtocol, ProtocolVersions
-from ledger.domain.summary import Step, changed_since, standing, standing_on, summary_of
+from ledger.domain.summary import Step, standing, standing_on, summary_of, touched_since
 from tests.builders import D0, Ledger, day
 from tests.conftest import PROTOCOL_FILES
 
@@ -124,34 +124,34 @@ def test_a_summary_kept_batch_by_batch_is_the_summary_from_scratch(
     ledger, ends = chart
     versions = _versions(protocol, amended=False)
     kept: tuple[Step, ...] = ()
-    before = None
+    start = 1
     for end in ends:
         after = _history(ledger, end)
         assert after is not None
-        since = changed_since(before, after)
+        since = touched_since(ledger.entries[:end], start)
         if since is not None:
             kept = summary_of(after, versions, kept, since)
         assert kept == summary_of(after, versions)
-        before = after
+        start = end + 1
 
 
-def test_nothing_changed_is_no_date() -> None:
+def test_nothing_clinical_is_no_date() -> None:
     ledger = Ledger()
     ledger.treated(CODE)
-    history = _history(ledger, 3)
-    assert changed_since(history, history) is None
-    assert changed_since(None, history) == history.as_of(type(ledger.entries[0].record), D0)[0].effective
+    assert touched_since(ledger.entries, 4) is None
+    assert touched_since(ledger.entries, 1) == ledger.entries[0].record.effective  # type: ignore[attr-defined]
 
 
-def test_a_correction_changes_from_the_earlier_of_its_dates() -> None:
+def test_a_correction_or_a_void_touches_every_date_its_target_held() -> None:
     ledger = Ledger()
     ledger.treated(CODE)
     result = ledger.cmv(CODE, day(10))
-    before = _history(ledger, 4)
-    ledger.correct(result, effective=day(20).isoformat())
-    assert changed_since(before, _history(ledger, 5)) == day(10)
-    ledger.correct(result, effective=day(5).isoformat())
-    assert changed_since(_history(ledger, 5), _history(ledger, 6)) == day(5)
+    moved = ledger.correct(result, effective=day(20).isoformat())
+    assert touched_since(ledger.entries, moved.position) == day(10)
+    ledger.correct(result, effective=day(25).isoformat())
+    assert touched_since(ledger.entries, len(ledger.entries)) == day(10)
+    void = ledger.void(moved)  # the void of a correction: the dates of that correction's target
+    assert touched_since(ledger.entries, void.position) == day(10)
 
 
 def test_a_participant_before_screening_has_no_standing() -> None:

@@ -660,7 +660,7 @@ def stored_changes(record: Record, changes: dict[str, Any]) -> Record:
         return convert(fields, type(record))
     except InvalidRecord:
         try:
-            twin = msgspec.convert(fields, _TWIN_OF[type(record)], strict=False)
+            twin = msgspec.convert(fields, _twin_of(type(record)), strict=False)
         except msgspec.ValidationError as exc:
             raise InvalidRecord(_readable(str(exc))) from None
         return from_twin(twin)
@@ -717,13 +717,24 @@ def _twin(record_type: type[Record]) -> type[msgspec.Struct]:
     )
 
 
-_TWINS: dict[type[msgspec.Struct], type[Record]] = {_twin(t): t for t in STORED_TYPES}
-_TWIN_OF = {record_type: twin for twin, record_type in _TWINS.items()}
-LenientStored = Union[tuple(_TWINS)]  # type: ignore[valid-type]  # noqa: UP007
+@functools.cache
+def _twins() -> dict[type[msgspec.Struct], type[Record]]:
+    """Every stored record type's twin, made the first time one is needed (not at every start)."""
+    return {_twin(t): t for t in STORED_TYPES}
+
+
+@functools.cache
+def _twin_of(record_type: type[Record]) -> type[msgspec.Struct]:
+    return next(twin for twin, kind in _twins().items() if kind is record_type)
+
+
+def lenient_stored() -> Any:
+    """The union of the twins: what a stored record decodes as when today's edge would refuse it."""
+    return Union[tuple(_twins())]  # noqa: UP007
 
 
 def from_twin(twin: msgspec.Struct) -> Record:
-    """The record a lenient twin (:data:`LenientStored`) stands for, built without re-running any check."""
-    record_type = _TWINS[type(twin)]
+    """The record a lenient twin (:func:`lenient_stored`) stands for, built without re-running any check."""
+    record_type = _twins()[type(twin)]
     with lenient():
         return record_type(**msgspec.structs.asdict(twin))

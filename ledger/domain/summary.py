@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import datetime as dt
 from bisect import bisect_right
+from collections.abc import Sequence
 
 import msgspec
 
-from ledger.domain.events import ClinicalRecord
-from ledger.domain.rules.corrections import CurrentEvent, ParticipantHistory
+from ledger.domain.entry import Entry
+from ledger.domain.events import ClinicalRecord, EventCorrected, EventVoided
+from ledger.domain.rules.corrections import ParticipantHistory
 from ledger.domain.rules.endpoints import Contribution, contribution, judged
 from ledger.domain.rules.status import StatusRow, status_changes
 from ledger.domain.rules.versions import ProtocolVersions
@@ -71,7 +73,7 @@ def summary_of(
     """The participant's steps: their :func:`standing` from every date on which it may change.
 
     With ``kept`` (the summary before some events changed) and ``since`` (the
-    earliest clinical date those events touch, :func:`changed_since`), the
+    earliest clinical date those events touch, :func:`touched_since`), the
     steps before ``since`` are kept as they were, since nothing before it
     changed, and only the dates from ``since`` on are evaluated again.
     Consecutive steps that stand alike are one step.
@@ -89,27 +91,45 @@ def summary_of(
     return tuple(steps)
 
 
-def changed_since(before: ParticipantHistory | None, after: ParticipantHistory) -> dt.date | None:
-    """The earliest clinical date of an event that ``after`` holds otherwise than ``before`` (None: alike).
+def touched_since(entries: Sequence[Entry], first: int) -> dt.date | None:
+    """The earliest clinical date the participant's entries from position ``first`` on may change.
 
-    An event added, dropped (voided) or changed (corrected) counts with its
-    date before and after; nothing on an earlier date changed.
+    ``entries``: all of the participant's stored entries, in ledger order.  A
+    clinical event changes them from its own date on; a correction or a void
+    from the earliest date its target has held (the original's date, and every
+    date a correction gave it), and a void of a correction from the earliest
+    date of that correction's target.  A signature or a coding changes nothing
+    a summary holds.  None: nothing from ``first`` on touches a clinical date.
     """
-    old = _clinical(before.events) if before is not None else {}
-    new = _clinical(after.events)
-    dates = [
-        event.effective
-        for key in old.keys() | new.keys()
-        if old.get(key) != new.get(key)
-        for event in (old.get(key), new.get(key))
-        if event is not None
-    ]
-    return min(dates, default=None)
+    held: dict[str, list[dt.date]] = {}
+    corrects: dict[str, str] = {}
+    touched: list[dt.date] = []
+    for entry in entries:
+        record = entry.record
+        if isinstance(record, ClinicalRecord):
+            held.setdefault(record.id or "", []).append(record.effective)
+            if entry.position >= first:
+                touched.append(record.effective)
+        elif isinstance(record, EventCorrected | EventVoided):
+            target = corrects.get(record.target, record.target)
+            if isinstance(record, EventCorrected):
+                corrects[record.id or ""] = record.target
+                moved = _date(record.changes.get("effective"))
+                if moved is not None:
+                    held.setdefault(record.target, []).append(moved)
+            if entry.position >= first:
+                touched.extend(held.get(target, ()))
+    return min(touched, default=None)
 
 
-def _clinical(events: tuple[CurrentEvent, ...]) -> dict[int, CurrentEvent]:
-    """The clinical events by the position of their original (ids are unique, positions too)."""
-    return {event.position: event for event in events if isinstance(event.record, ClinicalRecord)}
+def _date(value: object) -> dt.date | None:
+    """A date a correction gives its target, as stored (ISO text); None when it gives none that reads."""
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
 
 
 def standing_on(summary: Summary, as_of: dt.date) -> Standing | None:

@@ -44,7 +44,7 @@ from ledger.domain.participant import Participant
 from ledger.domain.protocol import DEFAULT_PROTOCOL, load_protocol
 from ledger.domain.rules.corrections import fold
 from ledger.domain.rules.versions import AdoptedProtocol, ProtocolVersions, content_hash, judging_versions
-from ledger.domain.summary import Step, Summary, changed_since, summary_of
+from ledger.domain.summary import Step, Summary, summary_of, touched_since
 from ledger.storage.transcoder import decode_state
 from ledger.storage.workers import spread
 
@@ -287,7 +287,7 @@ def summarise_stream(shared: tuple[ProtocolVersions, bool, int], job: Job) -> tu
     ``shared``: the protocol versions, whether everyone is summarised again (the
     versions changed), and the batch's first position.  Otherwise the summary
     is made again from the earliest date the batch's events touch
-    (:func:`~ledger.domain.summary.changed_since`); a participant the batch
+    (:func:`~ledger.domain.summary.touched_since`); a participant the batch
     leaves alike (a signature, a coding) keeps theirs.  Runs in a worker
     process for a large batch (:func:`~ledger.storage.workers.spread`).
     """
@@ -301,8 +301,7 @@ def summarise_stream(shared: tuple[ProtocolVersions, bool, int], job: Job) -> tu
     elif everyone:
         summary = summary_of(after, versions)
     else:
-        earlier = [entry for entry in entries if entry.position < first]
-        since = changed_since(fold(earlier).get(participant) if earlier else None, after)
+        since = touched_since(entries, first)
         if since is None:
             return participant, None
         summary = summary_of(after, versions, kept, since)

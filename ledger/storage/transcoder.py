@@ -17,12 +17,14 @@ The fast path is untouched: the fallback costs only the events that need it.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
+from functools import cache
 from typing import Any
 
 import msgspec
 from eventsourcing.persistence import Transcoder, Transcoding
 
-from ledger.domain.events import LenientStored, Stored, from_twin
+from ledger.domain.events import Stored, from_twin, lenient_stored
 
 
 class StoredState(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -35,13 +37,6 @@ class StoredState(msgspec.Struct, frozen=True, omit_defaults=True):
 
     timestamp: dt.datetime
     record: Stored
-    originator_topic: str | None = None
-    class_version: int | None = None
-
-
-class _LenientState(msgspec.Struct, frozen=True):
-    timestamp: dt.datetime
-    record: LenientStored
     originator_topic: str | None = None
     class_version: int | None = None
 
@@ -60,7 +55,22 @@ class _RawRecord(msgspec.Struct, frozen=True):
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(StoredState)
 _strict_decode = _decoder.decode
-_lenient_decode = msgspec.msgpack.Decoder(_LenientState).decode
+
+
+@cache
+def _lenient_decode() -> Callable[[bytes], Any]:
+    """The decoder of stored states whose record today's edge refuses, made when first needed."""
+    state = msgspec.defstruct(
+        "LenientState",
+        [
+            ("timestamp", dt.datetime),
+            ("record", lenient_stored()),
+            ("originator_topic", str | None, None),
+            ("class_version", int | None, None),
+        ],
+        frozen=True,
+    )
+    return msgspec.msgpack.Decoder(state).decode
 
 
 def decode_state(state: bytes) -> StoredState:
@@ -69,7 +79,7 @@ def decode_state(state: bytes) -> StoredState:
         return _strict_decode(state)
     except msgspec.ValidationError:
         # A state that fits not even the twins (a field whose type changed) is an upcaster's job.
-        lenient = _lenient_decode(state)
+        lenient = _lenient_decode()(state)
         return StoredState(
             timestamp=lenient.timestamp,
             record=from_twin(lenient.record),

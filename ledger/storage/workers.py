@@ -19,13 +19,15 @@ program, a script that runs the ledger in-process guards its entry point with
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    import multiprocessing.context
+    from concurrent.futures import Future
 
 S = TypeVar("S")
 T = TypeVar("T")
@@ -67,6 +69,8 @@ def spread(work: Callable[[S, T], R], shared: S, items: Iterable[T], size: Calla
         for item in (*head, *items):
             yield work(shared, item)
         return
+    from concurrent.futures import ProcessPoolExecutor  # loaded only when there is work to spread
+
     count = workers()
     context = _context()
     with ProcessPoolExecutor(count, mp_context=context, initializer=_start, initargs=(work, shared)) as pool:
@@ -82,6 +86,8 @@ def spread(work: Callable[[S, T], R], shared: S, items: Iterable[T], size: Calla
 def _context() -> multiprocessing.context.BaseContext:
     """How to start workers: a fork of this process when it runs one thread (fast, nothing to load
     again), else from a fork server (a database driver's threads must not be forked)."""
+    import multiprocessing
+
     if threading.active_count() == 1:
         return multiprocessing.get_context("fork")
     context = multiprocessing.get_context("forkserver")

@@ -24,9 +24,9 @@ import msgspec
 
 from ledger.domain.entry import Entry
 from ledger.domain.events import ProtocolAdopted
-from ledger.domain.rules.corrections import ParticipantHistory, fold
+from ledger.domain.rules.corrections import fold
 from ledger.domain.rules.versions import AdoptedProtocol, ProtocolVersions, judging_versions
-from ledger.domain.summary import Summary, changed_since, summary_of
+from ledger.domain.summary import Summary, summary_of, touched_since
 from ledger.storage.summaries import (
     PROTOCOL_STREAM,
     ClockRow,
@@ -109,7 +109,7 @@ def participant_summaries(
     A batch may change it when it holds some of their events, or judges under
     other protocol versions than the batch before.  The summary is computed
     again there (from the steps before the earliest date touched, when the
-    versions are the same: :func:`~ledger.domain.summary.changed_since`), and
+    versions are the same: :func:`~ledger.domain.summary.touched_since`), and
     given when it differs from the one before, as the write side does.
     """
     if not entries:
@@ -118,12 +118,12 @@ def participant_summaries(
     touched = {bisect_left(ends, entry.position) for entry in entries}
     first = min(touched)
     kept: Summary = ()
-    before: ParticipantHistory | None = None
     judged_under: str | None = None
     upto = 0
     for index in sorted(touched | {index for index in changes if index > first}):
         if index >= len(ends):
             return
+        start = entries[upto].position if upto < len(entries) else ends[index] + 1
         while upto < len(entries) and entries[upto].position <= ends[index]:
             upto += 1
         history = fold(entries[:upto]).get(participant)
@@ -133,12 +133,12 @@ def participant_summaries(
         if versions.fingerprint != judged_under:
             summary = summary_of(history, versions)
         else:
-            since = changed_since(before, history)
+            since = touched_since(entries[:upto], start)
             summary = kept if since is None else summary_of(history, versions, kept, since)
         if summary != kept:
             yield index, summary
             kept = summary
-        before, judged_under = history, versions.fingerprint
+        judged_under = versions.fingerprint
 
 
 class Made(NamedTuple):
