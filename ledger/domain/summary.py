@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 from bisect import bisect_right
 from collections.abc import Sequence
+from typing import Protocol, TypeVar
 
 import msgspec
 
@@ -53,6 +54,7 @@ class Step(msgspec.Struct, frozen=True, array_like=True):
 
 
 Summary = tuple[Step, ...]
+S_co = TypeVar("S_co", covariant=True)
 
 
 def standing(history: ParticipantHistory, as_of: dt.date, versions: ProtocolVersions) -> Standing | None:
@@ -132,7 +134,17 @@ def _date(value: object) -> dt.date | None:
         return None
 
 
-def standing_on(summary: Summary, as_of: dt.date) -> Standing | None:
+class Stepped(Protocol[S_co]):
+    """A step as a lookup needs it: where it starts, and what it holds (decoded or not)."""
+
+    @property
+    def since(self) -> dt.date: ...
+
+    @property
+    def standing(self) -> S_co: ...
+
+
+def standing_on(summary: Sequence[Stepped[S_co]], as_of: dt.date) -> S_co | None:
     """The participant on ``as_of``: the last step on or before it (None before the first)."""
     index = bisect_right([step.since for step in summary], as_of)
     return summary[index - 1].standing if index else None

@@ -30,7 +30,7 @@ events recorded at one instant.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, NamedTuple
@@ -44,7 +44,7 @@ from ledger.domain.participant import Participant
 from ledger.domain.protocol import DEFAULT_PROTOCOL, load_protocol
 from ledger.domain.rules.corrections import fold
 from ledger.domain.rules.versions import AdoptedProtocol, ProtocolVersions, content_hash, judging_versions
-from ledger.domain.summary import Step, Summary, summary_of, touched_since
+from ledger.domain.summary import Standing, Step, Summary, standing_on, summary_of, touched_since
 from ledger.storage.transcoder import decode_state
 from ledger.storage.workers import spread
 
@@ -58,6 +58,17 @@ PAGE = 20_000
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode_summary = msgspec.msgpack.Decoder(tuple[Step, ...]).decode
+
+
+class _LazyStep(msgspec.Struct, frozen=True, array_like=True):
+    """A stored step with its standing left undecoded: a lookup decodes only the one it needs."""
+
+    since: dt.date
+    standing: msgspec.Raw
+
+
+_decode_lazy = msgspec.msgpack.Decoder(tuple[_LazyStep, ...]).decode
+_decode_standing = msgspec.msgpack.Decoder(Standing | None).decode
 
 
 class _Stamp(msgspec.Struct):
@@ -84,6 +95,17 @@ def encode_summary(summary: Summary) -> bytes:
 def decode_summary(steps: bytes) -> Summary:
     """A stored summary; raises ``msgspec.DecodeError`` or ``ValidationError`` when it is not one."""
     return _decode_summary(steps)
+
+
+def standing_at(steps: bytes, as_of: dt.date) -> Standing | None:
+    """A stored summary's standing on ``as_of`` (:func:`~ledger.domain.summary.standing_on`).
+
+    Only the steps' dates and the one standing chosen are decoded: what makes a
+    read of many participants cheap.  Raises ``msgspec.DecodeError`` or
+    ``ValidationError`` when the bytes are not a summary.
+    """
+    chosen = standing_on(_decode_lazy(steps), as_of)
+    return None if chosen is None else _decode_standing(chosen)
 
 
 @cache
@@ -327,9 +349,3 @@ def clock_row(row: Any) -> ClockRow:
     return ClockRow(
         *numbers, None if early is None else int(early), str(row["versions"]), int(row["summaries"])
     )
-
-
-def summary_rows(rows: Iterable[Any]) -> Iterator[tuple[str, Summary]]:
-    """``(participant, summary)`` of stored summary rows."""
-    for participant, steps in rows:
-        yield participant, decode_summary(bytes(steps))

@@ -21,7 +21,7 @@ from ledger.domain.entry import Entry
 from ledger.domain.rules.corrections import ParticipantHistory, fold
 from ledger.domain.rules.endpoints import endpoints, judged, named_versions, tally, versions_used
 from ledger.domain.rules.versions import ProtocolVersions
-from ledger.domain.summary import Standing, standing_on
+from ledger.domain.summary import Standing
 from ledger.storage.timelines import Row
 from projections.readmodel.timeline import CurrentTimelines, read_state
 
@@ -113,11 +113,7 @@ class Monitor:
 
         None when the summaries cannot answer and the timelines must be replayed.
         """
-        summaries = self.view.summaries(known_at, versions, participant)
-        if summaries is None:
-            return None
-        found = (standing_on(summary, as_of) for _, summary in summaries)
-        return [standing for standing in found if standing is not None]
+        return self.view.standings(as_of, known_at, versions, participant)
 
     def versions(self, known_at: dt.datetime | None) -> ProtocolVersions:
         """The protocol versions adopted as known at ``known_at`` (SPEC section 2)."""

@@ -39,8 +39,8 @@ from eventsourcing.persistence import IntegrityError
 from ledger.application.trial_ledger import TrialLedger
 from ledger.domain.errors import InvalidInput
 from ledger.domain.rules.versions import ProtocolVersions
-from ledger.domain.summary import Summary
-from ledger.storage.summaries import decode_summary, micros
+from ledger.domain.summary import Standing
+from ledger.storage.summaries import micros, standing_at
 from ledger.storage.timelines import (
     Row,
     RowUnreadable,
@@ -133,15 +133,20 @@ class CurrentTimelines:
         # The summaries answer only when they cover every event: else a replay does.
         self.summarised = summarised is not None and not self.behind and summarised.tracked == self.tracked
 
-    def summaries(
-        self, known_at: dt.datetime | None, versions: ProtocolVersions, participant: str | None = None
-    ) -> Iterator[tuple[str, Summary]] | None:
-        """Each participant's summary as known at ``known_at`` (or one's); None when a replay must answer.
+    def standings(
+        self,
+        as_of: dt.date,
+        known_at: dt.datetime | None,
+        versions: ProtocolVersions,
+        participant: str | None = None,
+    ) -> list[Standing] | None:
+        """Each participant's standing on ``as_of`` as known at ``known_at`` (or one's), from the summaries.
 
-        The summaries answer when they cover the whole ledger, when the events
-        recorded by ``known_at`` are exactly those of the batches before some
-        position (no batch recorded out of order straddles the moment), and when
-        they were computed under the protocol versions known then.
+        Those not yet screened on ``as_of`` are left out.  None when a replay
+        must answer: the summaries answer when they cover the whole ledger, when
+        the events recorded by ``known_at`` are exactly those of the batches
+        before some position (no batch recorded out of order straddles the
+        moment), and when they were computed under the protocol versions known then.
         """
         if not self.summarised:
             return None
@@ -154,21 +159,23 @@ class CurrentTimelines:
             raise ReadModelDamaged(f"its clock cannot be read ({exc})") from exc
         if not exact or (clock is not None and clock.versions != versions.fingerprint):
             return None
-        return self._summaries(clock.position if clock is not None else 0, participant)
-
-    def _summaries(self, upto: int, participant: str | None) -> Iterator[tuple[str, Summary]]:
+        upto = clock.position if clock is not None else 0
+        found = []
         try:
             for code, steps in self.view.summaries(upto, participant):
                 try:
-                    yield code, decode_summary(steps)
+                    standing = standing_at(steps, as_of)
                 except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                     raise ReadModelDamaged(
                         f"the summary of {code} at or before {upto} does not decode"
                     ) from exc
+                if standing is not None:
+                    found.append(standing)
         except TimelinesUnreadable as exc:
             raise ReadModelDamaged(f"its summaries cannot be read ({exc})") from exc
         except RowUnreadable as exc:
             raise ReadModelDamaged(str(exc)) from exc
+        return found
 
     def rows(self, participant: str | None = None) -> Iterator[Row]:
         """Every row by participant then position (or one participant's), as the view would hold them."""
