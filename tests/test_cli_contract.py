@@ -600,3 +600,18 @@ def test_commands_on_the_embedded_store_never_load_the_postgresql_driver(tmp_pat
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "[]"
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text() | st.dates(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=30,
+)
+
+
+@given(JSON_VALUES)
+def test_json_output_is_what_the_standard_encoder_indents(data: object) -> None:
+    """``--json`` prints exactly ``json.dumps(data, indent=2, default=str)``, escapes and numbers alike."""
+    from cli import json_text
+
+    assert json_text(data) == json.dumps(data, indent=2, default=str)

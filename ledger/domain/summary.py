@@ -34,7 +34,7 @@ from ledger.domain.rules.status import StatusRow, status_changes
 from ledger.domain.rules.versions import ProtocolVersions
 
 
-class Standing(msgspec.Struct, frozen=True, array_like=True):
+class Standing(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """A participant on one as-of date: their ``status`` row, judging version and endpoint contribution.
 
     ``version`` is the judging version's place among the adopted versions
@@ -46,7 +46,7 @@ class Standing(msgspec.Struct, frozen=True, array_like=True):
     contribution: Contribution
 
 
-class Step(msgspec.Struct, frozen=True, array_like=True):
+class Step(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """From ``since`` on (until the next step) the participant stands so; None: not screened by then."""
 
     since: dt.date

@@ -60,7 +60,7 @@ _encode = msgspec.msgpack.Encoder().encode
 _decode_summary = msgspec.msgpack.Decoder(tuple[Step, ...]).decode
 
 
-class _LazyStep(msgspec.Struct, frozen=True, array_like=True):
+class _LazyStep(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """A stored step with its standing left undecoded: a lookup decodes only the one it needs."""
 
     since: dt.date

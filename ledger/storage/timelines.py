@@ -88,7 +88,10 @@ class TimelineSQL:
         last = f"(SELECT COALESCE(MAX(position), 0) FROM {table})"
         tracked = f"(SELECT COALESCE(MAX(position), 0) FROM {feed.tracking})"
         size = f"(SELECT COALESCE(MAX({position}), 0) FROM {events})"
-        covered = f"(SELECT COUNT(*) FROM {events} WHERE {position} <= {tracked})"
+        # All events less those after the tracked position: the whole count is read off the smallest
+        # index, and the rest is a range of positions, empty when the view is current.
+        after = f"(SELECT COUNT(*) FROM {events} WHERE {position} > {tracked})"
+        covered = f"((SELECT COUNT(*) FROM {events}) - {after})"
 
         def shape(rows: bool) -> str:
             held_, last_ = (held, last) if rows else ("0", "0")
@@ -218,12 +221,12 @@ class Timelines:
             return
         last = ""
         while True:
-            page = self._select(self.sql.page_summaries, (upto, last, PAGE))
+            page = self._tuples(self.sql.page_summaries, (upto, last, PAGE))
             for row in page:
-                last = row["participant"]
-                if not isinstance(last, str):
+                last, steps = row[0], row[-1]
+                if not isinstance(last, str) or not isinstance(steps, bytes | memoryview):
                     raise RowUnreadable(last, None)
-                yield last, bytes(row["steps"])
+                yield last, bytes(steps)
             if len(page) < PAGE:
                 return
 
@@ -342,6 +345,20 @@ class Timelines:
 
     def _select(self, statement: str, parameters: tuple[Any, ...]) -> list[Any]:
         with self._reading() as cursor:
+            cursor.execute(statement, parameters)
+            return list(cursor.fetchall())
+
+    def _tuples(self, statement: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """:meth:`_select` with plain tuples for rows: the hot path of a lookup of every participant."""
+        with self._reading() as cursor:
+            if hasattr(cursor, "sqlite_cursor"):
+                raw = cursor.sqlite_cursor
+                raw.row_factory = None
+                raw.execute(statement, parameters)
+                return list(raw.fetchall())
+            from psycopg.rows import tuple_row
+
+            cursor.row_factory = tuple_row
             cursor.execute(statement, parameters)
             return list(cursor.fetchall())
 

@@ -101,7 +101,7 @@ class ParticipantStatus:
         return self.row.to_json()
 
 
-class StatusRow(msgspec.Struct, frozen=True, array_like=True):
+class StatusRow(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """The seven fields of one participant's SPEC section 6 ``status`` row (kept by the read model)."""
 
     participant: str
