@@ -28,7 +28,7 @@ from ledger.storage.feed import OLD_TRACKING_TABLES, Row, TimelineFeed
 from ledger.storage.stores import is_postgres
 from ledger.storage.summaries import BatchSeen, ClockRow, clock_row
 
-PAGE = 20_000
+PAGE = 5_000
 
 
 class Shape(NamedTuple):

@@ -35,7 +35,7 @@ R = TypeVar("R")
 
 # Units of work (rows) from which the work is spread, a chunk sent to a worker holds, and how many
 # chunks each worker has queued.
-ENOUGH = 50_000
+ENOUGH = 20_000
 CHUNK = 4_000
 AHEAD = 2
 # What a worker process needs loaded before it forks from the server: the rules and the read model.
@@ -66,7 +66,7 @@ def spread(work: Callable[[S, T], R], shared: S, items: Iterable[T], size: Calla
         if total >= ENOUGH:
             break
     if total < ENOUGH or workers() < 2:
-        for item in (*head, *items):
+        for item in _chained(head, items):
             yield work(shared, item)
         return
     from concurrent.futures import ProcessPoolExecutor  # loaded only when there is work to spread

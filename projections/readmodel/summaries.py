@@ -38,7 +38,7 @@ from ledger.storage.timelines import Row, Timelines
 from ledger.storage.transcoder import decode_state
 from ledger.storage.workers import spread
 
-PAGE = 20_000
+PAGE = 5_000
 
 
 @dataclass(frozen=True)
