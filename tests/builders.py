@@ -37,6 +37,16 @@ def day(n: int, day1: dt.date = D0) -> dt.date:
     return day1 + dt.timedelta(days=n - 1)
 
 
+class Clock:
+    """A ledger clock the test moves by hand (``TrialLedger(..., clock=Clock(...))``)."""
+
+    def __init__(self, now: dt.datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
 class Ledger:
     """Appends entries in ledger order."""
 

@@ -31,6 +31,7 @@ from projections.readmodel.check import check_read_model
 from projections.readmodel.queries import Monitor
 from projections.readmodel.timeline import rebuild
 from tests import lines as L
+from tests.builders import Clock
 
 T0 = dt.datetime(2015, 6, 1, 9, 0, tzinfo=dt.UTC)
 DAY0 = dt.date(2014, 1, 6)
@@ -43,16 +44,6 @@ AMENDED = (
     .replace(b"window_days = 365", b"window_days = 40")
     .replace(b"min_gap_days = 5", b"min_gap_days = 2")
 )
-
-
-class Clock:
-    """The ledger's clock, moved by the test."""
-
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> dt.datetime:
-        return self.now
 
 
 def _on(offset: int) -> str:
@@ -148,7 +139,7 @@ def actions(draw: st.DrawFn) -> list[tuple[int, str, dict[str, Any]]]:
 
 def write(store: str, steps: list[tuple[int, str, dict[str, Any]]]) -> tuple[TrialLedger, list[dt.datetime]]:
     """Write the batches; refused ones store nothing.  The ledger and the moments batches were recorded."""
-    clock = Clock()
+    clock = Clock(T0)
     ledger = TrialLedger(store, clock=clock)
     adopt_at_init(ledger, "dm")
     moments = [clock.now]
@@ -256,7 +247,7 @@ def test_summaries_on_postgresql_answer_as_a_replay(pg_url: str) -> None:
 
 def test_an_amendment_recomputes_every_participant_it_judges(tmp_path: Path) -> None:
     """Adopting a version moves the window of everyone it judges, in the summaries at once."""
-    clock = Clock()
+    clock = Clock(T0)
     ledger = TrialLedger(str(tmp_path / "trial-ledger.db"), clock=clock)
     adopt_at_init(ledger, "dm")
     ledger.record(L.as_lines(L.treated("NFH-001")), user="dm")

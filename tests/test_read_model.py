@@ -24,18 +24,9 @@ from projections.readmodel.check import check_read_model
 from projections.readmodel.queries import Monitor
 from projections.readmodel.timeline import CurrentTimelines, catch_up, open_view, rebuild
 from tests import lines as L
+from tests.builders import Clock
 
 T0 = dt.datetime(2015, 1, 1, tzinfo=dt.UTC)
-
-
-class Clock:
-    """A ledger clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> dt.datetime:
-        return self.now
 
 
 def test_the_view_kept_by_the_writes_equals_a_rebuild(store_url: str) -> None:
@@ -80,7 +71,7 @@ def histories(draw: st.DrawFn) -> list[list[dict[str, Any]]]:
 
 
 def record_batches(path: Path, batches: list[list[dict[str, Any]]]) -> TrialLedger:
-    clock = Clock()
+    clock = Clock(T0)
     ledger = TrialLedger(str(path), clock=clock)
     for number, batch in enumerate(batches):
         clock.now = T0 + dt.timedelta(hours=number)

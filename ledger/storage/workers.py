@@ -23,6 +23,7 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from itertools import chain
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
@@ -58,15 +59,9 @@ def spread(work: Callable[[S, T], R], shared: S, items: Iterable[T], size: Calla
     rows).  An exception raised by ``work`` is raised here.
     """
     items = iter(items)
-    head: list[T] = []
-    total = 0
-    for item in items:
-        head.append(item)
-        total += size(item)
-        if total >= ENOUGH:
-            break
-    if total < ENOUGH or workers() < 2:
-        for item in _chained(head, items):
+    head = next(_chunks(items, size, ENOUGH), [])  # the rest stays in ``items``
+    if sum(map(size, head)) < ENOUGH or workers() < 2:
+        for item in chain(head, items):
             yield work(shared, item)
         return
     from concurrent.futures import ProcessPoolExecutor  # loaded only when there is work to spread
@@ -75,7 +70,7 @@ def spread(work: Callable[[S, T], R], shared: S, items: Iterable[T], size: Calla
     context = _context()
     with ProcessPoolExecutor(count, mp_context=context, initializer=_start, initargs=(work, shared)) as pool:
         pending: deque[Future[list[R]]] = deque()
-        for chunk in _chunks(_chained(head, items), size):
+        for chunk in _chunks(chain(head, items), size, CHUNK):
             pending.append(pool.submit(_run, chunk))
             if len(pending) >= count * AHEAD:
                 yield from pending.popleft().result()
@@ -95,20 +90,16 @@ def _context() -> multiprocessing.context.BaseContext:
     return context
 
 
-def _chained(head: list[T], rest: Iterator[T]) -> Iterator[T]:
-    yield from head
-    yield from rest
-
-
-def _chunks(items: Iterator[T], size: Callable[[T], int]) -> Iterator[list[T]]:
+def _chunks(items: Iterator[T], size: Callable[[T], int], weight: int) -> Iterator[list[T]]:
+    """``items`` in lists of about ``weight`` units of work, each taken from ``items`` only as needed."""
     chunk: list[T] = []
-    weight = 0
+    held = 0
     for item in items:
         chunk.append(item)
-        weight += size(item)
-        if weight >= CHUNK:
+        held += size(item)
+        if held >= weight:
             yield chunk
-            chunk, weight = [], 0
+            chunk, held = [], 0
     if chunk:
         yield chunk
 

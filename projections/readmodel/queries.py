@@ -21,7 +21,6 @@ from ledger.domain.entry import Entry
 from ledger.domain.rules.corrections import ParticipantHistory, fold
 from ledger.domain.rules.endpoints import endpoints, judged, named_versions, tally, versions_used
 from ledger.domain.rules.versions import ProtocolVersions
-from ledger.domain.summary import Standing
 from ledger.storage.timelines import Row
 from projections.readmodel.timeline import CurrentTimelines, read_state
 
@@ -69,7 +68,7 @@ class Monitor:
     ) -> dict[str, Any]:
         """``status`` of SPEC section 6: every participant screened on or before ``as_of``."""
         versions = self.versions(known_at)
-        standings = self.standings(as_of, known_at, versions, participant)
+        standings = self.view.standings(as_of, known_at, versions, participant)
         if standings is None:
             judged_rows = judged(histories(self.view, known_at, participant), as_of, versions)
             rows = [{**row.status.to_json(), "protocol_version": row.version.version} for row in judged_rows]
@@ -91,7 +90,7 @@ class Monitor:
     def endpoints(self, as_of: dt.date, known_at: dt.datetime | None) -> dict[str, Any]:
         """``endpoints`` of SPEC section 6, plus ``lock``: whether the data were locked then."""
         versions = self.versions(known_at)
-        standings = self.standings(as_of, known_at, versions)
+        standings = self.view.standings(as_of, known_at, versions)
         if standings is None:
             result = endpoints(histories(self.view, known_at), as_of, versions)
         else:
@@ -101,19 +100,6 @@ class Monitor:
             }
         lock = self.lock(known_at).to_json()
         return {"as_of": as_of.isoformat(), "known_at": _instant(known_at), **result, "lock": lock}
-
-    def standings(
-        self,
-        as_of: dt.date,
-        known_at: dt.datetime | None,
-        versions: ProtocolVersions,
-        participant: str | None = None,
-    ) -> list[Standing] | None:
-        """Each participant screened by ``as_of`` as known at ``known_at``, from the summaries.
-
-        None when the summaries cannot answer and the timelines must be replayed.
-        """
-        return self.view.standings(as_of, known_at, versions, participant)
 
     def versions(self, known_at: dt.datetime | None) -> ProtocolVersions:
         """The protocol versions adopted as known at ``known_at`` (SPEC section 2)."""

@@ -11,7 +11,6 @@ Where several statuses hold, the first of ``died``, ``withdrawn``, ``completed``
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -59,16 +58,8 @@ FLAGS: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class ParticipantStatus:
-    """One participant on a clinical date.
-
-    The first seven fields are the SPEC section 6 ``status`` row (see
-    :meth:`to_json`); the others are the dates endpoints and reports need.
-    ``course_dates`` are the infusion dates in course order (infusion-date
-    order, ties by ledger position); ``first_infusion`` is day 1;
-    ``screen_failures`` the failed criteria behind ``screen_failed``.
-    """
+class StatusRow(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """The seven fields of one participant's SPEC section 6 ``status`` row (what the read model keeps)."""
 
     participant: str
     site: str
@@ -77,40 +68,11 @@ class ParticipantStatus:
     first_infusion: dt.date | None
     cr_date: dt.date | None
     flags: tuple[str, ...]
-    screened: dt.date
-    enrolled: dt.date | None
-    died: dt.date | None
-    withdrawn: dt.date | None
-    course_dates: tuple[dt.date, ...]
-    remission: RemissionOutcome
-    screen_failures: tuple[str, ...]
-
-    @property
-    def recurrence(self) -> dt.date | None:
-        """Sample date of the first positive result after the CR date."""
-        return self.remission.recurrence
 
     @property
     def row(self) -> StatusRow:
-        """The SPEC section 6 ``status`` row of this participant."""
-        fields = (self.participant, self.site, self.status, self.courses)
-        return StatusRow(*fields, self.first_infusion, self.cr_date, self.flags)
-
-    def to_json(self) -> dict[str, Any]:
-        """The SPEC section 6 ``status`` row: dates as ISO strings, flags as a list."""
-        return self.row.to_json()
-
-
-class StatusRow(msgspec.Struct, frozen=True, array_like=True, gc=False):
-    """The seven fields of one participant's SPEC section 6 ``status`` row (kept by the read model)."""
-
-    participant: str
-    site: str
-    status: str
-    courses: int
-    first_infusion: dt.date | None
-    cr_date: dt.date | None
-    flags: tuple[str, ...]
+        """The seven fields alone (of a :class:`ParticipantStatus`, the ``status`` row in it)."""
+        return StatusRow(*(getattr(self, name) for name in StatusRow.__struct_fields__))
 
     def to_json(self) -> dict[str, Any]:
         """The row as ``status --json`` prints it: dates as ISO strings, flags as a list."""
@@ -123,6 +85,30 @@ class StatusRow(msgspec.Struct, frozen=True, array_like=True, gc=False):
             "cr_date": _iso(self.cr_date),
             "flags": list(self.flags),
         }
+
+
+class ParticipantStatus(StatusRow, frozen=True, kw_only=True):
+    """One participant on a clinical date.
+
+    The :class:`StatusRow` (the SPEC section 6 ``status`` row, see
+    :meth:`~StatusRow.to_json`), then the dates endpoints and reports need.
+    ``course_dates`` are the infusion dates in course order (infusion-date
+    order, ties by ledger position); ``first_infusion`` is day 1;
+    ``screen_failures`` the failed criteria behind ``screen_failed``.
+    """
+
+    screened: dt.date
+    enrolled: dt.date | None
+    died: dt.date | None
+    withdrawn: dt.date | None
+    course_dates: tuple[dt.date, ...]
+    remission: RemissionOutcome
+    screen_failures: tuple[str, ...]
+
+    @property
+    def recurrence(self) -> dt.date | None:
+        """Sample date of the first positive result after the CR date."""
+        return self.remission.recurrence
 
 
 def _iso(date: dt.date | None) -> str | None:
