@@ -10,6 +10,7 @@ second is named by ``verify`` (exit 1).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -19,8 +20,9 @@ from click.testing import CliRunner
 from cli import main
 from ledger.application import access
 from ledger.application.trial_ledger import TrialLedger
+from ledger.domain.entry import Entry
 from ledger.domain.errors import LockRefused, Refused
-from ledger.domain.events import ActionRefused
+from ledger.domain.events import ActionRefused, DatabaseLocked
 from ledger.storage.scan import snapshot
 from tests import lines as L
 from tests.staff import store
@@ -117,3 +119,12 @@ def test_during_a_lock_the_seal_takes_a_refusal_in_the_refusals_stream_only(
     with pytest.raises(Refused, match="the ledger is locked since"):
         store(ledger, [L.cmv("NFH-001")])
     assert cli(store_url, "verify")[0] == 0
+
+
+def test_a_lock_record_outside_the_trials_stream_locks_nothing() -> None:
+    """Only the ``TRIAL`` stream locks, as the seal has it: a lock a login wrote elsewhere by hand
+    (``verify`` names it) does not make the exports and endpoints say the data were locked."""
+    at = dt.datetime(2016, 1, 1, tzinfo=dt.UTC)
+    locked = DatabaseLocked(reason="hand-written", user="nfh.chen", id="USERS#9")
+    assert access.lock_state([Entry(9, at, "USERS", locked)]).to_json()["locked"] is False
+    assert access.lock_state([Entry(9, at, access.Trial.STREAM, locked)]).to_json()["locked"] is True

@@ -595,9 +595,16 @@ class LockState:
 
 
 def lock_state(entries: Iterable[Entry]) -> LockState:
-    """The lock after ``entries`` (pass those known at a moment for the state then)."""
+    """The lock after ``entries`` (pass those known at a moment for the state then).
+
+    Only the trial's own stream locks and unlocks, as the seal enforces it
+    (:mod:`ledger.storage.seal`): a lock record found in another stream (one a
+    login wrote there with SQL, which ``verify`` names) locks nothing.
+    """
     state = LockState(False)
     for entry in entries:
+        if entry.participant != Trial.STREAM:
+            continue
         if isinstance(entry.record, DatabaseLocked):
             state = LockState(True, entry.recorded_at, entry.record.user, entry.record.reason)
         elif isinstance(entry.record, DatabaseUnlocked):
