@@ -288,41 +288,40 @@ def _notes(results: Figures) -> list[str]:
             "table.  An import also validates every field (msgspec types, patterns, cross-field checks), "
             "checks the protocol rules against each participant's chart, builds the domain events and maps "
             "them to stored events (the library's mapper), hashes each event three times for the seal "
-            "(content, leaf, chain) and the Merkle tree, and writes two tables.  Streaming adds the staging "
-            "file: each line is written there and decoded a second time, and each event is written there "
-            "and read back for the move into the ledger (cProfile of a 95,000-line import: about a quarter "
-            "of the time).  The import runs on one core: the rules need whole participants, so checking "
-            "cannot start before the first pass ends, and the move into the ledger (the hash chain) is "
-            "sequential.  0.5x would need most of that work gone, not only a second core.  Peak memory "
-            "at a million lines is the staging file's cache, one group of participants and the receipt "
-            "(the ids stored, about 70 MB of it).",
+            "(content, leaf, chain) and the Merkle tree, and writes the events, the seal and the read "
+            "model: the timelines, and every participant's summary, their standing computed by the rules "
+            "on each date it can change (what makes every read a lookup; computed on both cores).  "
+            "Streaming adds the staging file: each line is written there and decoded a "
+            "second time.  The rules need whole participants, so checking cannot start before every line "
+            "is staged, and the move into the ledger (the hash chain) is sequential: 0.5x would need most "
+            "of that work gone, not only a second core.",
         ]
     if any("`rebuild` / raw scan" in goal for goal in short):
         out += [
-            "- **`rebuild` against a raw scan.**  The raw scan only reads and unpacks; `rebuild` also "
-            "writes every event into the read model's tables, with their indexes, in the store.",
+            "- **`rebuild` against a raw scan.**  The raw scan only reads and unpacks.  `rebuild` writes "
+            "every event into the read model's timelines, then computes every participant's summary again "
+            "(the rules at each date a participant's standing can change, at the end of each batch that "
+            "changed it), on both cores: that work is what `status` and `endpoints` no longer do at each "
+            "call.",
         ]
     if any("`verify`" in goal for goal in short):
         out += [
-            "- **`verify` on PostgreSQL.**  SHA-256 of every leaf and chain link and the tree's hashes "
-            "dominate, on one Python core; the server reads and joins the next batch meanwhile.  The rate "
-            "is absolute, not a ratio: the machine ran other test suites and benches during "
-            "this run (load average about 10 on 2 cores), and SQLite's `verify`, 205,000/s on a quiet "
-            "machine, measured a similar fraction of that here.",
+            "- **`verify` on PostgreSQL.**  The seal is recomputed on one core (SHA-256 of every leaf and "
+            "chain link, the tree's hashes) while the signatures, the authorization replay and the read "
+            "model's check run beside it; the read model's check computes every participant's summary "
+            "again, the longest of them on a large ledger.",
         ]
     if any(goal.startswith("1.") for goal in short):
         out += [
-            "- **Reads.**  `status` and `endpoints` still build every participant's timeline from the read "
-            "model's rows and judge it in Python at each call (`projections/readmodel/queries.py`); the "
-            "read model is now kept by the writes, in their transaction, but is not yet versioned so "
-            "that an (as-of, known-at) pair is a lookup.  The read model's cases above give the figures "
-            "at several pairs.",
+            "- **Reads.**  A read opens the ledger (process start and imports, a fifth of a second), "
+            "checks the read model in one statement, and looks up each participant's summary: one row "
+            "and one decode a participant, in time proportional to the participants, not to the events.",
         ]
     if any(goal.startswith("3.") for goal in short):
         out += [
-            "- **Write cost against history.**  A write still loads the participant's events (one decode "
-            "each) and a correction re-checks the chart as corrected, both linear in the history with a "
-            "small constant (about 55 ms and 35 ms at 3,000 events, in process).",
+            "- **Write cost against history.**  A write loads the participant's events (one decode each), "
+            "and summarises them again from the earliest date it touches: both linear in the history with "
+            "a small constant.",
         ]
     if any(goal.startswith("5.") for goal in short):
         out += [
@@ -366,10 +365,8 @@ def _history(results: Figures) -> list[str]:
         "## Write cost against a participant's history (SQLite, one store)",
         "",
         "Median of runs, process start included; each participant screened, enrolled, infused, then a CMV "
-        "result a day (`bench/history.py`).  Under the load of this run the spread between runs is wider "
-        "than the difference between lengths; on a quieter machine the same bench gave 0.25 s and 0.25 s "
-        "at 100 events, 0.33 s and 0.36 s at 3,000 (1.30x and 1.43x), against 0.2 s and 2.8 s for a "
-        "correction before (each correction replayed the chart with a scan per rule).",
+        "result a day (`bench/history.py`); the correction makes a result in the middle of the history "
+        "positive, so the participant's summary is computed again from that date on.",
         "",
         *_table(["events of the participant", "one `cmv` append", "one `correct`"], rows),
         "",
