@@ -28,10 +28,12 @@ import pytest
 from click.testing import CliRunner
 
 from cli import main
+from ledger.application import verification
 from ledger.application.trial_ledger import TrialLedger
 from ledger.application.verification import Digest, current_digest, verify
 from ledger.domain.events import Record, decode_line
 from ledger.evidence.merkle import Frontier, leaf_hash
+from ledger.storage import scan
 from ledger.storage.seal import GENESIS, canonical_entry, chain_hash
 from ledger.storage.stores import is_postgres
 from ledger.storage.transcoder import record_bytes
@@ -531,7 +533,11 @@ def test_tampering_is_detected_and_located(
     scenario: Scenario, trial: tuple[str, Attacker, list[tuple[int, str]]]
 ) -> None:
     store, attacker, rows = trial
-    position, event_id = scenario(attacker, rows)
+    assert_located(store, attacker, *scenario(attacker, rows))
+
+
+def assert_located(store: str, attacker: Attacker, position: int | None, event_id: str | None) -> None:
+    """``verify`` exits 1 naming ``position`` and ``event_id`` first, and counts the events stored."""
     code, data = run(store, "verify")
     assert code == 1, data
     assert data["ok"] is False
@@ -540,6 +546,34 @@ def test_tampering_is_detected_and_located(
     assert (bad["position"], bad["event_id"]) == (position, event_id), bad["problem"]
     assert bad["problem"]
     assert data["size"] == attacker.sql("SELECT COUNT(*) FROM {events}")[0][0]
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [modify_first, delete_event, delete_event_and_seal, insert_unsealed_in_middle, reorder, edit_chain],
+    ids=lambda s: s.__name__,
+)
+def test_a_stream_stopped_mid_way_on_postgresql_locates_the_same(
+    scenario: Scenario, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL streams the events (issue 14); the scan stops at the first suspect row, the query is
+    cancelled, and the diagnosis queries the same snapshot.  The server is made to send one row at a
+    time, in index order, pausing a moment before each, so that the query still runs when the scan stops
+    (the cancel then aborts it: without the stream's savepoint the diagnosis fails)."""
+    select = scan.Snapshot.__init__
+
+    def slowed(self: scan.Snapshot, tables: scan.Tables, cursor: Any) -> None:
+        select(self, tables, cursor)
+        self._sealed_select += "WHERE EXISTS (SELECT FROM pg_sleep(0.002 * sign(s.notification_id))) "
+
+    monkeypatch.setattr(scan.Snapshot, "__init__", slowed)
+    monkeypatch.setenv("PGOPTIONS", "-c enable_sort=off")
+    monkeypatch.setattr(scan, "STREAM_CHUNK", 1)
+    monkeypatch.setattr(verification, "BATCH_POSTGRES", 1)
+    build_trial(pg_url).close()
+    attacker = Attacker(pg_url)
+    assert_located(pg_url, attacker, *scenario(attacker, attacker.rows()))
+    attacker.close()
 
 
 def test_human_output_names_the_position(sqlite_url: str) -> None:

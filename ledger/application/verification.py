@@ -66,6 +66,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -208,6 +209,12 @@ class Verdict:
 class _Found(Exception):
     def __init__(self, mismatch: Mismatch) -> None:
         self.mismatch = mismatch
+
+
+class _Suspect(Exception):
+    """A row that does not match its seal: the scan stops, then :meth:`_Scan._diagnose` says why."""
+
+    args: tuple[SealedRow, bytes, bytes]  # the row, its recomputed leaf, the chain before it
 
 
 class _RecordId(msgspec.Struct):
@@ -366,9 +373,13 @@ class _Scan:
 
     def run(self, batch: int) -> Verdict:
         try:
-            for rows in self.snap.sealed_events(batch):
-                self._batch(rows)
+            # Closed before anything else is asked of the snapshot: a stream may be open on it.
+            with closing(self.snap.sealed_events(batch)) as batches:
+                for rows in batches:
+                    self._batch(rows)
             self._tail()
+        except _Suspect as suspect:
+            return self._verdict(self._diagnose(*suspect.args))
         except _Found as found:
             return self._verdict(found.mismatch)
         return self._verdict(self._published_problem())
@@ -395,14 +406,14 @@ class _Scan:
             previous = chain
             chain = sha(previous + leaf).digest()
             if leaf != leaf_ or chain != chain_ or originator != participant:
-                self._diagnose(row, leaf, previous)
+                raise _Suspect(row, leaf, previous)
             try:
                 record = decode_state(state if plain is None else plain(state)).record
                 same = decode_id(record).id == event_id and sha(record).digest() == content
             except Exception:  # not a readable ledger event (or not deciphered): diagnosed below
                 same = False
             if not same:
-                self._diagnose(row, leaf, previous)
+                raise _Suspect(row, leaf, previous)
             if self.locked_at is not None or originator == TRIAL_STREAM:
                 self._follow_lock(position, originator, event_id, record)  # type: ignore[arg-type]
             leaves.append(leaf)
@@ -444,24 +455,22 @@ class _Scan:
             row = rows[self.head.size - before]
             self.beyond_head = (row[0], row[5])
 
-    def _diagnose(self, row: SealedRow, leaf: bytes, previous: bytes) -> None:
+    def _diagnose(self, row: SealedRow, leaf: bytes, previous: bytes) -> Mismatch:
         """Name what went wrong at this row, given its recomputed leaf and the chain before it.
 
-        Runs once, on the failure path, so it may query.  Raises :class:`_Found`.
+        Runs once, on the failure path, after the scan stopped, so it may query.
         """
         position, originator, _version, _topic, state, event_id, participant, _content, leaf_, chain_ = row
         before = self.snap.previous_position(position)
         orphans = self.snap.entries_between(before, position)
         if orphans:
             missing, missing_id = orphans[0]
-            raise _Found(Mismatch(missing, missing_id, _DELETED))
+            return Mismatch(missing, missing_id, _DELETED)
         if leaf_ is None:
-            raise _Found(
-                Mismatch(
-                    position,
-                    _stored_id(state, self.codec),
-                    "this stored event has no ledger entry: it was inserted directly in the database",
-                )
+            return Mismatch(
+                position,
+                _stored_id(state, self.codec),
+                "this stored event has no ledger entry: it was inserted directly in the database",
             )
         stored_id = _stored_id(state, self.codec)
         chain = hashlib.sha256(previous + leaf).digest()
@@ -475,34 +484,30 @@ class _Scan:
                 )
             else:
                 problem = "the stored event does not match its seal: modified, or moved from another position"
-            raise _Found(Mismatch(position, event_id, problem))
+            return Mismatch(position, event_id, problem)
         if chain != chain_:
             if position > before + 1:
-                raise _Found(
-                    Mismatch(
-                        before + 1,
-                        None,
-                        f"the event(s) sealed between positions {before} and {position} were deleted "
-                        f"from both tables: the hash chain breaks at position {position}",
-                    )
+                return Mismatch(
+                    before + 1,
+                    None,
+                    f"the event(s) sealed between positions {before} and {position} were deleted "
+                    f"from both tables: the hash chain breaks at position {position}",
                 )
-            raise _Found(
-                Mismatch(
-                    position,
-                    event_id,
-                    "the hash chain breaks here: this entry's chain hash was edited, "
-                    "or the entries before it were rewritten",
-                )
+            return Mismatch(
+                position,
+                event_id,
+                "the hash chain breaks here: this entry's chain hash was edited, "
+                "or the entries before it were rewritten",
             )
         if stored_id is None:
             problem = "the stored event is not a readable ledger event (and its seal was rewritten to match)"
-            raise _Found(Mismatch(position, event_id, problem))
+            return Mismatch(position, event_id, problem)
         if originator != participant:
-            raise _Found(Mismatch(position, event_id, "the ledger entry's participant was edited"))
+            return Mismatch(position, event_id, "the ledger entry's participant was edited")
         if stored_id != event_id:
             problem = f"the ledger entry's event id was edited (the event is {stored_id})"
-            raise _Found(Mismatch(position, event_id, problem))
-        raise _Found(Mismatch(position, event_id, "the ledger entry's content hash was edited"))
+            return Mismatch(position, event_id, problem)
+        return Mismatch(position, event_id, "the ledger entry's content hash was edited")
 
     def _tail(self) -> None:
         """After the last event: entries without events, and the head in ``ledger_meta``."""

@@ -20,10 +20,10 @@ Rows come back as tuples (no per-row dicts: this is the hot path of ``verify``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 from eventsourcing.application import Application
@@ -32,6 +32,8 @@ from eventsourcing.application import Application
 # topic, state, then the ledger entry at that position (all None when there is
 # none): event id, participant, content hash, leaf hash, chain hash.
 SealedRow = tuple[int, str, int, str, bytes, Any, Any, Any, Any, Any]
+# Rows PostgreSQL sends at a time while :meth:`Snapshot.sealed_events` streams (libpq's chunked rows).
+STREAM_CHUNK = 2_000
 
 
 @dataclass(frozen=True)
@@ -64,12 +66,11 @@ class Snapshot:
     def __init__(self, tables: Tables, cursor: Any) -> None:
         self.tables = tables
         self._cursor = cursor
-        t, p = tables, tables.placeholder
-        self._sealed_sql = (
+        t = tables
+        self._sealed_select = (
             f"SELECT s.{t.position}, s.originator_id, s.originator_version, s.topic, s.state, "
             "e.event_id, e.participant, e.content_hash, e.leaf_hash, e.chain_hash "
             f"FROM {t.events} s LEFT JOIN {t.entries} e ON e.position = s.{t.position} "
-            f"WHERE s.{t.position} > {p} ORDER BY s.{t.position} LIMIT {p}"
         )
 
     def _all(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -91,33 +92,40 @@ class Snapshot:
     def sealed_events(self, batch: int = 20_000) -> Iterator[list[SealedRow]]:
         """Every stored event in ledger order with the ledger entry at its position, in batches.
 
-        On PostgreSQL the next batch is asked for while the caller works on this
-        one (issue 14): the server reads and joins the rows on its own core
-        while ``verify`` hashes, instead of each waiting for the other.
+        SQLite is asked page by page (the pages stay in the CPU cache).  PostgreSQL
+        streams the one query (issue 14): the server reads and joins the rows on its
+        own core, a chunk ahead of ``verify``'s hashing, with no query per page and
+        no page to plan.  The stream runs inside a savepoint, so that a caller who
+        stops early (the generator closed: the query is cancelled) can go on
+        querying the same snapshot.
         """
         if not self.tables.postgres:
-            yield from self._batches(batch, self._fetch)
+            yield from self._pages(batch)
             return
-        with ThreadPoolExecutor(max_workers=1) as ahead:
-            yield from self._batches(batch, lambda after, size: ahead.submit(self._fetch, after, size))
+        t = self.tables
+        self._cursor.execute("SAVEPOINT sealed_events")
+        rows = self._cursor.stream(
+            self._sealed_select + f"ORDER BY s.{t.position}", binary=True, size=STREAM_CHUNK
+        )
+        try:
+            while chunk := list(islice(rows, batch)):
+                yield chunk
+        finally:
+            rows.close()  # cancels the query if it is still running
+            self._cursor.execute("ROLLBACK TO SAVEPOINT sealed_events")
 
-    def _fetch(self, after: int, batch: int) -> list[SealedRow]:
-        binary = {"binary": True} if self.tables.postgres else {}  # bytea as is, not hex text
-        self._cursor.execute(self._sealed_sql, (after, batch), **binary)
-        return self._cursor.fetchall()
-
-    def _batches(self, batch: int, fetch: Callable[[int, int], Any]) -> Iterator[list[SealedRow]]:
-        """The batches of :meth:`sealed_events`; ``fetch`` returns rows, or a future of them."""
-        pending = fetch(0, batch)
+    def _pages(self, batch: int) -> Iterator[list[SealedRow]]:
+        t, p = self.tables, self.tables.placeholder
+        sql = self._sealed_select + f"WHERE s.{t.position} > {p} ORDER BY s.{t.position} LIMIT {p}"
+        after = 0
         while True:
-            rows = pending.result() if isinstance(pending, Future) else pending
-            if not rows:
-                return
-            if len(rows) == batch:
-                pending = fetch(rows[-1][0], batch)
-            yield rows
+            self._cursor.execute(sql, (after, batch))
+            rows = self._cursor.fetchall()
+            if rows:
+                yield rows
             if len(rows) < batch:
                 return
+            after = rows[-1][0]
 
     def events(self, batch: int = 5_000) -> Iterator[tuple[int, str, bytes]]:
         """``(position, stream, state)`` of every stored event, in ledger order."""
