@@ -142,6 +142,16 @@ class TrialLedger(Application[str]):
             configured_version, self.protocol, self.protocol_text
         )
 
+    def reopened(self) -> TrialLedger:
+        """This ledger on connections of its own: for a process forked from this one (issue 14)."""
+        return type(self)(
+            self.store,
+            protocol=self.protocol,
+            protocol_text=self.protocol_text,
+            clock=self.clock,
+            create=False,
+        )
+
     @functools.cached_property
     def login(self) -> Login | None:
         """The database login of a PostgreSQL store (issue 12, item 1); None on SQLite."""

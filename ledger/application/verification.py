@@ -74,6 +74,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 import msgspec
 
+from ledger.application.forked import Forked
 from ledger.domain.errors import InvalidInput, LedgerError
 from ledger.evidence.merkle import EMPTY_ROOT, Frontier
 from ledger.storage.codec import StateCodec
@@ -89,6 +90,9 @@ if TYPE_CHECKING:
 # cache, PostgreSQL with fewer round trips.
 BATCH_SQLITE = 2_000
 BATCH_POSTGRES = 20_000
+# From this many events on, ``verify``'s further checks run beside the seal, each in a process of
+# its own (issue 14): below it, forking and opening a ledger cost more than they save.
+BESIDE_FROM = 50_000
 _DELETED = "this ledger entry has no stored event: the event was deleted (or the entry forged)"
 
 
@@ -347,18 +351,30 @@ def verify_ledger(
 ) -> Verdict:
     """The ``verify`` use case: the seal (:func:`verify`), then signatures, authorization and ``checks``.
 
-    The further checks run only on a ledger whose events match their seal (a
+    The further checks count only on a ledger whose events match their seal (a
     tampered store has nothing else worth checking); every one that finds a
     problem adds its :class:`Finding` and makes the verdict fail (exit 1).
-    The signatures are checked from the rows the seal reads anyway (issue 14).
+
+    Issue 14: the signatures are checked from the rows the seal reads anyway.  On
+    a ledger of :data:`BESIDE_FROM` events or more, the authorization replay and
+    ``checks``, which read the events again, each run in a process of their own
+    (:mod:`ledger.application.forked`) while the seal is recomputed, and are
+    stopped if it does not match; on a smaller one they run after it, here.
     """
     from ledger.application.signatures import Signed, any_signed
 
     signed = Signed() if any_signed(ledger) else None
-    verdict = verify(ledger, published, signed=signed)
-    if not verdict.ok:
-        return verdict
-    answers = [check(ledger) for check in (unauthorized_appends, *checks)]
+    further: tuple[Check, ...] = (unauthorized_appends, *checks)
+    beside = (ledger.recorder.max_notification_id() or 0) >= BESIDE_FROM
+    running = [Forked(ledger, check) for check in further] if beside else []
+    try:
+        verdict = verify(ledger, published, signed=signed)
+        if not verdict.ok:
+            return verdict
+        answers = [work.result() for work in running] if beside else [check(ledger) for check in further]
+    finally:
+        for work in running:
+            work.cancel()  # those whose answer was not taken: the seal did not match, or an error
     found = [finding for finding in (invalid_signatures(ledger, signed), *answers) if finding is not None]
     return verdict.with_findings(found)
 
