@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cli import main
-from ledger.application import access, signatures
+from ledger.application import access, signatures, verification
 from ledger.application.trial_ledger import TrialLedger
 from ledger.domain.errors import InvalidInput, Refused
 from ledger.domain.events import ActionRefused, RecordSigned
@@ -321,3 +321,35 @@ def test_verify_names_a_signed_event_rewritten_with_its_whole_seal(store_url: st
     assert result["first_bad"]["problem"] == changed
     [invalid] = result["signatures"]["invalid"]
     assert invalid["participant"] == "NFH-001" and invalid["status"] == "invalid"
+
+
+def test_two_halves_of_a_signed_ledger_check_its_signatures_as_one_pass_does(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The users, their keys and the signed events may fall in either half (issue 14): wherever the
+    halves meet, a valid signature stays valid and a rewritten signed event is named."""
+    ledger = TrialLedger(pg_url)
+    keys = staffed(ledger, tmp_path)
+    store(ledger, L.treated("NFH-001"))
+    signatures.sign(ledger, "nfh.pi", "NFH-001", "approved", keys["nfh.pi"], PASSPHRASE)
+    store(ledger, L.treated("NFH-002"))
+    signatures.sign(ledger, "nfh.pi", "NFH-002", "reviewed", keys["nfh.pi"], PASSPHRASE)
+    attacker = Attacker(pg_url)
+    positions = [position for position, _ in attacker.rows()]
+
+    def verdicts() -> list[dict[str, Any]]:
+        found = []
+        for half in [None, *positions[:-1]]:
+            monkeypatch.setattr(verification, "_half", lambda snap, half=half: half)
+            found.append(verification.verify_ledger(ledger).to_json())
+        return found
+
+    valid = verdicts()
+    assert valid[0]["ok"] and all(verdict == valid[0] for verdict in valid)
+    position = next(p for p, event_id in attacker.rows() if event_id == "NFH-001-inf1")
+    attacker.set_state(position, edited(attacker.event(position)[3], cells_per_kg=2e6))
+    attacker.reseal(position)
+    attacker.close()
+    invalid = verdicts()
+    assert [row["participant"] for row in invalid[0]["signatures"]["invalid"]] == ["NFH-001"]
+    assert all(verdict == invalid[0] for verdict in invalid)

@@ -68,17 +68,18 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgpack
 import msgspec
 
-from ledger.application.forked import Forked
+from ledger.application.forked import CAN_FORK, Forked
 from ledger.domain.errors import InvalidInput, LedgerError
-from ledger.evidence.merkle import EMPTY_ROOT, Frontier
+from ledger.evidence.merkle import EMPTY_ROOT, CompactRange, Frontier
 from ledger.storage.codec import StateCodec
-from ledger.storage.scan import SealedRow, Snapshot, snapshot
+from ledger.storage.scan import LAST, SealedRow, Snapshot, snapshot
 from ledger.storage.seal import GENESIS, TRIAL_STREAM, lock_change, lock_exempt
 from ledger.storage.transcoder import record_head
 
@@ -220,6 +221,16 @@ class _Suspect(Exception):
     """A row that does not match its seal: the scan stops, then :meth:`_Scan._diagnose` says why."""
 
     args: tuple[SealedRow, bytes, bytes]  # the row, its recomputed leaf, the chain before it
+
+
+def _locked(position: int, event_id: str | None, locked_at: int) -> Mismatch:
+    """An event sealed at ``position`` while the lock sealed at ``locked_at`` was in force."""
+    return Mismatch(
+        position,
+        event_id,
+        f"this event was sealed while the ledger was locked (locked at position {locked_at};"
+        " only the unlock and records of refused attempts may follow): the lock was bypassed",
+    )
 
 
 class _RecordId(msgspec.Struct):
@@ -393,50 +404,191 @@ def verify(
     tree recomputed today.  Never trusts ``ledger_entries`` or ``ledger_meta``.
     With ``signed``, every event read is also taken into it, for the signatures'
     check (its leaves are the ones recomputed here).
+
+    On PostgreSQL, a ledger of :data:`BESIDE_FROM` events or more is recomputed
+    in two halves at once (issue 14): a child process (:mod:`ledger.application.forked`)
+    takes the first, in the same snapshot (exported to it), while this one takes
+    the second from the chain hash sealed where the first ends; the halves then
+    join (:func:`_join`) into the verdict one pass would give.
     """
     with snapshot(ledger) as snap:
         size = batch or (BATCH_POSTGRES if snap.tables.postgres else BATCH_SQLITE)
-        return _Scan(snap, published, ledger.codec, signed).run(size)
+        half = _half(snap)
+        exported = None if half is None else snap.export()
+        if half is None or exported is None:
+            return _Scan(snap, published, ledger.codec, signed).run(size)
+        first = Forked(ledger, partial(_first_half, exported, half, published, size, signed is not None))
+        try:
+            from ledger.application.signatures import Signed
+
+            second = _Scan(snap, published, ledger.codec, Signed() if signed else None, snap.rank(half), half)
+            second.scan(size)
+            return second.join(first.result(), signed)
+        finally:
+            first.cancel()  # when the second half raised: the first's answer is not wanted
+
+
+def _half(snap: Snapshot) -> int | None:
+    """The last position of the first half, when the ledger is worth recomputing in two halves at once."""
+    first, last = snap.positions()
+    if not (snap.tables.postgres and CAN_FORK) or last - first + 1 < BESIDE_FROM:
+        return None
+    return (first + last) // 2
+
+
+def _first_half(
+    exported: str, half: int, published: Digest | None, batch: int, signing: bool, ledger: TrialLedger
+) -> _Part:
+    """In a child: the scan of the events up to position ``half``, in the snapshot ``exported``."""
+    from ledger.application.signatures import Signed
+
+    with snapshot(ledger, exported) as snap:
+        scan = _Scan(snap, published, ledger.codec, Signed() if signing else None, upto=half)
+        scan.scan(batch)
+        return scan.part()
+
+
+@dataclass(frozen=True)
+class _Part:
+    """What the scan of the first half found and leaves behind (it comes back pickled from its process)."""
+
+    mismatch: Mismatch | None
+    tree: Frontier
+    chain: bytes
+    last: int
+    locked_at: int | None
+    beyond_head: tuple[int, str | None] | None
+    published_at: Frontier | None
+    signed: Signed | None
 
 
 class _Scan:
-    """One pass of :func:`verify` over a snapshot."""
+    """One pass of :func:`verify` over a snapshot: the whole ledger, or one half of it.
+
+    A half that does not start at the first event starts from the chain hash
+    sealed before it (``chain``) and the number of events before it (``rank``),
+    grows a :class:`CompactRange` of the tree, and cannot know whether the
+    ledger is locked where it starts: it notes the first event that is not a
+    record of a refused attempt (:attr:`opening`), which :meth:`join` judges.
+    """
 
     def __init__(
-        self, snap: Snapshot, published: Digest | None, codec: StateCodec, signed: Signed | None = None
+        self,
+        snap: Snapshot,
+        published: Digest | None,
+        codec: StateCodec,
+        signed: Signed | None = None,
+        rank: int = 0,
+        after: int = 0,
+        upto: int = LAST,
     ) -> None:
         self.snap = snap
         self.codec = codec
         self.signed = signed
         self.published = published
-        self.frontier = Frontier()
-        self.chain = GENESIS
+        self.after, self.upto = after, upto
+        self.size = rank  # events recomputed, counting those before this half
+        self.tree: Frontier | CompactRange = CompactRange(rank) if rank else Frontier()
+        self.chain = (snap.chain_at(after) or GENESIS) if after else GENESIS
         self.last = 0  # position of the last event that matched
         self.head, self.head_chain = read_head(snap)
         self.beyond_head: tuple[int, str | None] | None = None  # the first event beyond the head
-        self.published_root: bytes | None = EMPTY_ROOT if published and published.size == 0 else None
+        # The tree as it stood at the published size (an empty one for a digest of no event).
+        self.published_at: Frontier | CompactRange | None = (
+            Frontier() if published and published.size == 0 and not rank else None
+        )
         self.locked_at: int | None = None  # position of the lock in force, in ledger order
+        # A half that starts further on: the first event that is not a refused attempt's record,
+        # and whether it unlocks (what a lock in force before the half would make of it).
+        self.watching = bool(after)
+        self.opening: tuple[int, str, bool] | None = None
+        self.mismatch: Mismatch | None = None
 
     def run(self, batch: int) -> Verdict:
+        """The whole ledger: scan, then what only the end can tell."""
+        if self.scan(batch) is None:
+            self._end()
+        return self._verdict(self.mismatch)
+
+    def scan(self, batch: int) -> Mismatch | None:
+        """Recompute every event of this half; the first mismatch (None: all matched)."""
         try:
             # Closed before anything else is asked of the snapshot: a stream may be open on it.
-            with closing(self.snap.sealed_events(batch)) as batches:
+            with closing(self.snap.sealed_events(batch, self.after, self.upto)) as batches:
                 for rows in batches:
                     self._batch(rows)
-            self._tail()
         except _Suspect as suspect:
-            return self._verdict(self._diagnose(*suspect.args))
+            self.mismatch = self._diagnose(*suspect.args)
         except _Found as found:
-            return self._verdict(found.mismatch)
-        return self._verdict(self._published_problem())
+            self.mismatch = found.mismatch
+        return self.mismatch
+
+    def part(self) -> _Part:
+        """What the scan of a first half leaves for :meth:`join`."""
+        assert isinstance(self.tree, Frontier) and not isinstance(self.published_at, CompactRange)
+        return _Part(
+            self.mismatch,
+            self.tree,
+            self.chain,
+            self.last,
+            self.locked_at,
+            self.beyond_head,
+            self.published_at,
+            self.signed,
+        )
+
+    def join(self, first: _Part, signed: Signed | None) -> Verdict:
+        """This second half after the ``first``: the verdict of the whole ledger, as one pass gives it.
+
+        The first half's mismatch comes first; then the first event of this half
+        that is neither an unlock nor a refused attempt's record, when the first
+        half ended locked (noted as the scan went, so it comes before anything
+        this half stopped at); then this half's own mismatch; then the ends, on
+        the joined tree.
+        """
+        if signed is not None:
+            assert first.signed is not None and self.signed is not None
+            signed.follow(first.signed)
+            signed.follow(self.signed)
+        mismatch = first.mismatch
+        if mismatch is None and first.locked_at is not None and self.opening is not None:
+            position, event_id, unlocks = self.opening
+            if not unlocks:
+                mismatch = _locked(position, event_id, first.locked_at)
+        mismatch = mismatch or self.mismatch
+        if mismatch is not None:
+            return self._verdict(mismatch)
+        assert isinstance(self.tree, CompactRange)
+        tree = first.tree.copy()
+        tree.extend_range(self.tree)
+        self.tree = tree
+        if isinstance(self.published_at, CompactRange):
+            published_at = first.tree.copy()
+            published_at.extend_range(self.published_at)
+            self.published_at = published_at
+        self.published_at = first.published_at or self.published_at
+        self.beyond_head = first.beyond_head or self.beyond_head
+        self.last = self.last or first.last
+        self._end()
+        return self._verdict(self.mismatch)
+
+    def _end(self) -> None:
+        """The ends of a whole ledger: entries without events, the head, the published digest."""
+        try:
+            self._tail()
+        except _Found as found:
+            self.mismatch = found.mismatch
+            return
+        self.mismatch = self._published_problem()
 
     def _verdict(self, mismatch: Mismatch | None) -> Verdict:
         ok = mismatch is None
-        size = self.frontier.size if ok else self.snap.event_count()
+        size = self.size if ok else self.snap.event_count()
         consistent = None
-        if self.published is not None and self.published_root is not None:
-            consistent = self.published_root == self.published.root
-        return Verdict(ok, size, mismatch, self.frontier.root() if ok else None, self.published, consistent)
+        if self.published is not None and isinstance(self.published_at, Frontier):
+            consistent = self.published_at.root() == self.published.root
+        root = self.tree.root() if ok and isinstance(self.tree, Frontier) else None
+        return Verdict(ok, size, mismatch, root, self.published, consistent)
 
     def _batch(self, rows: list[SealedRow]) -> None:
         """The hot loop: recompute and compare one batch (about 2 microseconds an event)."""
@@ -461,6 +613,8 @@ class _Scan:
                 same = False
             if not same:
                 raise _Suspect(row, leaf, previous)
+            if self.watching:
+                self._watch(position, originator, event_id, record)  # type: ignore[arg-type]
             if self.locked_at is not None or originator == TRIAL_STREAM:
                 self._follow_lock(position, originator, event_id, record)  # type: ignore[arg-type]
             if signed is not None:
@@ -481,6 +635,14 @@ class _Scan:
         else:
             signed.event(stream, event_id, leaf)
 
+    def _watch(self, position: int, stream: str, event_id: str, record: bytes) -> None:
+        """Note the first event of a half that is not a refused attempt's record (see :meth:`join`)."""
+        change = lock_change(record)
+        if change is None and lock_exempt(stream, record_head(record).type):
+            return
+        self.opening = (position, event_id, change is False)
+        self.watching = False
+
     def _follow_lock(self, position: int, stream: str, event_id: str | None, record: bytes) -> None:
         """Follow the lock through one sealed event; raises :class:`_Found` for one sealed while locked."""
         change = lock_change(record)
@@ -491,26 +653,19 @@ class _Scan:
         if change is None and lock_exempt(stream, record_head(record).type):  # issue 12, item 7
             return
         if change is not False:
-            raise _Found(
-                Mismatch(
-                    position,
-                    event_id,
-                    f"this event was sealed while the ledger was locked (locked at position {self.locked_at};"
-                    " only the unlock and records of refused attempts may follow): the lock was bypassed",
-                )
-            )
+            raise _Found(_locked(position, event_id, self.locked_at))
         self.locked_at = None
 
     def _extend(self, leaves: list[bytes], rows: list[SealedRow]) -> None:
-        """Grow the tree; note the root at the published size and where the head ends."""
-        before = self.frontier.size
-        after = before + len(leaves)
+        """Grow the tree; note the tree at the published size and where the head ends."""
+        before = self.size
+        after = self.size = before + len(leaves)
         if self.published is not None and before < self.published.size <= after:
-            self.frontier.extend(leaves[: self.published.size - before])
-            self.published_root = self.frontier.root()
-            self.frontier.extend(leaves[self.published.size - before :])
+            self.tree.extend(leaves[: self.published.size - before])
+            self.published_at = self.tree.copy()
+            self.tree.extend(leaves[self.published.size - before :])
         else:
-            self.frontier.extend(leaves)
+            self.tree.extend(leaves)
         if self.head is not None and self.beyond_head is None and before <= self.head.size < after:
             row = rows[self.head.size - before]
             self.beyond_head = (row[0], row[5])
@@ -571,11 +726,11 @@ class _Scan:
 
     def _tail(self) -> None:
         """After the last event: entries without events, and the head in ``ledger_meta``."""
-        if self.snap.entry_count() != self.frontier.size:
+        if self.snap.entry_count() != self.size:
             orphan = self.snap.first_orphan_entry()
             if orphan is not None:
                 raise _Found(Mismatch(*orphan, _DELETED))
-        size = self.frontier.size
+        size = self.size
         if self.head is None:
             if size or self.head_chain is not None:
                 raise _Found(Mismatch(None, None, "ledger_meta has no readable tree head (frontier)"))
@@ -599,7 +754,7 @@ class _Scan:
                     "were appended outside the ledger",
                 )
             )
-        if self.head != self.frontier:
+        if self.head != self.tree:
             raise _Found(Mismatch(None, None, "ledger_meta's frontier does not match the recomputed tree"))
         if size and self.head_chain != self.chain:
             raise _Found(Mismatch(None, None, "ledger_meta's chain hash does not match the recomputed chain"))
@@ -608,7 +763,7 @@ class _Scan:
         published = self.published
         if published is None:
             return None
-        size = self.frontier.size
+        size = self.size
         if published.size > size:
             return Mismatch(
                 self.last + 1,
@@ -616,7 +771,7 @@ class _Scan:
                 f"the published digest covers {published.size} events but only {size} are stored: "
                 "events were removed since it was published",
             )
-        if self.published_root != published.root:
+        if not isinstance(self.published_at, Frontier) or self.published_at.root() != published.root:
             return Mismatch(
                 None,
                 None,
