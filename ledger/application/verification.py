@@ -72,7 +72,6 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import msgpack
 import msgspec
 
 from ledger.application.forked import CAN_FORK, Forked
@@ -246,6 +245,7 @@ class _State(msgspec.Struct):
     record: msgspec.Raw
 
 
+_encode = msgspec.msgpack.Encoder().encode
 _decode_state = msgspec.msgpack.Decoder(_State).decode
 _decode_id = msgspec.msgpack.Decoder(_RecordId).decode
 _decode_type = msgspec.msgpack.Decoder(_RecordType).decode
@@ -593,7 +593,7 @@ class _Scan:
     def _batch(self, rows: list[SealedRow]) -> None:
         """The hot loop: recompute and compare one batch (about 2 microseconds an event)."""
         sha = hashlib.sha256
-        pack = msgpack.Packer(use_bin_type=True).pack  # exactly ledger.storage.seal.canonical_entry
+        pack = _encode  # the encoder of ledger.storage.seal.canonical_entry, called without a wrapper
         decode_state, decode_id = _decode_state, _decode_id
         plain = None if self.codec.transparent else self.codec.plain  # stored bytes as the mapper wrote them
         signed = self.signed
@@ -601,7 +601,7 @@ class _Scan:
         leaves = []
         for row in rows:
             position, originator, version, topic, state, event_id, participant, content, leaf_, chain_ = row
-            leaf = sha(b"\x00" + pack([position, originator, version, topic, state])).digest()
+            leaf = sha(b"\x00" + pack((position, originator, version, topic, state))).digest()
             previous = chain
             chain = sha(previous + leaf).digest()
             if leaf != leaf_ or chain != chain_ or originator != participant:
