@@ -1,9 +1,10 @@
-"""A check of ``verify`` run in a process of its own, beside the seal's (issue 14: the second core).
+"""Work of ``verify`` run in a process of its own, beside the seal's (issue 14: the second core).
 
 ``verify`` recomputes the seal in one process; its further checks (the
 authorization replay, the read model) each read the events again and decode
-them, which is work for another core.  :class:`Forked` runs one such check in
-a child forked from the current process, on a ledger of its own
+them, and on a large PostgreSQL ledger the seal's first half can be recomputed
+apart: work for another core.  :class:`Forked` runs such work in a child
+forked from the current process, on a ledger of its own
 (:meth:`TrialLedger.reopened`: connections of its own, never the parent's), and
 hands back its answer, or re-raises the exception it ended with.
 
@@ -13,7 +14,7 @@ parent (connections, files, the terminal) and ends with ``os._exit``, so no
 inherited object is finalised (a finalised connection would say goodbye to
 the parent's server session); objects that exist at the fork are frozen out of
 the child's garbage collector for the same reason.  Where ``os.fork`` does not
-exist, the check runs in the calling process when its answer is asked for.
+exist, the work runs in the calling process when its answer is asked for.
 """
 
 from __future__ import annotations
@@ -115,11 +116,16 @@ def _answer_and_exit(sender: int, ledger: TrialLedger, work: Callable[[TrialLedg
 
 
 def _pickled(payload: tuple[bool, object]) -> bytes:
-    """``payload`` pickled so that it unpickles, else a :class:`LedgerError` saying what it was."""
+    """``payload`` pickled so that it unpickles, else a :class:`LedgerError` saying what it was.
+
+    An exception is unpickled once to be sure: one whose class takes other
+    arguments than its message would fail only in the parent.
+    """
+    done, value = payload
     try:
         data = pickle.dumps(payload)
-        pickle.loads(data)
+        if not done:
+            pickle.loads(data)
         return data
     except Exception:  # a value or an exception class that does not survive pickling
-        value = payload[1]
         return pickle.dumps((False, LedgerError(f"verify: {type(value).__name__}: {value}")))
