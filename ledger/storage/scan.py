@@ -99,11 +99,12 @@ class Snapshot:
         position, in batches.
 
         SQLite is asked page by page (the pages stay in the CPU cache).  PostgreSQL
-        streams the one query (issue 14): the server reads and joins the rows on its
-        own core, a chunk ahead of ``verify``'s hashing, with no query per page and
-        no page to plan.  The stream runs inside a savepoint, so that a caller who
-        stops early (the generator closed: the query is cancelled) can go on
-        querying the same snapshot.
+        streams one query (issue 14): one plan, one merge join reading each table
+        once, where pages of ``LIMIT`` queries each read the entries from the first
+        one again (the server's work grew with the square of the ledger).  The
+        stream runs inside a savepoint, so that a caller who stops early (the
+        generator closed: the query is cancelled) can go on querying the same
+        snapshot.
         """
         if not self.tables.postgres:
             yield from self._pages(batch, after, upto)
