@@ -4,36 +4,36 @@
 authorization replay, the read model) each read the events again and decode
 them, and on a large PostgreSQL ledger the seal's first half can be recomputed
 apart: work for another core.  :class:`Forked` runs such work in a child
-forked from the current process, on a ledger of its own
-(:meth:`TrialLedger.reopened`: connections of its own, never the parent's), and
-hands back its answer, or re-raises the exception it ended with.
+process on a ledger of its own (:meth:`TrialLedger.reopening`: connections of
+its own, never the parent's), and hands back its answer, or raises again the
+exception it ended with.
 
-The child is a plain ``os.fork``: it starts at once with every module already
-imported, whatever the store.  It never touches what it inherits from the
-parent (connections, files, the terminal) and ends with ``os._exit``, so no
-inherited object is finalised (a finalised connection would say goodbye to
-the parent's server session); objects that exist at the fork are frozen out of
-the child's garbage collector for the same reason.  Where ``os.fork`` does not
-exist, the work runs in the calling process when its answer is asked for.
+The child starts as the read model's workers do (:func:`ledger.storage.workers.context`):
+a fork of this process when it runs one thread (the SQLite store), else from a
+fork server, since a database driver's threads must not be forked; what goes
+to a fork server must pickle, and work that does not (a lambda) runs in the
+calling process when its answer is asked for, as it does where no process can
+be started.  Objects that exist at a fork are frozen out of the child's garbage
+collector: it never touches what it inherits.
 """
 
 from __future__ import annotations
 
 import gc
-import os
 import pickle
-import signal
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ledger.domain.errors import LedgerError
+from ledger.storage import workers
 
 if TYPE_CHECKING:
     from ledger.application.trial_ledger import TrialLedger
 
 T = TypeVar("T")
 
-CAN_FORK = hasattr(os, "fork")
+# What a child started from a fork server needs loaded to open a ledger and verify it.
+PRELOAD = ["ledger.application.trial_ledger", "ledger.application.verification", "ledger.storage.postgres"]
 
 
 class Forked(Generic[T]):
@@ -42,37 +42,37 @@ class Forked(Generic[T]):
     def __init__(self, ledger: TrialLedger, work: Callable[[TrialLedger], T]) -> None:
         self._ledger = ledger
         self._work = work
-        self._pid: int | None = None  # the child's, while it runs
-        self._answer = -1
+        self._process: Any = None  # the child, while it runs
+        self._answer: Any = None
         self._here = True  # the work runs in this process, when its result is asked for
-        if not CAN_FORK:
+        reopening = ledger.reopening()
+        starting = workers.context(PRELOAD)
+        if starting.get_start_method() != "fork" and not _pickles((reopening, work)):
             return
-        answer, sender = os.pipe()
+        answer, sender = starting.Pipe(duplex=False)
+        # Not a daemon: the work may start processes of its own (the read model's workers do).
+        process = starting.Process(target=_answer, args=(sender, reopening, work))
         gc.freeze()
         try:
-            pid = os.fork()
+            process.start()
         except OSError:  # no process to spare: the work runs here when asked for
-            gc.unfreeze()
-            os.close(answer)
-            os.close(sender)
+            answer.close()
             return
-        if pid == 0:  # the child: it never returns from here
-            os.close(answer)
-            _answer_and_exit(sender, ledger, work)
-        gc.unfreeze()
-        os.close(sender)
-        self._pid, self._answer, self._here = pid, answer, False
+        finally:
+            gc.unfreeze()
+            sender.close()
+        self._process, self._answer, self._here = process, answer, False
 
     def result(self) -> T:
         """The work's result, or the exception it raised, raised again here (ask once)."""
         if self._here:
             return self._work(self._ledger)
-        if self._pid is None:
+        if self._process is None:
             raise LedgerError("verify: a check's answer was asked for after it was cancelled or given")
-        data = bytearray()
         try:
-            while chunk := os.read(self._answer, 1 << 16):
-                data += chunk
+            data = self._answer.recv_bytes()
+        except EOFError:
+            data = b""
         finally:
             self._reap()
         if not data:
@@ -85,34 +85,36 @@ class Forked(Generic[T]):
     def cancel(self) -> None:
         """Stop the work (its answer is not wanted any more)."""
         self._here = False
-        if self._pid is not None:
-            os.kill(self._pid, signal.SIGKILL)  # not reaped yet: the id is still the child's
+        if self._process is not None:
+            self._process.kill()
             self._reap()
 
     def _reap(self) -> None:
-        if self._pid is not None:
-            os.close(self._answer)
-            os.waitpid(self._pid, 0)
-            self._pid = None
+        if self._process is not None:
+            self._answer.close()
+            self._process.join()
+            self._process = None
 
 
-def _answer_and_exit(sender: int, ledger: TrialLedger, work: Callable[[TrialLedger], T]) -> None:
-    """In the child: run ``work`` on a ledger of its own, send ``(done, value)`` pickled, exit."""
+def _pickles(value: object) -> bool:
     try:
+        pickle.dumps(value)
+    except Exception:  # a lambda, or a value that holds one
+        return False
+    return True
+
+
+def _answer(sender: Any, reopening: Callable[[], TrialLedger], work: Callable[[TrialLedger], T]) -> None:
+    """In the child: run ``work`` on a ledger of its own and send ``(done, value)``, pickled."""
+    try:
+        own = reopening()
         try:
-            own = ledger.reopened()
-            try:
-                payload: tuple[bool, object] = (True, work(own))
-            finally:
-                own.close()
-        except BaseException as exc:  # every ending is the parent's to raise
-            payload = (False, exc)
-        data = _pickled(payload)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(sender, view) :]
-    finally:
-        os._exit(0)
+            payload: tuple[bool, object] = (True, work(own))
+        finally:
+            own.close()
+    except BaseException as exc:  # every ending is the parent's to raise
+        payload = (False, exc)
+    sender.send_bytes(_pickled(payload))
 
 
 def _pickled(payload: tuple[bool, object]) -> bytes:

@@ -142,9 +142,13 @@ class TrialLedger(Application[str]):
             configured_version, self.protocol, self.protocol_text
         )
 
-    def reopened(self) -> TrialLedger:
-        """This ledger on connections of its own: for a process forked from this one (issue 14)."""
-        return type(self)(
+    def reopening(self) -> Callable[[], TrialLedger]:
+        """How to open this ledger again, on connections of its own, in another process (issue 14).
+
+        It pickles when the protocol and the clock do (a fork server's workers get it so).
+        """
+        return functools.partial(
+            type(self),
             self.store,
             protocol=self.protocol,
             protocol_text=self.protocol_text,

@@ -74,7 +74,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ledger.application.forked import CAN_FORK, Forked
+from ledger.application.forked import Forked
 from ledger.domain.errors import InvalidInput, LedgerError
 from ledger.evidence.merkle import EMPTY_ROOT, CompactRange, Frontier
 from ledger.storage.codec import StateCodec
@@ -433,7 +433,7 @@ def verify(
 def _half(snap: Snapshot) -> int | None:
     """The last position of the first half, when the ledger is worth recomputing in two halves at once."""
     first, last = snap.positions()
-    if not (snap.tables.postgres and CAN_FORK) or last - first + 1 < BESIDE_FROM:
+    if not snap.tables.postgres or last - first + 1 < BESIDE_FROM:
         return None
     return (first + last) // 2
 
