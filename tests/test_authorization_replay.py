@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli import main
-from ledger.application import access, signatures
+from ledger.application import access, signatures, verification
 from ledger.application.trial_ledger import TrialLedger
 from ledger.application.verification import verify_ledger
 from ledger.domain.events import (
@@ -106,6 +106,18 @@ def test_a_lock_by_a_monitor_and_a_key_registered_for_someone_else_are_named(led
         (key, "dm registered a key for nfh.pi: only its owner registers a key"),
         (lock, "monitor (monitor) may not lock the ledger"),
     ]
+
+
+def test_the_replay_run_beside_the_seal_names_the_same_events(
+    ledger: TrialLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a large ledger the replay runs in a process of its own (issue 14): same verdict."""
+    forge_cmv(ledger, "AMMS-001", "nfh.nurse")
+    forge_log(ledger, access.Trial, {"reason": "mine now", "user": "monitor"}, DatabaseLocked)
+    after = verify_ledger(ledger).to_json()
+    monkeypatch.setattr(verification, "BESIDE_FROM", 0)
+    assert verify_ledger(ledger).to_json() == after
+    assert after["authorization"]["count"] == 2
 
 
 def test_command_line_verify_exits_1_naming_the_event(ledger: TrialLedger, store_url: str) -> None:

@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli import main
-from ledger.application import access
+from ledger.application import access, verification
 from ledger.application.trial_ledger import TrialLedger
 from ledger.domain.entry import Entry
 from ledger.domain.errors import LockRefused, Refused
@@ -128,3 +128,52 @@ def test_a_lock_record_outside_the_trials_stream_locks_nothing() -> None:
     locked = DatabaseLocked(reason="hand-written", user="nfh.chen", id="USERS#9")
     assert access.lock_state([Entry(9, at, "USERS", locked)]).to_json()["locked"] is False
     assert access.lock_state([Entry(9, at, access.Trial.STREAM, locked)]).to_json()["locked"] is True
+
+
+def test_two_halves_of_a_ledger_name_what_one_pass_names_wherever_they_meet(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large PostgreSQL ledger is recomputed in two halves at once (issue 14).  The second half
+    cannot know whether the ledger was locked where it starts: split anywhere around a lock, the
+    refused attempts recorded during it, an event forged in it and the unlock, the verdict is the
+    one a single pass gives."""
+    ledger = TrialLedger(pg_url)
+    store(ledger, [*L.treated("NFH-001"), L.cmv("NFH-001", id="cmv-1")])
+    access.lock(ledger, "dm", "database lock")
+    with pytest.raises(Refused):
+        store(ledger, [L.cmv("NFH-001", id="cmv-late")])  # recorded as a refused attempt
+    access.unlock(ledger, "dm", "query resolved")
+    store(ledger, [L.cmv("NFH-001", id="cmv-2", effective="2014-01-25")])
+    positions = [position for position, _ in Attacker(pg_url).rows()]
+
+    def verdicts() -> list[dict[str, object]]:
+        """The one-pass verdict, then the verdict of every split."""
+        monkeypatch.setattr(verification, "_half", lambda snap: None)
+        found = [verification.verify(ledger).to_json()]
+        for half in positions[:-1]:
+            monkeypatch.setattr(verification, "_half", lambda snap, half=half: half)
+            found.append(verification.verify(ledger).to_json())
+        return found
+
+    clean = verdicts()
+    assert clean[0]["ok"] is True and all(verdict == clean[0] for verdict in clean)
+    # An event forged right after the refused attempt, the seal rewritten around it.
+    attacker = Attacker(pg_url)
+    rows = attacker.rows()
+    unlock_at = next(position for position, event_id in rows if event_id == "TRIAL#2")
+    for later, _ in reversed(rows):
+        if later >= unlock_at:
+            attacker.move("{events}", attacker.pos, later, later + 1)
+            attacker.move("ledger_entries", "position", later, later + 1)
+    originator, _, topic, state = attacker.event(rows[3][0])
+    attacker.sql(INSERT_EVENT, (originator, 998, topic, edited(state, id="forged-cmv"), unlock_at))
+    attacker.sql(
+        "INSERT INTO ledger_entries VALUES (?, ?, ?, ?, ?, ?)",
+        (unlock_at, "forged-cmv", originator, b"", b"", b""),
+    )
+    attacker.reseal(unlock_at)
+    attacker.close()
+    positions = [position for position, _ in Attacker(pg_url).rows()]
+    forged = verdicts()
+    assert forged[0]["first_bad"]["position"] == unlock_at  # type: ignore[index]
+    assert all(verdict == forged[0] for verdict in forged)

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from ledger.evidence.merkle import (
     EMPTY_ROOT,
     HASH_SIZE,
+    CompactRange,
     Frontier,
     consistency_proof,
     consistency_proof_document,
@@ -383,6 +384,54 @@ def test_frontier_extend_in_chunks(n: int, cuts: list[int]) -> None:
     copy.append(leaf_hash(b"more"))
     assert copy != frontier
     assert frontier.size == n
+
+
+@FAST
+@given(st.integers(0, 2000), st.data())
+def test_a_range_hashed_apart_joins_the_frontier_of_the_leaves_before_it(n: int, data: st.DataObject) -> None:
+    """Two parts of the leaves hashed apart (verify's two halves, issue 14) give the tree of them all."""
+    hashes = hashed(entries(n, b"range"))
+    start = data.draw(st.integers(0, n), label="start")
+    cuts = sorted(data.draw(st.lists(st.integers(start, n), max_size=5), label="cuts"))
+    part = CompactRange(start)
+    done = start
+    for cut in [*cuts, n]:
+        part.extend(hashes[done:cut] if cut > done else [])
+        done = max(done, cut)
+        # Joined at any point, the range gives the root of every leaf so far.
+        joined = Frontier(hashes[:start])
+        joined.extend_range(part.copy())
+        assert joined.size == done == part.end
+        assert joined.root() == root(hashes[:done])
+    heights = [height for height, _ in part.nodes]
+    assert all(first % (1 << height) == 0 for first, height in zip(_firsts(part), heights, strict=True))
+    whole = Frontier(hashes[:start])
+    whole.extend_range(part)
+    assert whole == Frontier(hashes)
+
+
+def _firsts(part: CompactRange) -> list[int]:
+    """The first leaf of each subtree of ``part``."""
+    firsts, first = [], part.start
+    for height, _ in part.nodes:
+        firsts.append(first)
+        first += 1 << height
+    return firsts
+
+
+def test_a_range_joins_only_where_the_tree_ends() -> None:
+    hashes = hashed(entries(10))
+    part = CompactRange(4)
+    part.extend(hashes[4:])
+    frontier = Frontier(hashes[:3])
+    with pytest.raises(ValueError, match="a range starting at leaf 4 cannot follow 3 leaves"):
+        frontier.extend_range(part)
+    assert frontier == Frontier(hashes[:3])
+    with pytest.raises(ValueError, match="start must be a non-negative int"):
+        CompactRange(-1)
+    with pytest.raises(ValueError, match="leaf hash #1 has 5 bytes"):
+        part.extend([hashes[0], b"short"])
+    assert part.end == 10  # nothing of a bad batch was taken
 
 
 def test_frontier_rejects_bad_input_atomically() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import uuid
 from pathlib import Path
 
 import psycopg
@@ -27,8 +28,10 @@ from ledger.application.trial_ledger import TrialLedger
 from ledger.domain.errors import InvalidInput, Refused
 from ledger.domain.events import KeyRegistered, RecordSigned, UserUpdated, fill
 from ledger.exchange.odm import NS
+from ledger.storage import grants
+from ledger.storage.postgres import INSERTS
 from tests import lines as L
-from tests.conftest import PG_ADMIN_URL
+from tests.conftest import PG_ADMIN_URL, drop_roles
 from tests.logins import DENIED, PEOPLE, Site, as_login, register, sqlstate, stored_row
 from tests.staff import PASSPHRASE, store
 
@@ -323,3 +326,63 @@ def test_a_site_without_its_group_is_named_and_nothing_changes(site: Site) -> No
     ):
         dm.recorder.set_member(site.logins["nurse"], "site_staff", "NEW1")  # type: ignore[attr-defined]
     assert store(site.ledger("nurse"), L.treated("NFH-001"), user=site.logins["nurse"]).stored
+
+
+def test_a_large_import_the_database_refuses_on_its_last_line_stores_nothing(
+    site: Site, tmp_path: Path
+) -> None:
+    """Row-level security judges every row a login that is not the owner copies in (issue 14).
+
+    Such a login's rows go through a temporary table and one ``INSERT ... SELECT``.
+    Here the administrator has left the data manager's login in the groups of
+    NFH's site staff only, so the ledger's own checks (its registry still says
+    data manager) pass every line, and only the database stands in the way of
+    the last one, a participant of AMMS: exit 3, and no line is stored.
+    """
+    dm = site.logins["dm"]
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        revoke = sql.SQL("REVOKE {0} FROM {1}")
+        conn.execute(
+            revoke.format(sql.Identifier(grants.group(site.schema, "data_manager")), sql.Identifier(dm))
+        )
+        staff = [grants.group(site.schema, "site_staff"), grants.site_group(site.schema, "NFH")]
+        grant = sql.SQL("GRANT {0} TO {1}")
+        conn.execute(grant.format(sql.SQL(", ").join(map(sql.Identifier, staff)), sql.Identifier(dm)))
+    lines = [line for number in range(1, 1001) for line in L.treated(f"NFH-{number:04d}")]
+    lines.append(L.screening("AMMS-0001", id="AMMS-0001-scr"))
+    path = tmp_path / "sites.jsonl"
+    path.write_text(L.jsonl(lines))
+    result = CliRunner().invoke(main, ["--store", as_login(site.url, dm), "import", str(path)])
+    assert result.exit_code == 3, result.output
+    assert "the database refuses this login" in result.stderr
+    assert "row-level security" in result.stderr
+    streams = {entry.participant for entry in site.ledger("auditor").entries()}
+    assert not any(stream.startswith(("NFH-", "AMMS-")) for stream in streams)
+
+
+def test_a_login_that_may_not_make_temporary_tables_appends_row_by_row(pg_ready: bool) -> None:
+    """A database whose logins may not make temporary tables: a data manager's rows go in by INSERT."""
+    database = f"tl_test_{uuid.uuid4().hex[:12]}"
+    tag = f"t{uuid.uuid4().hex[:8]}"
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{database}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {0}").format(sql.Identifier(database)))
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("REVOKE TEMPORARY ON DATABASE {0} FROM PUBLIC").format(sql.Identifier(database))
+            )
+            conn.execute(sql.SQL("CREATE SCHEMA {0}").format(sql.Identifier(tag)))  # its groups: tag_...
+        store_url = f"{url}?schema={tag}"
+        assert CliRunner().invoke(main, ["--store", store_url, "init"]).exit_code == 0
+        register(TrialLedger(store_url), f"{tag}.dm", "data_manager")
+        dm = TrialLedger(as_login(store_url, f"{tag}.dm"))
+        assert store(dm, L.treated("NFH-001"), user=f"{tag}.dm").stored
+        assert dm.recorder.way == INSERTS  # type: ignore[attr-defined]
+        result = CliRunner().invoke(main, ["--store", as_login(store_url, f"{tag}.dm"), "--json", "verify"])
+        assert result.exit_code == 0, result.output
+        dm.close()
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {0} WITH (FORCE)").format(sql.Identifier(database)))
+            drop_roles(conn, tag)

@@ -21,7 +21,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from cli import _read_model_finding as read_model_finding
+from ledger.application import verification
 from ledger.application.trial_ledger import TrialLedger
+from ledger.application.verification import verify_ledger
 from projections.readmodel.check import check_read_model
 from projections.readmodel.timeline import REBUILD
 from tests import lines as L
@@ -118,6 +121,19 @@ def assert_rebuild_repairs(store: str, status: str) -> None:
     assert after.returncode == 0, after.stderr
     assert json.loads(after.stdout)["participants"] == json.loads(status)["participants"]
     assert run(store, "verify").returncode == 0
+
+
+def test_the_check_run_beside_the_seal_names_the_same_difference(
+    projected: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a large ledger ``verify`` checks the read model in a process of its own (issue 14): same verdict."""
+    store, _ = projected
+    execute(store, "DELETE FROM rm_timeline WHERE position = 6")
+    ledger = TrialLedger(store)
+    after = verify_ledger(ledger, checks=[read_model_finding]).to_json()
+    monkeypatch.setattr(verification, "BESIDE_FROM", 0)
+    assert verify_ledger(ledger, checks=[read_model_finding]).to_json() == after
+    assert after["read_model"]["position"] == 6
 
 
 def test_a_deleted_row_is_refused_and_named_by_verify(projected: tuple[str, str]) -> None:

@@ -17,13 +17,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cli import main
-from ledger.application import access, signatures
+from ledger.application import access, signatures, verification
 from ledger.application.trial_ledger import TrialLedger
 from ledger.domain.errors import InvalidInput, Refused
 from ledger.domain.events import ActionRefused, RecordSigned
 from ledger.storage.transcoder import decode_state
 from tests import lines as L
 from tests.staff import PASSPHRASE, staffed, store
+from tests.test_tamper import Attacker, edited
 
 START = dt.datetime(2015, 6, 1, 9, 0, tzinfo=dt.UTC)
 
@@ -270,14 +271,14 @@ def test_command_line_sign_and_check(store_url: str, tmp_path: Path) -> None:
     assert code == 0 and "superseded: not covering NFH-001#6" in out
 
 
-def test_verify_fails_on_a_sealed_signature_that_does_not_verify(sqlite_url: str, tmp_path: Path) -> None:
+def test_verify_fails_on_a_sealed_signature_that_does_not_verify(store_url: str, tmp_path: Path) -> None:
     """A signature stored with a valid seal but made with the wrong key: the chain is fine, verify is not."""
     from ledger.application.access import checked
 
-    ledger = TrialLedger(sqlite_url)
+    ledger = TrialLedger(store_url)
     staffed(ledger, tmp_path)
     store(ledger, L.treated("NFH-001"))
-    assert run(sqlite_url, "verify")[0] == 0
+    assert run(store_url, "verify")[0] == 0
     participant = ledger.repository.get("NFH-001")
     at = dt.datetime.now(dt.UTC)
     forged = checked(
@@ -294,8 +295,61 @@ def test_verify_fails_on_a_sealed_signature_that_does_not_verify(sqlite_url: str
     )
     event_id = participant.append(forged, ledger.protocol, at)
     ledger.save(participant)
-    code, out, _ = run(sqlite_url, "--json", "verify")
+    code, out, _ = run(store_url, "--json", "verify")
     assert code == 1
     result = json.loads(out)
     assert result["ok"] is False and result["first_bad"]["event_id"] == event_id
     assert "signature does not match" in result["first_bad"]["problem"]
+
+
+def test_verify_names_a_signed_event_rewritten_with_its_whole_seal(store_url: str, tmp_path: Path) -> None:
+    """A consistent rewrite of a signed event (every later leaf, chain hash and the head recomputed) passes
+    the seal; the signature, checked from the leaves the seal recomputes (issue 14), still names it."""
+    ledger = TrialLedger(store_url)
+    keys = staffed(ledger, tmp_path)
+    store(ledger, L.treated("NFH-001"))
+    signatures.sign(ledger, "nfh.pi", "NFH-001", "approved", keys["nfh.pi"], PASSPHRASE)
+    attacker = Attacker(store_url)
+    position = next(p for p, event_id in attacker.rows() if event_id == "NFH-001-inf1")
+    attacker.set_state(position, edited(attacker.event(position)[3], cells_per_kg=2e6))
+    attacker.reseal(position)
+    attacker.close()
+    code, out, _ = run(store_url, "--json", "verify")
+    result = json.loads(out)
+    assert code == 1 and result["size"] == ledger.recorder.max_notification_id()
+    changed = "signed event NFH-001-inf1 was changed after signing (hash mismatch)"
+    assert result["first_bad"]["problem"] == changed
+    [invalid] = result["signatures"]["invalid"]
+    assert invalid["participant"] == "NFH-001" and invalid["status"] == "invalid"
+
+
+def test_two_halves_of_a_signed_ledger_check_its_signatures_as_one_pass_does(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The users, their keys and the signed events may fall in either half (issue 14): wherever the
+    halves meet, a valid signature stays valid and a rewritten signed event is named."""
+    ledger = TrialLedger(pg_url)
+    keys = staffed(ledger, tmp_path)
+    store(ledger, L.treated("NFH-001"))
+    signatures.sign(ledger, "nfh.pi", "NFH-001", "approved", keys["nfh.pi"], PASSPHRASE)
+    store(ledger, L.treated("NFH-002"))
+    signatures.sign(ledger, "nfh.pi", "NFH-002", "reviewed", keys["nfh.pi"], PASSPHRASE)
+    attacker = Attacker(pg_url)
+    positions = [position for position, _ in attacker.rows()]
+
+    def verdicts() -> list[dict[str, Any]]:
+        found = []
+        for half in [None, *positions[:-1]]:
+            monkeypatch.setattr(verification, "_half", lambda snap, half=half: half)
+            found.append(verification.verify_ledger(ledger).to_json())
+        return found
+
+    valid = verdicts()
+    assert valid[0]["ok"] and all(verdict == valid[0] for verdict in valid)
+    position = next(p for p, event_id in attacker.rows() if event_id == "NFH-001-inf1")
+    attacker.set_state(position, edited(attacker.event(position)[3], cells_per_kg=2e6))
+    attacker.reseal(position)
+    attacker.close()
+    invalid = verdicts()
+    assert [row["participant"] for row in invalid[0]["signatures"]["invalid"]] == ["NFH-001"]
+    assert all(verdict == invalid[0] for verdict in invalid)

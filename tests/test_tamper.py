@@ -28,10 +28,12 @@ import pytest
 from click.testing import CliRunner
 
 from cli import main
+from ledger.application import verification
 from ledger.application.trial_ledger import TrialLedger
 from ledger.application.verification import Digest, current_digest, verify
 from ledger.domain.events import Record, decode_line
 from ledger.evidence.merkle import Frontier, leaf_hash
+from ledger.storage import scan
 from ledger.storage.seal import GENESIS, canonical_entry, chain_hash
 from ledger.storage.stores import is_postgres
 from ledger.storage.transcoder import record_bytes
@@ -531,7 +533,11 @@ def test_tampering_is_detected_and_located(
     scenario: Scenario, trial: tuple[str, Attacker, list[tuple[int, str]]]
 ) -> None:
     store, attacker, rows = trial
-    position, event_id = scenario(attacker, rows)
+    assert_located(store, attacker, *scenario(attacker, rows))
+
+
+def assert_located(store: str, attacker: Attacker, position: int | None, event_id: str | None) -> None:
+    """``verify`` exits 1 naming ``position`` and ``event_id`` first, and counts the events stored."""
     code, data = run(store, "verify")
     assert code == 1, data
     assert data["ok"] is False
@@ -540,6 +546,79 @@ def test_tampering_is_detected_and_located(
     assert (bad["position"], bad["event_id"]) == (position, event_id), bad["problem"]
     assert bad["problem"]
     assert data["size"] == attacker.sql("SELECT COUNT(*) FROM {events}")[0][0]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.__name__)
+def test_two_halves_at_once_on_postgresql_locate_the_same(
+    scenario: Scenario, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large PostgreSQL ledger is recomputed in two halves at once (issue 14): split in the middle,
+    every tampering is named as one pass names it."""
+    monkeypatch.setattr(verification, "BESIDE_FROM", 0)
+    build_trial(pg_url).close()
+    attacker = Attacker(pg_url)
+    assert_located(pg_url, attacker, *scenario(attacker, attacker.rows()))
+    attacker.close()
+
+
+def test_two_halves_check_published_digests_as_one_pass_does(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Digests of every size against halves that meet anywhere: the same verdicts as one pass, before
+    and after a consistent rewrite of the ledger (which only a digest published before catches)."""
+    ledger = build_trial(pg_url, seed=1, participants=3)
+    digests = [Digest(0, Frontier().root()), current_digest(ledger)]
+    for user, records in trial_batches(2, 2, first=100):
+        ledger.record(records, user=user)
+        digests.append(current_digest(ledger))
+    attacker = Attacker(pg_url)
+    positions = [position for position, _ in attacker.rows()]
+
+    def verdicts() -> list[list[dict[str, Any]]]:
+        found = []
+        for half in [None, *positions[:-1:3]]:
+            monkeypatch.setattr(verification, "_half", lambda snap, half=half: half)
+            found.append([verify(ledger, digest).to_json() for digest in digests])
+        return found
+
+    honest = verdicts()
+    assert all(verdict["ok"] for verdict in honest[0]) and all(split == honest[0] for split in honest)
+    position = positions[len(positions) // 2]
+    attacker.set_state(position, edited(attacker.event(position)[3], user="mallory"))
+    attacker.reseal(position)
+    attacker.close()
+    rewritten = verdicts()
+    rank = positions.index(position)  # digests of the events before it only are still consistent
+    assert [verdict["digest"]["consistent"] for verdict in rewritten[0]] == [d.size <= rank for d in digests]
+    assert all(split == rewritten[0] for split in rewritten)
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [modify_first, delete_event, delete_event_and_seal, insert_unsealed_in_middle, reorder, edit_chain],
+    ids=lambda s: s.__name__,
+)
+def test_a_stream_stopped_mid_way_on_postgresql_locates_the_same(
+    scenario: Scenario, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL streams the events (issue 14); the scan stops at the first suspect row, the query is
+    cancelled, and the diagnosis queries the same snapshot.  The server is made to send one row at a
+    time, in index order, pausing a moment before each, so that the query still runs when the scan stops
+    (the cancel then aborts it: without the stream's savepoint the diagnosis fails)."""
+    select = scan.Snapshot.__init__
+
+    def slowed(self: scan.Snapshot, tables: scan.Tables, cursor: Any) -> None:
+        select(self, tables, cursor)
+        self._sealed_select += "AND EXISTS (SELECT FROM pg_sleep(0.002 * sign(s.notification_id))) "
+
+    monkeypatch.setattr(scan.Snapshot, "__init__", slowed)
+    monkeypatch.setenv("PGOPTIONS", "-c enable_sort=off")
+    monkeypatch.setattr(scan, "STREAM_CHUNK", 1)
+    monkeypatch.setattr(verification, "BATCH_POSTGRES", 1)
+    build_trial(pg_url).close()
+    attacker = Attacker(pg_url)
+    assert_located(pg_url, attacker, *scenario(attacker, attacker.rows()))
+    attacker.close()
 
 
 def test_human_output_names_the_position(sqlite_url: str) -> None:

@@ -21,7 +21,9 @@ registered for it.
 verifies every signature: *invalid* when the signature or a covered hash does
 not match (tampering), *superseded* when valid but the participant has events
 the signature does not cover (a correction, void or new event recorded after
-signing: it no longer covers the current state), else *valid*.
+signing: it no longer covers the current state), else *valid*.  ``verify``
+checks them from the events and leaves its seal check reads and recomputes
+anyway (:class:`Signed`), not reading them a second time.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -298,45 +301,81 @@ def check(
     stream (:meth:`~ledger.application.access.Users.admit`: a row another login
     sealed grants nothing, issue 12, item 2).
     """
-    user_rows: list[tuple[int, Record]] = []
-    leaves: dict[str, bytes] = {}
-    streams: dict[str, list[str]] = defaultdict(list)
-    found: list[tuple[int, RecordSigned]] = []
+    signed = Signed(participant)
     decode = ledger.codec.decode
     for n in ledger.notifications():
         state = decode(n.state)
         if known_at is not None and state.timestamp > known_at:
             continue
         record = state.record
-        if n.originator_id == access.Registry.STREAM:
-            user_rows.append((n.id, record))
-        elif isinstance(record, RecordSigned):
-            if participant is None or record.participant == participant:
-                found.append((n.id, record))
-        elif record.id is not None:
-            stored = canonical_entry(n.id, n.originator_id, n.originator_version, n.topic, n.state)
-            leaves[record.id] = leaf_hash(stored)
-            streams[str(n.originator_id)].append(record.id)
+        if not signed.take(n.id, str(n.originator_id), record) and record.id is not None:
+            leaf = leaf_hash(canonical_entry(n.id, n.originator_id, n.originator_version, n.topic, n.state))
+            signed.event(str(n.originator_id), record.id, leaf)
     logins = access.user_logins(ledger)  # after the rows: every row read is sealed by then
-    users, pending = access.Users(), iter(user_rows)
-    row = next(pending, None)
-    checks = []
-    for position, record in found:
-        while row is not None and row[0] < position:
-            users.admit(row[1], logins.get(row[0]))
-            row = next(pending, None)
-        signer = record.user or ""
-        checks.append(
-            _check_one(
-                ledger.protocol.study,
-                record,
-                users.users.get(signer),
-                users.keys.get(signer),
-                leaves,
-                streams[record.participant],
-            )
-        )
-    return checks
+    return signed.checks(ledger.protocol.study, logins)
+
+
+class Signed:
+    """What checking the signatures needs from the stored events, taken one by one in ledger order.
+
+    :func:`check` feeds it from the decoded events; ``verify`` from the rows its
+    seal check reads anyway (issue 14: the events are read once), decoding only
+    the rows of the ``USERS`` stream and the signatures.  Nothing is judged
+    before :meth:`checks`, so what was taken from two parts of a ledger apart
+    joins in order (:meth:`follow`): ``verify`` reads the halves of a large
+    ledger at once.
+    """
+
+    USERS = access.Registry.STREAM
+    SIGNATURE = RecordSigned.__struct_config__.tag  # type: ignore[attr-defined]
+
+    def __init__(self, participant: str | None = None) -> None:
+        self.participant = participant
+        self.user_rows: list[tuple[int, Record]] = []  # the ``USERS`` stream, by position
+        self.signatures: list[tuple[int, RecordSigned]] = []  # by position
+        self.leaves: dict[str, bytes] = {}
+        self.streams: dict[str, list[str]] = defaultdict(list)
+
+    def take(self, position: int, stream: str, record: Record) -> bool:
+        """Take a row of the ``USERS`` stream or a signature; False for any other record."""
+        if stream == self.USERS:
+            self.user_rows.append((position, record))
+        elif isinstance(record, RecordSigned):
+            if self.participant is None or record.participant == self.participant:
+                self.signatures.append((position, record))
+        else:
+            return False
+        return True
+
+    def event(self, stream: str, event_id: str, leaf: bytes) -> None:
+        """Take any other event of ``stream``: a signature may cover it."""
+        self.leaves[event_id] = leaf
+        self.streams[stream].append(event_id)
+
+    def follow(self, later: Signed) -> None:
+        """Take what ``later`` took from the events after those taken here."""
+        self.user_rows += later.user_rows
+        self.signatures += later.signatures
+        self.leaves.update(later.leaves)
+        for stream, event_ids in later.streams.items():
+            self.streams[stream] += event_ids
+
+    def checks(self, study: str, logins: Mapping[int, str]) -> list[SignatureCheck]:
+        """Every signature taken, checked with the signer and key the ``USERS`` rows before it left.
+
+        ``logins``: :func:`ledger.application.access.user_logins`, read after the rows.
+        """
+        users, pending = access.Users(), iter(self.user_rows)
+        row = next(pending, None)
+        checked = []
+        for position, record in self.signatures:
+            while row is not None and row[0] < position:
+                users.admit(row[1], logins.get(row[0]))
+                row = next(pending, None)
+            signer, stream = record.user or "", self.streams[record.participant]
+            member, key = users.users.get(signer), users.keys.get(signer)
+            checked.append(_check_one(study, record, member, key, self.leaves, stream))
+        return checked
 
 
 def _check_one(

@@ -142,6 +142,20 @@ class TrialLedger(Application[str]):
             configured_version, self.protocol, self.protocol_text
         )
 
+    def reopening(self) -> Callable[[], TrialLedger]:
+        """How to open this ledger again, on connections of its own, in another process (issue 14).
+
+        It pickles when the protocol and the clock do (a fork server's workers get it so).
+        """
+        return functools.partial(
+            type(self),
+            self.store,
+            protocol=self.protocol,
+            protocol_text=self.protocol_text,
+            clock=self.clock,
+            create=False,
+        )
+
     @functools.cached_property
     def login(self) -> Login | None:
         """The database login of a PostgreSQL store (issue 12, item 1); None on SQLite."""

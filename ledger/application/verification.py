@@ -66,27 +66,33 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import msgpack
 import msgspec
 
+from ledger.application.forked import Forked
 from ledger.domain.errors import InvalidInput, LedgerError
-from ledger.evidence.merkle import EMPTY_ROOT, Frontier
+from ledger.evidence.merkle import EMPTY_ROOT, CompactRange, Frontier
 from ledger.storage.codec import StateCodec
-from ledger.storage.scan import SealedRow, Snapshot, snapshot
+from ledger.storage.scan import LAST, SealedRow, Snapshot, snapshot
 from ledger.storage.seal import GENESIS, TRIAL_STREAM, lock_change, lock_exempt
 from ledger.storage.transcoder import record_head
 
 if TYPE_CHECKING:
+    from ledger.application.signatures import Signed
     from ledger.application.trial_ledger import TrialLedger
 
 # Rows a query (measured): SQLite runs best with batches that stay in the CPU
 # cache, PostgreSQL with fewer round trips.
 BATCH_SQLITE = 2_000
 BATCH_POSTGRES = 20_000
+# From this many events on, ``verify``'s further checks run beside the seal, each in a process of
+# its own (issue 14): below it, forking and opening a ledger cost more than they save.
+BESIDE_FROM = 50_000
 _DELETED = "this ledger entry has no stored event: the event was deleted (or the entry forged)"
 
 
@@ -210,8 +216,28 @@ class _Found(Exception):
         self.mismatch = mismatch
 
 
+class _Suspect(Exception):
+    """A row that does not match its seal: the scan stops, then :meth:`_Scan._diagnose` says why."""
+
+    args: tuple[SealedRow, bytes, bytes]  # the row, its recomputed leaf, the chain before it
+
+
+def _locked(position: int, event_id: str | None, locked_at: int) -> Mismatch:
+    """An event sealed at ``position`` while the lock sealed at ``locked_at`` was in force."""
+    return Mismatch(
+        position,
+        event_id,
+        f"this event was sealed while the ledger was locked (locked at position {locked_at};"
+        " only the unlock and records of refused attempts may follow): the lock was bypassed",
+    )
+
+
 class _RecordId(msgspec.Struct):
     id: str | None = None
+
+
+class _RecordType(msgspec.Struct):
+    type: Any = None
 
 
 class _State(msgspec.Struct):
@@ -219,8 +245,10 @@ class _State(msgspec.Struct):
     record: msgspec.Raw
 
 
+_encode = msgspec.msgpack.Encoder().encode
 _decode_state = msgspec.msgpack.Decoder(_State).decode
 _decode_id = msgspec.msgpack.Decoder(_RecordId).decode
+_decode_type = msgspec.msgpack.Decoder(_RecordType).decode
 
 
 def _stored_id(state: bytes, codec: StateCodec) -> str | None:
@@ -257,13 +285,22 @@ def current_digest(ledger: TrialLedger) -> Digest:
         return Digest(frontier.size, frontier.root())
 
 
-def invalid_signatures(ledger: TrialLedger) -> Finding | None:
-    """Electronic signatures that no longer verify (SPEC section 5, Part 11.70 linking)."""
+def invalid_signatures(ledger: TrialLedger, signed: Signed | None = None) -> Finding | None:
+    """Electronic signatures that no longer verify (SPEC section 5, Part 11.70 linking).
+
+    ``signed`` is what :func:`verify` took from the events while it read them for
+    the seal; without it, the events are read again.
+    """
+    from ledger.application import access
     from ledger.application.signatures import any_signed, check
 
-    if not any_signed(ledger):
+    if signed is not None:
+        checks = signed.checks(ledger.protocol.study, access.user_logins(ledger))
+    elif any_signed(ledger):
+        checks = check(ledger)
+    else:
         return None
-    invalid = [c for c in check(ledger) if c.status == "invalid"]
+    invalid = [c for c in checks if c.status == "invalid"]
     if not invalid:
         return None
     first = invalid[0]
@@ -325,90 +362,288 @@ def verify_ledger(
 ) -> Verdict:
     """The ``verify`` use case: the seal (:func:`verify`), then signatures, authorization and ``checks``.
 
-    The further checks run only on a ledger whose events match their seal (a
+    The further checks count only on a ledger whose events match their seal (a
     tampered store has nothing else worth checking); every one that finds a
     problem adds its :class:`Finding` and makes the verdict fail (exit 1).
+
+    Issue 14: the signatures are checked from the rows the seal reads anyway.  On
+    a ledger of :data:`BESIDE_FROM` events or more, the authorization replay and
+    ``checks``, which read the events again, each run in a process of their own
+    (:mod:`ledger.application.forked`) while the seal is recomputed, and are
+    stopped if it does not match; on a smaller one they run after it, here.
     """
-    verdict = verify(ledger, published)
-    if not verdict.ok:
-        return verdict
-    built_in = (invalid_signatures, unauthorized_appends)
-    found = [finding for check in (*built_in, *checks) if (finding := check(ledger)) is not None]
+    from ledger.application.signatures import Signed, any_signed
+
+    signed = Signed() if any_signed(ledger) else None
+    further: tuple[Check, ...] = (unauthorized_appends, *checks)
+    beside = (ledger.recorder.max_notification_id() or 0) >= BESIDE_FROM
+    running = [Forked(ledger, check) for check in further] if beside else []
+    try:
+        verdict = verify(ledger, published, signed=signed)
+        if not verdict.ok:
+            return verdict
+        answers = [work.result() for work in running] if beside else [check(ledger) for check in further]
+    finally:
+        for work in running:
+            work.cancel()  # those whose answer was not taken: the seal did not match, or an error
+    found = [finding for finding in (invalid_signatures(ledger, signed), *answers) if finding is not None]
     return verdict.with_findings(found)
 
 
-def verify(ledger: TrialLedger, published: Digest | None = None, batch: int | None = None) -> Verdict:
+def verify(
+    ledger: TrialLedger,
+    published: Digest | None = None,
+    batch: int | None = None,
+    *,
+    signed: Signed | None = None,
+) -> Verdict:
     """Recompute leaves, chain and tree from ``stored_events`` and compare (SPEC section 5).
 
     Streams the store once in ledger order; memory is O(batch).  With
     ``published``, also checks that the tree it describes is a prefix of the
     tree recomputed today.  Never trusts ``ledger_entries`` or ``ledger_meta``.
+    With ``signed``, every event read is also taken into it, for the signatures'
+    check (its leaves are the ones recomputed here).
+
+    On PostgreSQL, a ledger of :data:`BESIDE_FROM` events or more is recomputed
+    in two halves at once (issue 14): a child process (:mod:`ledger.application.forked`)
+    takes the first, in the same snapshot (exported to it), while this one takes
+    the second from the chain hash sealed where the first ends; the halves then
+    join (:meth:`_Scan.join`) into the verdict one pass would give.
     """
     with snapshot(ledger) as snap:
         size = batch or (BATCH_POSTGRES if snap.tables.postgres else BATCH_SQLITE)
-        return _Scan(snap, published, ledger.codec).run(size)
+        half = _half(snap)
+        exported = None if half is None else snap.export()
+        if half is None or exported is None:
+            return _Scan(snap, published, ledger.codec, signed).run(size)
+        from ledger.application.signatures import Signed
+
+        first = Forked(ledger, partial(_first_half, exported, half, published, size, signed is not None))
+        try:
+            second = _Scan(
+                snap, published, ledger.codec, None if signed is None else Signed(), snap.rank(half), half
+            )
+            second.scan(size)
+            return second.join(first.result(), signed)
+        finally:
+            first.cancel()  # when the second half raised: the first's answer is not wanted
+
+
+def _half(snap: Snapshot) -> int | None:
+    """The last position of the first half, when the ledger is worth recomputing in two halves at once."""
+    first, last = snap.positions()
+    if not snap.tables.postgres or last - first + 1 < BESIDE_FROM:
+        return None
+    return (first + last) // 2
+
+
+def _first_half(
+    exported: str, half: int, published: Digest | None, batch: int, signing: bool, ledger: TrialLedger
+) -> _Part:
+    """In a child: the scan of the events up to position ``half``, in the snapshot ``exported``."""
+    from ledger.application.signatures import Signed
+
+    with snapshot(ledger, exported) as snap:
+        scan = _Scan(snap, published, ledger.codec, Signed() if signing else None, upto=half)
+        scan.scan(batch)
+        return scan.part()
+
+
+@dataclass(frozen=True)
+class _Part:
+    """What the scan of the first half found and leaves behind (it comes back pickled from its process)."""
+
+    mismatch: Mismatch | None
+    tree: Frontier
+    chain: bytes
+    last: int
+    locked_at: int | None
+    beyond_head: tuple[int, str | None] | None
+    published_at: Frontier | None
+    signed: Signed | None
 
 
 class _Scan:
-    """One pass of :func:`verify` over a snapshot."""
+    """One pass of :func:`verify` over a snapshot: the whole ledger, or one half of it.
 
-    def __init__(self, snap: Snapshot, published: Digest | None, codec: StateCodec) -> None:
+    A half that does not start at the first event starts from the chain hash
+    sealed before it (``chain``) and the number of events before it (``rank``),
+    grows a :class:`CompactRange` of the tree, and cannot know whether the
+    ledger is locked where it starts: it notes the first event that is not a
+    record of a refused attempt (:attr:`opening`), which :meth:`join` judges.
+    """
+
+    def __init__(
+        self,
+        snap: Snapshot,
+        published: Digest | None,
+        codec: StateCodec,
+        signed: Signed | None = None,
+        rank: int = 0,
+        after: int = 0,
+        upto: int = LAST,
+    ) -> None:
         self.snap = snap
         self.codec = codec
+        self.signed = signed
         self.published = published
-        self.frontier = Frontier()
-        self.chain = GENESIS
+        self.after, self.upto = after, upto
+        self.size = rank  # events recomputed, counting those before this half
+        self.tree: Frontier | CompactRange = CompactRange(rank) if rank else Frontier()
+        self.chain = (snap.chain_at(after) or GENESIS) if after else GENESIS
         self.last = 0  # position of the last event that matched
         self.head, self.head_chain = read_head(snap)
         self.beyond_head: tuple[int, str | None] | None = None  # the first event beyond the head
-        self.published_root: bytes | None = EMPTY_ROOT if published and published.size == 0 else None
+        # The tree as it stood at the published size (an empty one for a digest of no event).
+        self.published_at: Frontier | CompactRange | None = (
+            Frontier() if published and published.size == 0 and not rank else None
+        )
         self.locked_at: int | None = None  # position of the lock in force, in ledger order
+        # A half that starts further on: the first event that is not a refused attempt's record,
+        # and whether it unlocks (what a lock in force before the half would make of it).
+        self.watching = bool(after)
+        self.opening: tuple[int, str, bool] | None = None
+        self.mismatch: Mismatch | None = None
 
     def run(self, batch: int) -> Verdict:
+        """The whole ledger: scan, then what only the end can tell."""
+        if self.scan(batch) is None:
+            self._end()
+        return self._verdict(self.mismatch)
+
+    def scan(self, batch: int) -> Mismatch | None:
+        """Recompute every event of this half; the first mismatch (None: all matched)."""
         try:
-            for rows in self.snap.sealed_events(batch):
-                self._batch(rows)
+            # Closed before anything else is asked of the snapshot: a stream may be open on it.
+            with closing(self.snap.sealed_events(batch, self.after, self.upto)) as batches:
+                for rows in batches:
+                    self._batch(rows)
+        except _Suspect as suspect:
+            self.mismatch = self._diagnose(*suspect.args)
+        except _Found as found:
+            self.mismatch = found.mismatch
+        return self.mismatch
+
+    def part(self) -> _Part:
+        """What the scan of a first half leaves for :meth:`join`."""
+        assert isinstance(self.tree, Frontier) and not isinstance(self.published_at, CompactRange)
+        return _Part(
+            self.mismatch,
+            self.tree,
+            self.chain,
+            self.last,
+            self.locked_at,
+            self.beyond_head,
+            self.published_at,
+            self.signed,
+        )
+
+    def join(self, first: _Part, signed: Signed | None) -> Verdict:
+        """This second half after the ``first``: the verdict of the whole ledger, as one pass gives it.
+
+        The first half's mismatch comes first; then the first event of this half
+        that is neither an unlock nor a refused attempt's record, when the first
+        half ended locked (noted as the scan went, so it comes before anything
+        this half stopped at); then this half's own mismatch; then the ends, on
+        the joined tree.
+        """
+        if signed is not None:
+            assert first.signed is not None and self.signed is not None
+            signed.follow(first.signed)
+            signed.follow(self.signed)
+        mismatch = first.mismatch
+        if mismatch is None and first.locked_at is not None and self.opening is not None:
+            position, event_id, unlocks = self.opening
+            if not unlocks:
+                mismatch = _locked(position, event_id, first.locked_at)
+        mismatch = mismatch or self.mismatch
+        if mismatch is not None:
+            return self._verdict(mismatch)
+        assert isinstance(self.tree, CompactRange)
+        tree = first.tree.copy()
+        tree.extend_range(self.tree)
+        self.tree = tree
+        if isinstance(self.published_at, CompactRange):
+            published_at = first.tree.copy()
+            published_at.extend_range(self.published_at)
+            self.published_at = published_at
+        self.published_at = first.published_at or self.published_at
+        self.beyond_head = first.beyond_head or self.beyond_head
+        self.last = self.last or first.last
+        self._end()
+        return self._verdict(self.mismatch)
+
+    def _end(self) -> None:
+        """The ends of a whole ledger: entries without events, the head, the published digest."""
+        try:
             self._tail()
         except _Found as found:
-            return self._verdict(found.mismatch)
-        return self._verdict(self._published_problem())
+            self.mismatch = found.mismatch
+            return
+        self.mismatch = self._published_problem()
 
     def _verdict(self, mismatch: Mismatch | None) -> Verdict:
         ok = mismatch is None
-        size = self.frontier.size if ok else self.snap.event_count()
+        size = self.size if ok else self.snap.event_count()
         consistent = None
-        if self.published is not None and self.published_root is not None:
-            consistent = self.published_root == self.published.root
-        return Verdict(ok, size, mismatch, self.frontier.root() if ok else None, self.published, consistent)
+        if self.published is not None and isinstance(self.published_at, Frontier):
+            consistent = self.published_at.root() == self.published.root
+        root = self.tree.root() if ok and isinstance(self.tree, Frontier) else None
+        return Verdict(ok, size, mismatch, root, self.published, consistent)
 
     def _batch(self, rows: list[SealedRow]) -> None:
-        """The hot loop: recompute and compare one batch (about 2 microseconds an event)."""
+        """The hot loop: recompute and compare one batch (about 3 microseconds an event)."""
         sha = hashlib.sha256
-        pack = msgpack.Packer(use_bin_type=True).pack  # exactly ledger.storage.seal.canonical_entry
+        pack = _encode  # the encoder of ledger.storage.seal.canonical_entry, called without a wrapper
         decode_state, decode_id = _decode_state, _decode_id
         plain = None if self.codec.transparent else self.codec.plain  # stored bytes as the mapper wrote them
+        signed = self.signed
         chain = self.chain
         leaves = []
         for row in rows:
             position, originator, version, topic, state, event_id, participant, content, leaf_, chain_ = row
-            leaf = sha(b"\x00" + pack([position, originator, version, topic, state])).digest()
+            leaf = sha(b"\x00" + pack((position, originator, version, topic, state))).digest()
             previous = chain
             chain = sha(previous + leaf).digest()
             if leaf != leaf_ or chain != chain_ or originator != participant:
-                self._diagnose(row, leaf, previous)
+                raise _Suspect(row, leaf, previous)
             try:
                 record = decode_state(state if plain is None else plain(state)).record
                 same = decode_id(record).id == event_id and sha(record).digest() == content
             except Exception:  # not a readable ledger event (or not deciphered): diagnosed below
                 same = False
             if not same:
-                self._diagnose(row, leaf, previous)
+                raise _Suspect(row, leaf, previous)
+            if self.watching:
+                self._watch(position, originator, event_id, record)  # type: ignore[arg-type]
             if self.locked_at is not None or originator == TRIAL_STREAM:
                 self._follow_lock(position, originator, event_id, record)  # type: ignore[arg-type]
+            if signed is not None:
+                self._take_signing(position, originator, event_id, leaf, record, state)  # type: ignore[arg-type]
             leaves.append(leaf)
         self.chain = chain
         self.last = rows[-1][0]
         self._extend(leaves, rows)
+
+    def _take_signing(
+        self, position: int, stream: str, event_id: str, leaf: bytes, record: bytes, state: bytes
+    ) -> None:
+        """Take one sealed event into :attr:`signed`, decoding it whole only if the signatures need it."""
+        signed = self.signed
+        assert signed is not None
+        if stream == signed.USERS or _decode_type(record).type == signed.SIGNATURE:
+            signed.take(position, stream, self.codec.decode(state).record)
+        else:
+            signed.event(stream, event_id, leaf)
+
+    def _watch(self, position: int, stream: str, event_id: str, record: bytes) -> None:
+        """Note the first event of a half that is not a refused attempt's record (see :meth:`join`)."""
+        change = lock_change(record)
+        if change is None and lock_exempt(stream, record_head(record).type):
+            return
+        self.opening = (position, event_id, change is False)
+        self.watching = False
 
     def _follow_lock(self, position: int, stream: str, event_id: str | None, record: bytes) -> None:
         """Follow the lock through one sealed event; raises :class:`_Found` for one sealed while locked."""
@@ -420,48 +655,39 @@ class _Scan:
         if change is None and lock_exempt(stream, record_head(record).type):  # issue 12, item 7
             return
         if change is not False:
-            raise _Found(
-                Mismatch(
-                    position,
-                    event_id,
-                    f"this event was sealed while the ledger was locked (locked at position {self.locked_at};"
-                    " only the unlock and records of refused attempts may follow): the lock was bypassed",
-                )
-            )
+            raise _Found(_locked(position, event_id, self.locked_at))
         self.locked_at = None
 
     def _extend(self, leaves: list[bytes], rows: list[SealedRow]) -> None:
-        """Grow the tree; note the root at the published size and where the head ends."""
-        before = self.frontier.size
-        after = before + len(leaves)
+        """Grow the tree; note the tree at the published size and where the head ends."""
+        before = self.size
+        after = self.size = before + len(leaves)
         if self.published is not None and before < self.published.size <= after:
-            self.frontier.extend(leaves[: self.published.size - before])
-            self.published_root = self.frontier.root()
-            self.frontier.extend(leaves[self.published.size - before :])
+            self.tree.extend(leaves[: self.published.size - before])
+            self.published_at = self.tree.copy()
+            self.tree.extend(leaves[self.published.size - before :])
         else:
-            self.frontier.extend(leaves)
+            self.tree.extend(leaves)
         if self.head is not None and self.beyond_head is None and before <= self.head.size < after:
             row = rows[self.head.size - before]
             self.beyond_head = (row[0], row[5])
 
-    def _diagnose(self, row: SealedRow, leaf: bytes, previous: bytes) -> None:
+    def _diagnose(self, row: SealedRow, leaf: bytes, previous: bytes) -> Mismatch:
         """Name what went wrong at this row, given its recomputed leaf and the chain before it.
 
-        Runs once, on the failure path, so it may query.  Raises :class:`_Found`.
+        Runs once, on the failure path, after the scan stopped, so it may query.
         """
         position, originator, _version, _topic, state, event_id, participant, _content, leaf_, chain_ = row
         before = self.snap.previous_position(position)
         orphans = self.snap.entries_between(before, position)
         if orphans:
             missing, missing_id = orphans[0]
-            raise _Found(Mismatch(missing, missing_id, _DELETED))
+            return Mismatch(missing, missing_id, _DELETED)
         if leaf_ is None:
-            raise _Found(
-                Mismatch(
-                    position,
-                    _stored_id(state, self.codec),
-                    "this stored event has no ledger entry: it was inserted directly in the database",
-                )
+            return Mismatch(
+                position,
+                _stored_id(state, self.codec),
+                "this stored event has no ledger entry: it was inserted directly in the database",
             )
         stored_id = _stored_id(state, self.codec)
         chain = hashlib.sha256(previous + leaf).digest()
@@ -475,42 +701,38 @@ class _Scan:
                 )
             else:
                 problem = "the stored event does not match its seal: modified, or moved from another position"
-            raise _Found(Mismatch(position, event_id, problem))
+            return Mismatch(position, event_id, problem)
         if chain != chain_:
             if position > before + 1:
-                raise _Found(
-                    Mismatch(
-                        before + 1,
-                        None,
-                        f"the event(s) sealed between positions {before} and {position} were deleted "
-                        f"from both tables: the hash chain breaks at position {position}",
-                    )
+                return Mismatch(
+                    before + 1,
+                    None,
+                    f"the event(s) sealed between positions {before} and {position} were deleted "
+                    f"from both tables: the hash chain breaks at position {position}",
                 )
-            raise _Found(
-                Mismatch(
-                    position,
-                    event_id,
-                    "the hash chain breaks here: this entry's chain hash was edited, "
-                    "or the entries before it were rewritten",
-                )
+            return Mismatch(
+                position,
+                event_id,
+                "the hash chain breaks here: this entry's chain hash was edited, "
+                "or the entries before it were rewritten",
             )
         if stored_id is None:
             problem = "the stored event is not a readable ledger event (and its seal was rewritten to match)"
-            raise _Found(Mismatch(position, event_id, problem))
+            return Mismatch(position, event_id, problem)
         if originator != participant:
-            raise _Found(Mismatch(position, event_id, "the ledger entry's participant was edited"))
+            return Mismatch(position, event_id, "the ledger entry's participant was edited")
         if stored_id != event_id:
             problem = f"the ledger entry's event id was edited (the event is {stored_id})"
-            raise _Found(Mismatch(position, event_id, problem))
-        raise _Found(Mismatch(position, event_id, "the ledger entry's content hash was edited"))
+            return Mismatch(position, event_id, problem)
+        return Mismatch(position, event_id, "the ledger entry's content hash was edited")
 
     def _tail(self) -> None:
         """After the last event: entries without events, and the head in ``ledger_meta``."""
-        if self.snap.entry_count() != self.frontier.size:
+        if self.snap.entry_count() != self.size:
             orphan = self.snap.first_orphan_entry()
             if orphan is not None:
                 raise _Found(Mismatch(*orphan, _DELETED))
-        size = self.frontier.size
+        size = self.size
         if self.head is None:
             if size or self.head_chain is not None:
                 raise _Found(Mismatch(None, None, "ledger_meta has no readable tree head (frontier)"))
@@ -534,7 +756,7 @@ class _Scan:
                     "were appended outside the ledger",
                 )
             )
-        if self.head != self.frontier:
+        if self.head != self.tree:
             raise _Found(Mismatch(None, None, "ledger_meta's frontier does not match the recomputed tree"))
         if size and self.head_chain != self.chain:
             raise _Found(Mismatch(None, None, "ledger_meta's chain hash does not match the recomputed chain"))
@@ -543,7 +765,7 @@ class _Scan:
         published = self.published
         if published is None:
             return None
-        size = self.frontier.size
+        size = self.size
         if published.size > size:
             return Mismatch(
                 self.last + 1,
@@ -551,7 +773,7 @@ class _Scan:
                 f"the published digest covers {published.size} events but only {size} are stored: "
                 "events were removed since it was published",
             )
-        if self.published_root != published.root:
+        if not isinstance(self.published_at, Frontier) or self.published_at.root() != published.root:
             return Mismatch(
                 None,
                 None,

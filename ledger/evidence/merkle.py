@@ -39,6 +39,7 @@ from typing import Any
 __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
+    "CompactRange",
     "Frontier",
     "consistency_proof",
     "consistency_proof_document",
@@ -267,6 +268,24 @@ class Frontier:
         self._hashes = stack
         self._size = size
 
+    def extend_range(self, following: CompactRange) -> None:
+        """Append the leaves of ``following``, which must start where this tree ends, by its subtrees."""
+        if following.start != self._size:
+            raise ValueError(f"a range starting at leaf {following.start} cannot follow {self._size} leaves")
+        stack = list(self._hashes)
+        size = self._size
+        sha, prefix = _sha256, _NODE_PREFIX
+        for height, h in following.nodes:
+            # Each subtree starts at a multiple of its width: carry it up like ``extend`` carries a leaf.
+            s = size >> height
+            while s & 1:
+                h = sha(prefix + stack.pop() + h).digest()
+                s >>= 1
+            stack.append(h)
+            size += 1 << height
+        self._hashes = stack
+        self._size = size
+
     def root(self) -> bytes:
         """MTH of the leaves appended so far (``EMPTY_ROOT`` when none), O(log n)."""
         return _fold(self._hashes)
@@ -309,6 +328,65 @@ class Frontier:
 
     def __repr__(self) -> str:
         return f"Frontier(size={self._size}, root={self.root().hex()})"
+
+
+class CompactRange:
+    """The perfect subtrees covering leaves ``[start, end)`` of a tree, left to right (RFC 9162).
+
+    What :class:`Frontier` is to the leaves ``[0, size)``, for leaves that start
+    further on: a part of the tree hashed on its own (``verify`` hashes two halves
+    of a ledger at once, issue 14), joined to the frontier of the leaves before it
+    with :meth:`Frontier.extend_range`.  Each subtree is ``(height, hash)``, its
+    first leaf a multiple of ``2 ** height``; at most about ``2 * log2(end)`` of them.
+    """
+
+    __slots__ = ("_end", "_nodes", "_start")
+
+    def __init__(self, start: int) -> None:
+        if not _is_int(start) or start < 0:
+            raise ValueError(f"start must be a non-negative int, got {start!r}")
+        self._start = self._end = start
+        self._nodes: list[tuple[int, bytes]] = []
+
+    @property
+    def start(self) -> int:
+        return self._start
+
+    @property
+    def end(self) -> int:
+        """The leaf after the last one appended."""
+        return self._end
+
+    @property
+    def nodes(self) -> tuple[tuple[int, bytes], ...]:
+        """The subtrees, ``(height, hash)``, left to right."""
+        return tuple(self._nodes)
+
+    def extend(self, leaf_hashes: Iterable[bytes]) -> None:
+        """Append leaf hashes in order. All or nothing: on a bad hash nothing changes."""
+        nodes = list(self._nodes)
+        end = self._end
+        sha, prefix = _sha256, _NODE_PREFIX
+        for h in _leaves(leaf_hashes, None):
+            height, first = 0, end
+            # A right child (its first leaf has bit ``height`` set) whose left sibling is the
+            # last subtree: merge with it and carry up.  A sibling that would start before
+            # ``start`` is not here: the subtree stays as it is.
+            while nodes and nodes[-1][0] == height and first >> height & 1:
+                h = sha(prefix + nodes.pop()[1] + h).digest()
+                first -= 1 << height
+                height += 1
+            nodes.append((height, h))
+            end += 1
+        self._nodes = nodes
+        self._end = end
+
+    def copy(self) -> CompactRange:
+        """An independent copy."""
+        other = CompactRange(self._start)
+        other._end = self._end
+        other._nodes = list(self._nodes)
+        return other
 
 
 # --------------------------------------------------------------------------- inclusion

@@ -25,8 +25,10 @@
   of the caller's own refused attempt and nothing else
   (:mod:`ledger.storage.refusal_seal`, issue 12, item 7).
 
-A login that is not the owner appends through the functions, with ``INSERT``
-statements (PostgreSQL refuses ``COPY FROM`` under row-level security).
+A login that is not the owner appends through the functions; it copies its
+rows into a temporary table and inserts them from there in one statement, so
+that the policies judge every row (PostgreSQL refuses ``COPY FROM`` into a table
+under row-level security; :func:`ledger.storage.postgres.append_rows`).
 """
 
 from __future__ import annotations

@@ -8,9 +8,11 @@ Writes go below the library's insert (issue #7), through its recorder class:
 one transaction takes the table lock, gives the batch the positions after the
 last one (so positions stay contiguous, as the Merkle tree's leaf numbering
 needs, even after a rolled back insert), streams the events and their ledger
-entries with binary ``COPY``, and rolls back everything on any error: the
-library's pipelined insert commits before it raises what fails after its
-``INSERT`` (the seal, the database lock), and does not scale to a million rows.
+entries with binary ``COPY`` (a login that is not the owner through a temporary
+table, so that row-level security judges every row: issue 14), and rolls back
+everything on any error: the library's pipelined insert commits before it
+raises what fails after its ``INSERT`` (the seal, the database lock), and does
+not scale to a million rows.
 A dropped connection is retried on a new one, a few times; a busy table
 (``lock_timeout``, ``TRIAL_LEDGER_BUSY_TIMEOUT``) is not.
 """
@@ -39,29 +41,66 @@ from ledger.storage.stores import Login, ScannedRow
 CONNECTION_ATTEMPTS = 3
 
 
+# How a login appends rows to a table of the ledger (issue 14): binary ``COPY`` straight in (the
+# schema's owner); through a temporary table and one ``INSERT ... SELECT``, which row-level security
+# judges row by row (PostgreSQL allows no ``COPY FROM`` into a table under it); or, for a login that
+# may not make temporary tables, ``INSERT`` statements.
+COPY, STAGED, INSERTS = "copy", "staged", "inserts"
+STAGED_ROWS = "ledger_staged_rows"
+EVENT_COLUMNS = ("notification_id", "originator_id", "originator_version", "topic", "state")
+EVENT_TYPES = ("int8", "text", "int8", "text", "bytea")
+ENTRY_COLUMNS = ("position", "event_id", "participant", "content_hash", "leaf_hash", "chain_hash")
+ENTRY_TYPES = ("int8", "text", "text", "bytea", "bytea", "bytea")
+
+
+def append_rows(
+    cursor: Any,
+    table: str,
+    columns: Sequence[str],
+    types: Sequence[str],
+    rows: Iterable[tuple[Any, ...]],
+    way: str,
+) -> None:
+    """Append ``rows`` (of ``columns``, of PostgreSQL ``types``) to ``table`` the ``way`` given.
+
+    Staged, the rows are copied into a temporary table that lives only as long as
+    this call (its transaction, on an error), then inserted from it in one statement:
+    every row still passes the policies of ``table``, as an ``INSERT`` would.
+    """
+    names = ", ".join(columns)
+    if way == INSERTS:
+        cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({', '.join(['%s'] * len(columns))})", rows)
+        return
+    target = table
+    if way == STAGED:
+        target = f"pg_temp.{STAGED_ROWS}"
+        typed = ", ".join(f"{column} {kind}" for column, kind in zip(columns, types, strict=True))
+        cursor.execute(f"CREATE TEMPORARY TABLE {STAGED_ROWS} ({typed})")
+    with cursor.copy(f"COPY {target} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(list(types))
+        for row in rows:
+            copy.write_row(row)
+    if way == STAGED:
+        cursor.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM {target}")
+        cursor.execute(f"DROP TABLE {target}")
+
+
 class CopySeal(Seal):
     """The seal, writing ``ledger_entries`` with binary COPY and asking for many ids with one array.
 
-    For a login that is not the owner (``through_functions``), rows go in by
-    ``INSERT`` (row-level security allows no ``COPY FROM``) and the frontier and
-    chain head through the owner's function (:mod:`ledger.storage.grants`).
+    For a login that is not the owner (:meth:`use_functions`), the rows go in
+    staged (:func:`append_rows`), and the frontier and chain head through the
+    owner's function (:mod:`ledger.storage.grants`).
     """
 
-    through_functions = False
+    way = COPY
 
-    def use_functions(self, schema: str) -> None:
-        self.through_functions = True
+    def use_functions(self, schema: str, way: str) -> None:
+        self.way = way
         self.upsert_meta = f'SELECT "{schema}".{grants.META_FUNCTION}(%s, %s)'
 
     def write_entries(self, cursor: Any, rows: Iterable[EntryRow]) -> None:
-        if self.through_functions:
-            super().write_entries(cursor, rows)
-            return
-        columns = "position, event_id, participant, content_hash, leaf_hash, chain_hash"
-        with cursor.copy(f"COPY {self.entries} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(["int8", "text", "text", "bytea", "bytea", "bytea"])
-            for row in rows:
-                copy.write_row(row)
+        append_rows(cursor, self.entries, ENTRY_COLUMNS, ENTRY_TYPES, rows, self.way)
 
     def _select_in(self, datastore: Any, select: str, values: Sequence[str]) -> list[Any]:
         # ``= ANY(array)``: one parameter, where thousands of ``%s`` cost psycopg a parse each time.
@@ -97,14 +136,9 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         creating = [*self.seal.create_statements, *self.feed.create_statements]
         self.sql_create_statements.extend(SQL(s) for s in creating)  # type: ignore[arg-type]
         table = SQL("{0}.{1}").format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
-        self.copy_events = SQL(
-            "COPY {0} (notification_id, originator_id, originator_version, topic, state) "
-            "FROM STDIN (FORMAT BINARY)"
-        ).format(table)
-        self.insert_rows = SQL(
-            "INSERT INTO {0} (notification_id, originator_id, originator_version, topic, state) "
-            "VALUES (%s, %s, %s, %s, %s)"
-        ).format(table)
+        self.events = f'"{self.datastore.schema}"."{self.events_table_name}"'
+        self.way = COPY  # how this login appends rows (:func:`append_rows`), known at its first insert
+        self.may_stage = SQL("SELECT has_database_privilege(current_database(), 'TEMPORARY') AS staging")
         self.lock_through_function = SQL("SELECT {0}.{1}()").format(
             Identifier(self.datastore.schema), Identifier(grants.LOCK_FUNCTION)
         )
@@ -118,7 +152,6 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         self.refusal_signature = f'"{self.datastore.schema}".{refusal_seal.SEAL_REFUSAL}(bigint,text,bytea)'
         self.select_last = SQL("SELECT COALESCE(MAX(notification_id), 0) FROM {0}").format(table)
         self.advance_sequence = SQL("SELECT setval(pg_get_serial_sequence(%s, 'notification_id'), %s)")
-        self.sequence_of = f'"{self.datastore.schema}"."{self.events_table_name}"'
         self.has_login_column = SQL(
             "SELECT 1 FROM information_schema.columns "
             "WHERE table_schema = %s AND table_name = %s AND column_name = {0}"
@@ -150,7 +183,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             row = conn.execute(
                 "SELECT session_user AS name, rolsuper, has_table_privilege(%s, 'UPDATE') AS owns "
                 "FROM pg_roles WHERE rolname = session_user",
-                (self.sequence_of,),
+                (self.events,),
             ).fetchone()
         assert row is not None
         return Login(row["name"], bool(row["rolsuper"]), bool(row["owns"]))
@@ -266,25 +299,26 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 (position, s.originator_id, s.originator_version, s.topic, s.state)
                 for position, s in zip(positions, stored_events, strict=True)
             )
-            if through_functions:
-                curs.executemany(self.insert_rows, rows)
-            else:
-                with curs.copy(self.copy_events) as copy:
-                    copy.set_types(["int8", "text", "int8", "text", "bytea"])
-                    for row in rows:
-                        copy.write_row(row)
+            append_rows(curs, self.events, EVENT_COLUMNS, EVENT_TYPES, rows, self.way)
             if stored_events:
-                curs.execute(self.advance_sequence, (self.sequence_of, positions[-1]))
+                curs.execute(self.advance_sequence, (self.events, positions[-1]))
             self.seal.seal(curs, positions, stored_events, read_at)
             self.feed.feed(curs, positions, stored_events, self.seal.codec)
             return list(positions)
 
     def _through_functions(self) -> bool:
-        """Whether this login appends through the owner's functions (it may not lock or update itself)."""
+        """Whether this login appends through the owner's functions (it may not lock or update itself).
+
+        Such a login stages its rows (:func:`append_rows`), or inserts them one by one
+        when it may not make a temporary table.
+        """
         if self._owner is None:
             self._owner = self.login().owner
             if not self._owner:
-                self.seal.use_functions(self.datastore.schema)
+                with self.datastore.get_connection() as conn:
+                    row = conn.execute(self.may_stage).fetchone()
+                self.way = STAGED if row is not None and row["staging"] else INSERTS
+                self.seal.use_functions(self.datastore.schema, self.way)
         return not self._owner
 
     def _refusal_sealed_by_database(self, stored_events: Sequence[StoredEvent]) -> bool:

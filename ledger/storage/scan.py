@@ -20,10 +20,10 @@ Rows come back as tuples (no per-row dicts: this is the hot path of ``verify``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 from eventsourcing.application import Application
@@ -32,6 +32,10 @@ from eventsourcing.application import Application
 # topic, state, then the ledger entry at that position (all None when there is
 # none): event id, participant, content hash, leaf hash, chain hash.
 SealedRow = tuple[int, str, int, str, bytes, Any, Any, Any, Any, Any]
+# Rows PostgreSQL sends at a time while :meth:`Snapshot.sealed_events` streams (libpq's chunked rows).
+STREAM_CHUNK = 2_000
+# Beyond every position (a BIGINT).
+LAST = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -64,12 +68,12 @@ class Snapshot:
     def __init__(self, tables: Tables, cursor: Any) -> None:
         self.tables = tables
         self._cursor = cursor
-        t, p = tables, tables.placeholder
-        self._sealed_sql = (
+        t = tables
+        self._sealed_select = (
             f"SELECT s.{t.position}, s.originator_id, s.originator_version, s.topic, s.state, "
             "e.event_id, e.participant, e.content_hash, e.leaf_hash, e.chain_hash "
             f"FROM {t.events} s LEFT JOIN {t.entries} e ON e.position = s.{t.position} "
-            f"WHERE s.{t.position} > {p} ORDER BY s.{t.position} LIMIT {p}"
+            f"WHERE s.{t.position} > {t.placeholder} AND s.{t.position} <= {t.placeholder} "
         )
 
     def _all(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -88,36 +92,80 @@ class Snapshot:
 
     # -- stored events joined with their seal ----------------------------------------------
 
-    def sealed_events(self, batch: int = 20_000) -> Iterator[list[SealedRow]]:
-        """Every stored event in ledger order with the ledger entry at its position, in batches.
+    def sealed_events(
+        self, batch: int = 20_000, after: int = 0, upto: int = LAST
+    ) -> Iterator[list[SealedRow]]:
+        """The stored events after ``after`` up to ``upto``, in ledger order, with the ledger entry at each
+        position, in batches.
 
-        On PostgreSQL the next batch is asked for while the caller works on this
-        one (issue 14): the server reads and joins the rows on its own core
-        while ``verify`` hashes, instead of each waiting for the other.
+        SQLite is asked page by page (the pages stay in the CPU cache).  PostgreSQL
+        streams one query (issue 14): one plan, one merge join reading each table
+        once, where pages of ``LIMIT`` queries each read the entries from the first
+        one again (the server's work grew with the square of the ledger).  The
+        stream runs inside a savepoint, so that a caller who stops early (the
+        generator closed: the query is cancelled) can go on querying the same
+        snapshot.
         """
         if not self.tables.postgres:
-            yield from self._batches(batch, self._fetch)
+            yield from self._pages(batch, after, upto)
             return
-        with ThreadPoolExecutor(max_workers=1) as ahead:
-            yield from self._batches(batch, lambda after, size: ahead.submit(self._fetch, after, size))
+        self._cursor.execute("SAVEPOINT sealed_events")
+        rows = self._cursor.stream(
+            self._sealed_select + f"ORDER BY s.{self.tables.position}",
+            (after, upto),
+            binary=True,
+            size=STREAM_CHUNK,
+        )
+        try:
+            while chunk := list(islice(rows, batch)):
+                yield chunk
+        finally:
+            rows.close()  # cancels the query if it is still running
+            self._cursor.execute("ROLLBACK TO SAVEPOINT sealed_events")
 
-    def _fetch(self, after: int, batch: int) -> list[SealedRow]:
-        binary = {"binary": True} if self.tables.postgres else {}  # bytea as is, not hex text
-        self._cursor.execute(self._sealed_sql, (after, batch), **binary)
-        return self._cursor.fetchall()
-
-    def _batches(self, batch: int, fetch: Callable[[int, int], Any]) -> Iterator[list[SealedRow]]:
-        """The batches of :meth:`sealed_events`; ``fetch`` returns rows, or a future of them."""
-        pending = fetch(0, batch)
+    def _pages(self, batch: int, after: int, upto: int) -> Iterator[list[SealedRow]]:
+        sql = self._sealed_select + f"ORDER BY s.{self.tables.position} LIMIT {self.tables.placeholder}"
         while True:
-            rows = pending.result() if isinstance(pending, Future) else pending
-            if not rows:
-                return
-            if len(rows) == batch:
-                pending = fetch(rows[-1][0], batch)
-            yield rows
+            self._cursor.execute(sql, (after, upto, batch))
+            rows = self._cursor.fetchall()
+            if rows:
+                yield rows
             if len(rows) < batch:
                 return
+            after = rows[-1][0]
+
+    def export(self) -> str | None:
+        """The id under which another connection may read this same snapshot (PostgreSQL), else None.
+
+        None too on a standby, where not every server version exports one.
+        """
+        if not self.tables.postgres:
+            return None
+        row = self._one("SELECT CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_export_snapshot() END")
+        return None if row is None or row[0] is None else str(row[0])
+
+    def chain_at(self, position: int) -> bytes | None:
+        """The chain hash sealed for the last stored event up to ``position`` (None if it has no entry)."""
+        t = self.tables
+        row = self._one(
+            f"SELECT e.chain_hash FROM {t.events} s LEFT JOIN {t.entries} e ON e.position = s.{t.position} "
+            f"WHERE s.{t.position} <= {t.placeholder} ORDER BY s.{t.position} DESC LIMIT 1",
+            (position,),
+        )
+        return None if row is None or row[0] is None else bytes(row[0])
+
+    def positions(self) -> tuple[int, int]:
+        """The first and the last position of a stored event (0 and 0 when none)."""
+        t = self.tables
+        row = self._one(f"SELECT MIN({t.position}), MAX({t.position}) FROM {t.events}")
+        assert row is not None
+        return int(row[0] or 0), int(row[1] or 0)
+
+    def rank(self, position: int) -> int:
+        """The number of stored events up to ``position``: the leaf index of the next one."""
+        t = self.tables
+        row = self._one(f"SELECT COUNT(*) FROM {t.events} WHERE {t.position} <= {t.placeholder}", (position,))
+        return int(row[0]) if row else 0
 
     def events(self, batch: int = 5_000) -> Iterator[tuple[int, str, bytes]]:
         """``(position, stream, state)`` of every stored event, in ledger order."""
@@ -207,15 +255,21 @@ class Snapshot:
 
 
 @contextmanager
-def snapshot(ledger: Application[Any]) -> Iterator[Snapshot]:
-    """A read-only view of the store at one moment (rolled back at the end)."""
+def snapshot(ledger: Application[Any], exported: str | None = None) -> Iterator[Snapshot]:
+    """A read-only view of the store at one moment (rolled back at the end).
+
+    ``exported``: the moment another snapshot sees (:meth:`Snapshot.export`, PostgreSQL).
+    """
     tables = Tables.of(ledger)
     datastore: Any = ledger.recorder.datastore  # type: ignore[attr-defined]
     with datastore.transaction(commit=False) as cursor:
         if tables.postgres:
             from psycopg.rows import tuple_row
+            from psycopg.sql import SQL, Literal
 
             cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            if exported is not None:
+                cursor.execute(SQL("SET TRANSACTION SNAPSHOT {0}").format(Literal(exported)))
             cursor.row_factory = tuple_row
             yield Snapshot(tables, cursor)
         else:

@@ -66,9 +66,8 @@ def spread(work: Callable[[S, T], R], shared: S, items: Iterable[T], size: Calla
         return
     from concurrent.futures import ProcessPoolExecutor  # loaded only when there is work to spread
 
-    count = workers()
-    context = _context()
-    with ProcessPoolExecutor(count, mp_context=context, initializer=_start, initargs=(work, shared)) as pool:
+    count, starting = workers(), context()
+    with ProcessPoolExecutor(count, mp_context=starting, initializer=_start, initargs=(work, shared)) as pool:
         pending: deque[Future[list[R]]] = deque()
         for chunk in _chunks(chain(head, items), size, CHUNK):
             pending.append(pool.submit(_run, chunk))
@@ -78,16 +77,17 @@ def spread(work: Callable[[S, T], R], shared: S, items: Iterable[T], size: Calla
             yield from pending.popleft().result()
 
 
-def _context() -> multiprocessing.context.BaseContext:
+def context(preload: Iterable[str] = ()) -> multiprocessing.context.BaseContext:
     """How to start workers: a fork of this process when it runs one thread (fast, nothing to load
-    again), else from a fork server (a database driver's threads must not be forked)."""
+    again), else from a fork server (a database driver's threads must not be forked), which loads
+    :data:`PRELOAD` and ``preload`` when it starts."""
     import multiprocessing
 
     if threading.active_count() == 1:
         return multiprocessing.get_context("fork")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(PRELOAD)
-    return context
+    server = multiprocessing.get_context("forkserver")
+    server.set_forkserver_preload([*PRELOAD, *preload])
+    return server
 
 
 def _chunks(items: Iterator[T], size: Callable[[T], int], weight: int) -> Iterator[list[T]]:
