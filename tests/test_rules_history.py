@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from ledger.domain.events import CMVLoadMeasured
+from ledger.domain.events import ClinicalRecord, CMVLoadMeasured, ParticipantScreened, Record
 from ledger.domain.rules.corrections import fold
 from ledger.domain.rules.safety import adverse_events
 from tests.builders import D0, Ledger, day
@@ -81,6 +81,24 @@ def test_as_of_orders_by_effective_then_position() -> None:
         same_day.record.id,
     ]
     assert [e.id for e in history.as_of(CMVLoadMeasured, day(4))] == [earlier.record.id]
+
+
+def test_as_of_a_kind_of_record_takes_every_type_of_it_in_clinical_order() -> None:
+    """Asked for a base type (every clinical record), ``as_of`` merges its types in clinical order."""
+    ledger = Ledger()
+    screening = ledger.screen()
+    later = ledger.cmv(on=day(5))
+    infusion = ledger.infuse(on=day(1))
+    same_day = ledger.disease(on=day(5))
+    ledger.cmv(on=day(9))
+    history = fold(ledger.entries)["NFH-001"]
+    assert [e.id for e in history.as_of(ClinicalRecord, day(5))] == [
+        screening.record.id,
+        infusion.record.id,
+        later.record.id,
+        same_day.record.id,
+    ]
+    assert history.as_of(Record, day(0)) == history.as_of(ParticipantScreened, day(0))
 
 
 def test_adverse_event_updates_by_effective_date() -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger.domain.protocol import load_protocol
+from ledger.domain.events import ProtocolAdopted
+from ledger.domain.protocol import DEFAULT_PROTOCOL, load_protocol
 from ledger.domain.rules.corrections import fold
 from ledger.domain.rules.versions import (
     AdoptedProtocol,
@@ -16,6 +18,7 @@ from ledger.domain.rules.versions import (
     content_hash,
     judged_on,
     judging_version,
+    judging_versions,
 )
 from tests.builders import Ledger
 
@@ -118,3 +121,49 @@ def test_the_version_in_force_never_starts_after_the_date_unless_none_had_starte
         assert all(v.effective <= chosen.effective for v in started)
     else:
         assert chosen.effective == min(effective)
+
+
+def test_a_version_keeps_its_place_among_the_adopted() -> None:
+    versions = ProtocolVersions((V1, V2, V3))
+    assert [versions.index(v) for v in (V1, V2, V3)] == [0, 1, 2]
+    assert ProtocolVersions((V1, V2, V3, adopted("4.0", "2013-01-01"))).index(V2) == 1
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        (V1, adopted("2.1", "2015-01-01")),  # another version number
+        (V1, adopted("2.0", "2015-01-02")),  # another effective date
+        (V1, AdoptedProtocol(PROTOCOL, "2.0", D("2015-01-01"), "f" * 64)),  # another text
+        (V2, V1),  # the same versions recorded in another order
+        (V1,),
+    ],
+)
+def test_the_fingerprint_tells_apart_versions_that_judge_otherwise(
+    other: tuple[AdoptedProtocol, ...],
+) -> None:
+    mine = ProtocolVersions((V1, V2))
+    assert ProtocolVersions((V1, V2)).fingerprint == mine.fingerprint
+    assert ProtocolVersions(other).fingerprint != mine.fingerprint
+    text = f"{V1.sha256} 1.0 2014-01-01\n{V2.sha256} 2.0 2015-01-01"
+    assert mine.fingerprint == content_hash(text.encode("utf-8"))
+
+
+def test_the_versions_adopted_are_parsed_from_the_ledgers_records_else_the_file_opened_with() -> None:
+    # A text this process has not parsed yet (each is parsed once, then kept).
+    text = DEFAULT_PROTOCOL.read_bytes().decode("utf-8") + f"# {uuid.uuid4().hex}\n"
+    record = ProtocolAdopted(
+        study=PROTOCOL.study,
+        version="1.0",
+        effective=D("2014-01-01"),
+        sha256=content_hash(text.encode("utf-8")),
+        content=text,
+        reason="adopted by init",
+        id="PROTOCOL#1",
+    )
+    versions = judging_versions([("PROTOCOL#1", record)], V3)
+    [version] = versions.adopted
+    assert (version.version, version.effective, version.sha256) == ("1.0", D("2014-01-01"), record.sha256)
+    assert version.protocol == PROTOCOL
+    assert judging_versions([("PROTOCOL#1", record)], V3).adopted[0].protocol is version.protocol
+    assert judging_versions([], V3).adopted == (V3,)

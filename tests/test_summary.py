@@ -19,6 +19,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ledger.domain.events import RecordSigned
 from ledger.domain.protocol import Protocol, load_protocol
 from ledger.domain.rules.corrections import ParticipantHistory, fold
 from ledger.domain.rules.versions import AdoptedProtocol, ProtocolVersions
@@ -184,3 +185,27 @@ def test_a_recurrence_after_the_resolution_of_cmv_disease_is_a_step() -> None:
     assert (day(15), "complete_remission") in statuses
     assert (day(20), "recurrence") in statuses
     assert standing_on(summary, day(20)) == standing(history, day(20), versions)
+
+
+def test_a_signature_in_the_chart_dates_nothing() -> None:
+    """A record of the chart that is not clinical (a signature) has no clinical date: not a step."""
+    ledger = Ledger()
+    ledger.treated(CODE)
+    ledger.add(
+        RecordSigned,
+        CODE,
+        meaning="reviewed",
+        signed_at=ledger.clock,
+        covers=[(entry.record.id, "0" * 64) for entry in ledger.entries],
+        signature="0" * 128,
+    )
+    history = _history(ledger, len(ledger.entries))
+    assert history is not None
+    versions = _versions(PROTOCOLS[0], amended=False)
+    assert [step.since for step in summary_of(history, versions)] == [
+        ledger.entries[0].record.effective,  # type: ignore[attr-defined]
+        ledger.entries[1].record.effective,  # type: ignore[attr-defined]
+        D0,
+        D0 + dt.timedelta(days=PROTOCOLS[0].treatment.second_course_from_day - 1),
+        D0 + dt.timedelta(days=PROTOCOLS[0].follow_up.window_days),
+    ]

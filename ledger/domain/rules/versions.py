@@ -14,7 +14,6 @@ import datetime as dt
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 from ledger.domain.events import ParticipantEnrolled, ParticipantScreened, ProtocolAdopted
@@ -112,10 +111,16 @@ def judging_versions(
     return ProtocolVersions(versions or (configured,))
 
 
-@cache
 def _parsed(content: str, event_id: str) -> Protocol:
     """The parameters of an adopted version's text, parsed once per process (every write reads them)."""
-    return parse_protocol(content.encode("utf-8"), event_id)
+    parsed = _PARSED.get(content)
+    if parsed is None:
+        parsed = _PARSED[content] = parse_protocol(content.encode("utf-8"), event_id)
+    return parsed
+
+
+# The adopted versions' parameters by their text: a process parses each text once.
+_PARSED: dict[str, Protocol] = {}
 
 
 def judging_version(
