@@ -39,8 +39,8 @@ import msgspec
 from eventsourcing.utils import resolve_topic
 
 from ledger.domain.entry import Entry
-from ledger.domain.events import ProtocolAdopted
-from ledger.domain.participant import Participant
+from ledger.domain.events import ClinicalRecord, EventCorrected, EventVoided, ProtocolAdopted
+from ledger.domain.participant import EVENT_CLASS
 from ledger.domain.protocol import DEFAULT_PROTOCOL, load_protocol
 from ledger.domain.rules.corrections import fold
 from ledger.domain.rules.versions import AdoptedProtocol, ProtocolVersions, content_hash, judging_versions
@@ -108,12 +108,21 @@ def standing_at(steps: bytes, as_of: dt.date) -> Standing | None:
     return None if chosen is None else _decode_standing(chosen)
 
 
+# The participant's events whose record a summary may read: clinical records, corrections, voids
+# (a signature or a coding changes no summary).
+_CLINICAL_EVENTS = frozenset(
+    event
+    for record_type, event in EVENT_CLASS.items()
+    if issubclass(record_type, ClinicalRecord | EventCorrected | EventVoided)
+)
+
+
 @cache
-def is_participant_topic(topic: str) -> bool:
-    """Whether a stored event's topic is one of the participant aggregate's events (not a ledger log's)."""
+def changes_summaries(topic: str) -> bool:
+    """Whether a stored event's topic is a participant's event that may change their summary."""
     try:
-        return issubclass(resolve_topic(topic), Participant.Event)
-    except Exception:  # a topic no class answers to: not a participant's event
+        return resolve_topic(topic) in _CLINICAL_EVENTS
+    except Exception:  # a topic no class answers to: no participant's clinical event
         return False
 
 
@@ -197,7 +206,7 @@ class BatchSeen:
         self.high = moment if self.high is None else max(self.high, moment)
         if stream == PROTOCOL_STREAM:
             self.adopts = True
-        elif is_participant_topic(topic):
+        elif changes_summaries(topic):
             self.participants.add(stream)
 
 
