@@ -132,6 +132,9 @@ class TimelineFeed:
         """Insert rows of the view (PostgreSQL uses COPY instead)."""
         cursor.executemany(self.insert_row, rows)
 
+    def secure(self, cursor: Any) -> None:
+        """Guard the tables ``rebuild`` has just made anew: nothing on SQLite (PostgreSQL's policies)."""
+
 
 class Present(NamedTuple):
     """Which of the view's tables exist: the timelines, their tracking, the summaries (both tables)."""

@@ -12,6 +12,9 @@
   investigators insert rows only for the participants of the sites whose group
   they are in (and :data:`SHARED_STREAMS`: refusals, their own keys); coders never
   in :data:`MANAGED_STREAMS` (the protocol versions, the lock); data managers anywhere;
+- row-level security on the read model's tables (:data:`READ_MODEL_TABLES`), which
+  the writes keep in their own transaction: a login inserts their rows only for
+  what it has just sealed itself, at the ledger's head (:func:`read_model_statements`);
 - ``ledger_entries.login``: the login that appended each sealed row, filled by
   the database (``session_user``) and checked by the policies, so that no login
   but the owner can seal a row in another's name;
@@ -41,8 +44,10 @@ from psycopg.sql import SQL, Composed, Identifier, Literal
 from ledger.domain.errors import InvalidInput
 from ledger.domain.events import SITE_ROLES, Role
 from ledger.storage import refusal_seal
+from ledger.storage.feed import TIMELINE_TABLE, TRACKING_TABLE
 from ledger.storage.refusal_seal import RefusalTopics
-from ledger.storage.seal import REFUSALS_STREAM, TRIAL_STREAM
+from ledger.storage.seal import ENTRIES_TABLE, REFUSALS_STREAM, TRIAL_STREAM
+from ledger.storage.summaries import CLOCK_TABLE, SUMMARY_TABLE
 
 ROLES: tuple[str, ...] = get_args(Role)
 WRITERS: tuple[str, ...] = ("data_manager", "site_staff", "investigator", "coder")
@@ -61,6 +66,8 @@ MANAGED_STREAMS = ("PROTOCOL", TRIAL_STREAM)
 # are recorded, and the users' stream, where each user registers their own signing key; every
 # row names the login that sealed it.
 SHARED_STREAMS = (REFUSALS_STREAM, "USERS")
+# The read model's tables (SPEC section 4), written by every append in its own transaction.
+READ_MODEL_TABLES = (TIMELINE_TABLE, TRACKING_TABLE, SUMMARY_TABLE, CLOCK_TABLE)
 
 
 def group(schema: str, role: str) -> str:
@@ -80,7 +87,12 @@ def check_name(name: str, what: str) -> None:
 
 
 def secure_statements(
-    schema: str, events: str, sites: Iterable[str], existing: set[str], refusals: RefusalTopics | None
+    schema: str,
+    events: str,
+    sites: Iterable[str],
+    existing: set[str],
+    refusals: RefusalTopics | None,
+    read_model: Iterable[str],
 ) -> list[Composed]:
     """The statements that make ``schema``'s groups, grants, policies and functions (idempotent).
 
@@ -88,6 +100,8 @@ def secure_statements(
     topics of the refusals' stream, for the function that seals a refusal; None
     when the stored states are enciphered or compressed, which SQL cannot read
     (then there is no such function, and a ``SELECT``-only login's refusal is not recorded).
+    ``read_model``: those of :data:`READ_MODEL_TABLES` the schema has (a ledger
+    written by an earlier version may lack some until ``rebuild``).
     """
     s = Identifier(schema)
     table = SQL("{0}.{1}").format(s, Identifier(events))
@@ -102,9 +116,9 @@ def secure_statements(
         for name in (*groups.values(), *site_groups)
         if name not in existing
     ]
-    everyone = SQL(", ").join(Identifier(name) for name in groups.values())
-    writers = SQL(", ").join(Identifier(groups[role]) for role in WRITERS)
-    site_writers = SQL(", ").join(Identifier(groups[role]) for role in SITE_ROLES)
+    everyone = _members(groups, ROLES)
+    writers = _members(groups, WRITERS)
+    site_writers = _members(groups, SITE_ROLES)
     statements += [
         SQL("GRANT USAGE ON SCHEMA {0} TO {1}").format(s, everyone),
         SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {0} TO {1}").format(s, everyone),
@@ -157,6 +171,7 @@ def secure_statements(
                 ),
             ),
         ]
+    statements += read_model_statements(schema, read_model)
     statements += _functions(schema, table, entries, meta, groups, writers)
     if refusals is None:
         return [*statements, *refusal_seal.drop_statements(schema)]
@@ -165,6 +180,92 @@ def secure_statements(
         *refusal_seal.statements(schema, events, refusals),
         refusal_seal.grant_statement(schema, everyone),
     ]
+
+
+def read_model_statements(schema: str, tables: Iterable[str]) -> list[Composed]:
+    """Row-level security on the read model's ``tables`` (of :data:`READ_MODEL_TABLES`; idempotent).
+
+    ``init`` makes it with the rest, and ``rebuild``, which makes the tables anew,
+    again (:meth:`ledger.storage.postgres.CopyFeed.secure`): a policy goes with its
+    dropped table, where the grants of a new table come from the default privileges.
+    Every group reads them.  A login that is not the owner (the owner's functions,
+    the refusal's seal included, are not judged) inserts only what the write it is
+    sealing adds (:meth:`ledger.storage.feed.TimelineFeed.feed`), so no row for what
+    another login sealed, and none in the past:
+
+    - ``rm_timeline``: the row of an entry that this login sealed, of that entry's
+      stream, after the tracked position;
+    - ``rm_tracking`` and ``rm_clock``: a row at the ledger's last position, sealed
+      by this login, beyond the table's highest;
+    - ``rm_summary``: a row at the ledger's last position, sealed by this login,
+      beyond the clock's highest (before the batch's clock row closes it); data
+      managers for any participant (adopting a protocol version summarises
+      everyone again), site staff, investigators and coders only for a
+      participant with an entry this login sealed after the clock's highest
+      position, that is in this batch.
+
+    Each check is a look-up by index: the ledger's last entry and each table's
+    highest position once a statement, the entry of a row or a participant's
+    entries after a position once a row.
+    """
+    s = Identifier(schema)
+    groups = {role: group(schema, role) for role in ROLES}
+    entries = SQL("{0}.{1}").format(s, Identifier(ENTRIES_TABLE))
+    login = Identifier(LOGIN_COLUMN)
+
+    def highest(table: str) -> Composed:
+        return SQL("(SELECT COALESCE(MAX(h.position), 0) FROM {0}.{1} h)").format(s, Identifier(table))
+
+    # The row's position is the ledger's last, and this login sealed it: the batch it is writing.
+    last = SQL("SELECT e.position, e.{0} FROM {1} e ORDER BY e.position DESC LIMIT 1").format(login, entries)
+    at_head = SQL("(position, session_user::text) = ({0})").format(last)
+    # Timeline rows: each of an entry this login sealed, of the entry's stream, after the tracked position.
+    timeline = SQL(
+        "position > {0} AND EXISTS (SELECT 1 FROM {1} e WHERE e.position = {2}.position "
+        'AND e.participant = {2}.participant COLLATE "default" AND e.{3} = session_user)'
+    ).format(highest(TRACKING_TABLE), entries, Identifier(TIMELINE_TABLE), login)
+    tracking = SQL("{0} AND position > {1}").format(at_head, highest(TRACKING_TABLE))
+    # The clock row and the summaries of the batch at the head, until its clock row closes it.
+    unclocked = SQL("{0} AND position > {1}").format(at_head, highest(CLOCK_TABLE))
+    # ... of a participant the batch extends: an entry of theirs this login sealed since the clock's last row.
+    own_summary = SQL(
+        '{0} AND EXISTS (SELECT 1 FROM {1} e WHERE e.participant = {2}.participant COLLATE "default" '
+        "AND e.position > {3} AND e.{4} = session_user)"
+    ).format(unclocked, entries, Identifier(SUMMARY_TABLE), highest(CLOCK_TABLE), login)
+    inserts: dict[str, list[tuple[str, Iterable[str], Composed]]] = {
+        TIMELINE_TABLE: [("ledger_feed_own_entries", WRITERS, timeline)],
+        TRACKING_TABLE: [("ledger_feed_at_head", WRITERS, tracking)],
+        CLOCK_TABLE: [("ledger_feed_at_head", WRITERS, unclocked)],
+        SUMMARY_TABLE: [
+            ("ledger_summarise_anyone", ["data_manager"], unclocked),
+            ("ledger_summarise_own_batch", [*SITE_ROLES, "coder"], own_summary),
+        ],
+    }
+    read = SQL("FOR SELECT TO {0} USING (true)").format(_members(groups, ROLES))
+    statements: list[Composed] = []
+    for table in tables:
+        target = SQL("{0}.{1}").format(s, Identifier(table))
+        statements += [
+            SQL("ALTER TABLE {0} ENABLE ROW LEVEL SECURITY").format(target),
+            *_policy(target, "ledger_read", read),
+        ]
+        for policy, roles, check in inserts[table]:
+            body = SQL("FOR INSERT TO {0} WITH CHECK ({1})").format(_members(groups, roles), check)
+            statements += _policy(target, policy, body)
+    return statements
+
+
+def secured(cursor: Any, schema: str) -> bool:
+    """Whether ``init`` made ``schema``'s groups, grants and functions (not on a ledger never secured)."""
+    signature = f'"{schema}".{MEMBER_FUNCTION}(text,text,text)'
+    cursor.execute("SELECT to_regprocedure(%s) IS NOT NULL AS secured", (signature,))
+    row = cursor.fetchone()
+    return bool(row["secured"] if isinstance(row, dict) else row[0])
+
+
+def _members(groups: dict[str, str], roles: Iterable[str]) -> Composed:
+    """The groups of ``roles``, as a policy's or a grant's list of roles."""
+    return SQL(", ").join(Identifier(groups[role]) for role in roles)
 
 
 def _policy(target: Composed, name: str, body: Composed) -> list[Composed]:

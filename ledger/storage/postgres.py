@@ -7,9 +7,10 @@ is used, so that commands on the SQLite default do not pay for psycopg.
 Writes go below the library's insert (issue #7), through its recorder class:
 one transaction takes the table lock, gives the batch the positions after the
 last one (so positions stay contiguous, as the Merkle tree's leaf numbering
-needs, even after a rolled back insert), streams the events and their ledger
-entries with binary ``COPY`` (a login that is not the owner through a temporary
-table, so that row-level security judges every row: issue 14), and rolls back
+needs, even after a rolled back insert), streams the events, their ledger
+entries and the read model's rows with binary ``COPY`` (a login that is not the
+owner through a temporary table, so that row-level security judges every row:
+issue 14), and rolls back
 everything on any error: the library's pipelined insert commits before it
 raises what fails after its ``INSERT`` (the seal, the database lock), and does
 not scale to a million rows.
@@ -51,6 +52,8 @@ EVENT_COLUMNS = ("notification_id", "originator_id", "originator_version", "topi
 EVENT_TYPES = ("int8", "text", "int8", "text", "bytea")
 ENTRY_COLUMNS = ("position", "event_id", "participant", "content_hash", "leaf_hash", "chain_hash")
 ENTRY_TYPES = ("int8", "text", "text", "bytea", "bytea", "bytea")
+TIMELINE_COLUMNS = ("participant", "position", "state")
+TIMELINE_TYPES = ("text", "int8", "bytea")
 
 
 def append_rows(
@@ -110,13 +113,37 @@ class CopySeal(Seal):
 
 
 class CopyFeed(TimelineFeed):
-    """The read model's feed, writing its rows with binary COPY."""
+    """The read model's feed on PostgreSQL: its rows appended as the login appends (:func:`append_rows`).
+
+    The read model's tables are under row-level security as the ledger's are
+    (:func:`ledger.storage.grants.read_model_statements`): binary ``COPY`` for the
+    owner, staged (or row by row) for any other login, as the recorder finds
+    at its first insert.
+    """
+
+    way = COPY
+
+    def __init__(self, schema: str, **kwargs: Any) -> None:
+        super().__init__(prefix=f'"{schema}".', **kwargs)
+        self.schema = schema
 
     def write_rows(self, cursor: Any, rows: Iterable[Row]) -> None:
-        with cursor.copy(f"COPY {self.timeline} FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(["text", "int8", "bytea"])
-            for row in rows:
-                copy.write_row(row)
+        append_rows(cursor, self.timeline, TIMELINE_COLUMNS, TIMELINE_TYPES, rows, self.way)
+
+    def tables(self, cursor: Any) -> list[str]:
+        """Which of the read model's tables the schema has (a ledger of an earlier version may lack some)."""
+        cursor.execute(self.select_present)
+        row = cursor.fetchone()
+        return [name for name in grants.READ_MODEL_TABLES if row[name]]
+
+    def secure(self, cursor: Any) -> None:
+        """The row-level security ``init`` gave the tables, again once ``rebuild`` made them anew (issue 12).
+
+        Nothing on a schema ``init`` never secured.
+        """
+        if grants.secured(cursor, self.schema):
+            for statement in grants.read_model_statements(self.schema, self.tables(cursor)):
+                cursor.execute(statement)
 
 
 class LedgerPostgresRecorder(PostgresApplicationRecorder):
@@ -130,9 +157,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             position="BIGINT",
         )
         # The read model's tables are made with a new ledger only (see ``create_table``).
-        self.feed = CopyFeed(
-            prefix=f'"{self.datastore.schema}".', placeholder="%s", blob="BYTEA", collate='COLLATE "C" '
-        )
+        self.feed = CopyFeed(self.datastore.schema, placeholder="%s", blob="BYTEA", collate='COLLATE "C" ')
         creating = [*self.seal.create_statements, *self.feed.create_statements]
         self.sql_create_statements.extend(SQL(s) for s in creating)  # type: ignore[arg-type]
         table = SQL("{0}.{1}").format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
@@ -202,7 +227,10 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             curs.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (key,))
             existing = grants.existing_roles(curs, names)
             plain = refusals if self.seal.codec.transparent else None
-            for statement in grants.secure_statements(schema, self.events_table_name, sites, existing, plain):
+            tables = self.feed.tables(curs)
+            for statement in grants.secure_statements(
+                schema, self.events_table_name, sites, existing, plain, tables
+            ):
                 curs.execute(statement)
 
     def set_member(self, login: str, role: str | None, site: str | None) -> bool:
@@ -215,9 +243,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         schema = self.datastore.schema
         function = f'"{schema}".{grants.MEMBER_FUNCTION}'
         with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
-            signature = f"{function}(text,text,text)"
-            curs.execute("SELECT to_regprocedure(%s) IS NOT NULL AS secured", (signature,))
-            if not curs.fetchone()["secured"]:  # type: ignore[index]
+            if not grants.secured(curs, schema):
                 return False
             if site is not None and not grants.existing_roles(curs, [grants.site_group(schema, site)]):
                 raise InvalidInput(
@@ -319,6 +345,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                     row = conn.execute(self.may_stage).fetchone()
                 self.way = STAGED if row is not None and row["staging"] else INSERTS
                 self.seal.use_functions(self.datastore.schema, self.way)
+                self.feed.way = self.way
         return not self._owner
 
     def _refusal_sealed_by_database(self, stored_events: Sequence[StoredEvent]) -> bool:

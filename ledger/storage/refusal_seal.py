@@ -27,7 +27,9 @@ SHA-256 of the record's bytes, the RFC 6962 leaf hash of
 head in ``ledger_meta`` (:meth:`ledger.evidence.merkle.Frontier.extend`); and the
 read model's row when the view covers everything before it
 (:meth:`ledger.storage.feed.TimelineFeed.feed`), with the batch's clock row when
-the summaries do too (:mod:`ledger.storage.summaries`).  ``verify`` recomputes
+the summaries do too (:mod:`ledger.storage.summaries`), as the owner, whom the
+read model's row-level security does not judge (:func:`ledger.storage.grants.read_model_statements`).
+``verify`` recomputes
 all of it from the events, and the tests compare the SQL encoders with the
 Python ones.
 """

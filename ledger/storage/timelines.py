@@ -334,7 +334,9 @@ class Timelines:
 
         A table altered out of shape (a column dropped, a trigger added) cannot
         be repaired row by row, so ``rebuild`` starts from nothing.  The library's
-        tracking table, where earlier versions tracked this view, goes too.
+        tracking table, where earlier versions tracked this view, goes too.  The
+        new tables get the row-level security ``init`` gave the old ones (issue 12,
+        item 3), in the same transaction.
         """
         s = self.feed.summaries
         with self.datastore.transaction(commit=True) as cursor:
@@ -342,6 +344,7 @@ class Timelines:
                 cursor.execute(f"DROP TABLE IF EXISTS {table}")
             for statement in self.feed.create_statements:
                 cursor.execute(statement)
+            self.feed.secure(cursor)
 
     def _select(self, statement: str, parameters: tuple[Any, ...]) -> list[Any]:
         with self._reading() as cursor:
