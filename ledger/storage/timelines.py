@@ -91,14 +91,11 @@ class TimelineSQL:
         # All events less those after the tracked position: the whole count is read off the smallest
         # index, and the rest is a range of positions, empty when the view is current.
         after = f"(SELECT COUNT(*) FROM {events} WHERE {position} > {tracked})"
-        covered = f"((SELECT COUNT(*) FROM {events}) - {after})"
+        self.covered = f"SELECT ((SELECT COUNT(*) FROM {events}) - {after}) AS covered"
 
         def shape(rows: bool) -> str:
             held_, last_ = (held, last) if rows else ("0", "0")
-            return (
-                f"SELECT {held_} AS held, {last_} AS last, {tracked} AS tracked, "
-                f"{covered} AS covered, {size} AS size"
-            )
+            return f"SELECT {held_} AS held, {last_} AS last, {tracked} AS tracked, {size} AS size"
 
         # With the timeline table and without it (a dropped table: no rows).
         self.shape = {True: shape(True), False: shape(False)}
@@ -121,16 +118,15 @@ class TimelineSQL:
         )
         # Appends wait while rebuilt summaries are closed (SQLite: the first write takes its lock).
         self.lock = f"LOCK TABLE {events} IN EXCLUSIVE MODE" if placeholder == "%s" else None
-        if placeholder == "%s":  # PostgreSQL: the latest row of each participant, one index pass
-            self.page_summaries = (
+        if placeholder == "%s":  # PostgreSQL: the latest row of each participant
+            self.latest_summaries = (
                 f"SELECT DISTINCT ON (participant) participant, steps FROM {summary} "
-                f"WHERE position <= {p} AND participant > {p} ORDER BY participant, position DESC LIMIT {p}"
+                f"WHERE position <= {p} ORDER BY participant, position DESC"
             )
-        else:  # SQLite: a bare column takes the row of the MAX() beside it
-            self.page_summaries = (
+        else:  # SQLite: a bare column takes the row of the MAX() beside it, in one pass of the key
+            self.latest_summaries = (
                 f"SELECT participant, MAX(position) AS position, steps FROM {summary} "
-                f"WHERE position <= {p} AND participant > {p} "
-                f"GROUP BY participant ORDER BY participant LIMIT {p}"
+                f"WHERE position <= {p} GROUP BY participant"
             )
 
 
@@ -171,10 +167,17 @@ class Timelines:
                 return None
             cursor.execute(self.sql.shape[found.timeline])
             first = cursor.fetchone()
-        try:
-            return Shape(*(int(first[name]) for name in Shape._fields))
-        except ValueError as exc:
-            raise TimelinesUnreadable(f"a position is not a number: {exc}") from exc
+            try:
+                held, last, tracked, size = (int(first[name]) for name in ("held", "last", "tracked", "size"))
+                # One row for each position up to the tracked one is the whole view of a ledger whose
+                # positions have no gap (every ledger since issue #7): the events need no counting.
+                covered = tracked if held == tracked else None
+                if covered is None:
+                    cursor.execute(self.sql.covered)
+                    covered = int(cursor.fetchone()["covered"])
+            except (TypeError, ValueError) as exc:
+                raise TimelinesUnreadable(f"a position is not a number: {exc}") from exc
+        return Shape(held, last, tracked, covered, size)
 
     def summary_shape(self) -> SummaryShape | None:
         """The summaries' rows, highest row, rows the clock counts and clock position; None without them."""
@@ -219,16 +222,11 @@ class Timelines:
             if row is not None:
                 yield participant, bytes(row["steps"])
             return
-        last = ""
-        while True:
-            page = self._tuples(self.sql.page_summaries, (upto, last, PAGE))
-            for row in page:
-                last, steps = row[0], row[-1]
-                if not isinstance(last, str) or not isinstance(steps, bytes | memoryview):
-                    raise RowUnreadable(last, None)
-                yield last, bytes(steps)
-            if len(page) < PAGE:
-                return
+        for row in self._streamed(self.sql.latest_summaries, (upto,)):
+            code, steps = row[0], row[-1]
+            if not isinstance(code, str) or not isinstance(steps, bytes | memoryview):
+                raise RowUnreadable(code, None)
+            yield code, bytes(steps)
 
     def rows(self, participant: str | None = None) -> Iterator[Row]:
         """Every row by participant then position (or one participant's), page by page."""
@@ -351,19 +349,25 @@ class Timelines:
             cursor.execute(statement, parameters)
             return list(cursor.fetchall())
 
-    def _tuples(self, statement: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        """:meth:`_select` with plain tuples for rows: the hot path of a lookup of every participant."""
+    def _streamed(self, statement: str, parameters: tuple[Any, ...]) -> Iterator[tuple[Any, ...]]:
+        """The rows of one statement as plain tuples, :data:`PAGE` at a time (the hot path of a lookup).
+
+        One statement, not pages of a keyed query: PostgreSQL then sorts the
+        summaries once, and a server-side cursor hands them over page by page.
+        """
         with self._reading() as cursor:
             if hasattr(cursor, "sqlite_cursor"):
                 raw = cursor.sqlite_cursor
                 raw.row_factory = None
                 raw.execute(statement, parameters)
-                return list(raw.fetchall())
-            from psycopg.rows import tuple_row
+            else:
+                from psycopg.rows import tuple_row
 
-            cursor.row_factory = tuple_row
-            cursor.execute(statement, parameters)
-            return list(cursor.fetchall())
+                cursor.execute("SET LOCAL work_mem = '64MB'")  # the summaries sorted in memory, not on disk
+                raw = cursor.connection.cursor(name="trial_ledger_lookup", row_factory=tuple_row)
+                raw.execute(statement, parameters, binary=True)  # bytea as is, not as hex text
+            while page := raw.fetchmany(PAGE):
+                yield from page
 
     def _reading(self) -> AbstractContextManager[Any]:
         return _reading(self.datastore)

@@ -9,7 +9,6 @@ ledger knew it on 1 March 2015.  The JSON shapes are the SPEC's, exactly.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Iterable, Iterator
 from itertools import groupby
 from typing import Any
@@ -45,7 +44,7 @@ def _known(code: str, stream: Iterable[Row], known_at: dt.datetime | None) -> It
 
 def _code_order(participant: str) -> tuple[str, int, str]:
     site, _, number = participant.partition("-")
-    return (site, int(number) if re.fullmatch(r"\d+", number) else 0, number)
+    return (site, int(number) if number.isascii() and number.isdigit() else 0, number)
 
 
 class Monitor:
