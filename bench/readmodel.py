@@ -33,6 +33,8 @@ from run import PG_DEFAULT, SCREENING, cli, pg_drop, pg_reachable, remove_sqlite
 APPENDS = 9
 # The reads' store is the bench file imported in this many batches, each recorded at its own moment.
 CHUNKS = 4
+# Runs of each read at each pair; the median is the figure (the machine is noisy).
+RUNS = 3
 # (as-of, known-at) pairs the reads are timed at: the trial's middle and end as known now; as known
 # once the first, second and third batch were recorded; and before anything was recorded.  A known-at
 # given as a number is the moment after that many batches.
@@ -135,7 +137,7 @@ def chunked(store: str, source: Path, admin: str | None, work: Path, chunks: int
 
 
 def reads(store: str, moments: list[str] | None = None) -> dict[str, Any]:
-    """``status`` and ``endpoints`` at each pair of :data:`READS`, as ratios to a full ``rebuild``.
+    """``status`` and ``endpoints`` at each pair of :data:`READS` (median of :data:`RUNS`), as ratios to a ``rebuild``.
 
     ``moments``: when each batch of the store ended (:func:`chunked`); pairs whose
     known-at names a batch the store does not have are left out.
@@ -155,16 +157,18 @@ def reads(store: str, moments: list[str] | None = None) -> dict[str, Any]:
             known_at = known
         times = ["--as-of", as_of, *(["--known-at", known_at] if known_at else [])]
         for command in ("status", "endpoints"):
-            run = cli(store, "--json", command, *times)
+            runs = [cli(store, "--json", command, *times) for _ in range(RUNS)]
+            seconds = statistics.median(run.seconds for run in runs)
             out["cases"].append(
                 {
                     "command": command,
                     "as_of": as_of,
                     "known_at": known_at,
                     "batches_known": known if isinstance(known, int) else None,
-                    "seconds": run.seconds,
-                    "peak_mb": run.peak_mb,
-                    "ratio_to_rebuild": run.seconds / rebuilt.seconds,
+                    "seconds": seconds,
+                    "runs": [run.seconds for run in runs],
+                    "peak_mb": max(run.peak_mb for run in runs),
+                    "ratio_to_rebuild": seconds / rebuilt.seconds,
                 }
             )
     return out

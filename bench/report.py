@@ -129,7 +129,7 @@ def goals(results: Figures, store: str = "sqlite") -> list[tuple[str, str, str, 
         slowest = max((seconds for seconds, _, _ in reads), default=None)
         heaviest = max((peak for _, peak, _ in reads), default=None)
         worst = max((share for _, _, share in reads if share is not None), default=None)
-        pairs = f"slowest of {len(reads)} (as-of, known-at) pairs"
+        pairs = f"slowest of {len(reads)} (as-of, known-at) pairs, median of runs each"
         add(f"1. `{name}` on {n} events, {pairs}", "< 1 s", slowest, _seconds(slowest), 1, at_least=False)
         add(
             f"1. `{name}` on {n} events, peak memory",
@@ -409,7 +409,7 @@ def _readmodel(results: Figures) -> list[str]:
             f"## Reads at (as-of, known-at) pairs, {store} (`bench/readmodel.py`'s cases: the largest "
             "store's events imported in batches)",
             "",
-            *_table(["command", "as of", "known at", "time", "peak", "/ rebuild"], rows),
+            *_table(["command", "as of", "known at", "time (median of runs)", "peak", "/ rebuild"], rows),
             "",
             f"`rebuild` of the same store: {_seconds(rebuild.get('seconds'))}, {_mb(rebuild.get('peak_mb'))}."
             + (

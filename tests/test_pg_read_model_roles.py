@@ -59,8 +59,13 @@ def timeline(participant: str, position: int) -> Statement:
 
 
 def seal_by_hand(conn: psycopg.Connection, stream: str) -> int:
-    """A ledger entry of ``stream`` at the next position, as the login may seal one; its position."""
+    """An event of ``stream`` and its entry at the next position, as the login may seal one; its position."""
     [(position,)] = conn.execute("SELECT max(position) + 1 FROM ledger_entries").fetchall()
+    conn.execute(
+        "INSERT INTO trialledger_events (notification_id, originator_id, originator_version, topic, state) "
+        "VALUES (%s, %s, 99, 'by hand', '\\x00')",
+        (position, stream),
+    )
     conn.execute(
         "INSERT INTO ledger_entries (position, event_id, participant, content_hash, leaf_hash, chain_hash) "
         "VALUES (%s, %s, %s, '\\x00', '\\x00', '\\x00')",

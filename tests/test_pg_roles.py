@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from eventsourcing.utils import get_topic
 from lxml import etree
 from psycopg import sql
 
@@ -26,7 +27,8 @@ from cli import main
 from ledger.application import access, signatures
 from ledger.application.trial_ledger import TrialLedger
 from ledger.domain.errors import InvalidInput, Refused
-from ledger.domain.events import KeyRegistered, RecordSigned, UserUpdated, fill
+from ledger.domain.events import AdverseEventCoded, KeyRegistered, RecordSigned, UserUpdated, fill
+from ledger.domain.participant import EVENT_CLASS
 from ledger.exchange.odm import NS
 from ledger.storage import grants
 from ledger.storage.postgres import INSERTS
@@ -130,9 +132,12 @@ def test_every_sealed_row_names_its_login_and_none_can_name_another(site: Site) 
     assert {login for participant, login in rows if participant == "NFH-001"} == {site.logins["nurse"]}
     assert rows[-1] == ("TRIAL", site.logins["dm"])
     for person in ("nurse", "dm", "coder"):
-        with site.connect(person) as conn:
-            forged = _insert_entry("TRIAL", f"'{site.logins['dm' if person != 'dm' else 'nurse']}'")
-            assert sqlstate(conn, forged) == DENIED, person
+        with site.connect(person) as conn, conn.transaction(force_rollback=True):
+            assert sqlstate(conn, _insert_event("USERS")) is None, person  # a stream every writer appends to
+            with conn.transaction(force_rollback=True):
+                forged = _insert_entry("USERS", f"'{site.logins['dm' if person != 'dm' else 'nurse']}'")
+                assert sqlstate(conn, forged) == DENIED, person
+            assert sqlstate(conn, _insert_entry("USERS")) is None, person  # in its own name it may
 
 
 def test_verify_names_a_row_that_claims_another_user_than_the_login_that_sealed_it(site: Site) -> None:
@@ -259,26 +264,61 @@ def test_a_users_row_without_a_seal_grants_nothing(site: Site) -> None:
     )
 
 
+def test_rows_a_login_types_far_beyond_the_head_stop_no_append_and_verify_names_them(site: Site) -> None:
+    """A site login's own event and entry by hand, far beyond the head: the next appends follow them."""
+    store(site.ledger("nurse"), L.treated("NFH-001"), user=site.logins["nurse"])
+    with site.connect("nurse") as conn:
+        [(far,)] = conn.execute("SELECT max(position) + 1000 FROM ledger_entries").fetchall()
+        entry = _insert_entry("NFH-009").replace("1000000", str(far))
+        assert sqlstate(conn, entry) == DENIED  # an entry alone: no event at its position
+        conn.execute(_insert_event("NFH-009").replace("1000000", str(far)))
+        conn.execute(entry)
+    store(site.ledger("pi"), L.treated("AMMS-001"), user=site.logins["pi"])
+    result = CliRunner().invoke(
+        main, ["--store", as_login(site.url, site.logins["auditor"]), "--json", "verify"]
+    )
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["first_bad"]["position"] == far
+
+
 @pytest.mark.parametrize(
     ("person", "allowed"),
     [
         ("dm", {"NFH-009", "AMMS-009", "TRIAL", "REFUSALS", "USERS", "PROTOCOL"}),
         ("nurse", {"NFH-009", "REFUSALS", "USERS"}),
         ("pi", {"AMMS-009", "REFUSALS", "USERS"}),
-        ("coder", {"NFH-009", "AMMS-009", "REFUSALS", "USERS"}),
+        ("coder", {"REFUSALS", "USERS"}),  # in a participant's stream a coding only (below)
         ("monitor", set()),
         ("auditor", set()),
     ],
 )
 def test_raw_inserts_are_refused_outside_the_role(site: Site, person: str, allowed: set[str]) -> None:
+    """Each stream: an event, then its entry; and never an entry alone, which would seal nothing."""
     with site.connect(person) as conn:
         for stream in ("NFH-009", "AMMS-009", "TRIAL", "REFUSALS", "USERS", "PROTOCOL"):
-            for statement in (_insert_event(stream), _insert_entry(stream)):
-                with conn.transaction(force_rollback=True):
-                    assert sqlstate(conn, statement) == (None if stream in allowed else DENIED), (
-                        person,
-                        statement,
-                    )
+            with conn.transaction(force_rollback=True):
+                assert sqlstate(conn, _insert_entry(stream)) == DENIED, (person, stream)
+            with conn.transaction(force_rollback=True):
+                expected = None if stream in allowed else DENIED
+                assert sqlstate(conn, _insert_event(stream)) == expected, (person, stream)
+                if expected is None:
+                    assert sqlstate(conn, _insert_entry(stream)) is None, (person, stream)
+
+
+def test_a_coder_appends_to_a_participants_stream_only_a_coding_and_its_entry(site: Site) -> None:
+    """A coder's raw rows in a participant's stream: the coding's topic only, and an entry only for it."""
+    coding = get_topic(EVENT_CLASS[AdverseEventCoded])
+    event = _insert_event("AMMS-009").replace("'forged'", f"'{coding}'")
+    with site.connect("coder") as conn:
+        with conn.transaction(force_rollback=True):
+            assert sqlstate(conn, _insert_entry("AMMS-009")) == DENIED  # no event at that position
+        with conn.transaction(force_rollback=True):
+            assert sqlstate(conn, _insert_event("AMMS-009")) == DENIED  # an event, not a coding
+        with conn.transaction(force_rollback=True):
+            assert sqlstate(conn, event) is None
+            with conn.transaction(force_rollback=True):  # a savepoint: the refusal ends only it
+                assert sqlstate(conn, _insert_entry("NFH-009")) == DENIED  # the coding is another stream's
+            assert sqlstate(conn, _insert_entry("AMMS-009")) is None
 
 
 def test_role_changes_and_deactivation_take_effect_in_the_database_at_once(site: Site) -> None:

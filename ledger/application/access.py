@@ -83,7 +83,7 @@ from ledger.domain.events import (
     lenient,
     utc_text,
 )
-from ledger.domain.participant import RecordEvent, ledger_event_id
+from ledger.domain.participant import EVENT_CLASS, RecordEvent, ledger_event_id
 from ledger.domain.rules.sites import site_of
 from ledger.storage.seal import REFUSALS_STREAM
 
@@ -392,7 +392,8 @@ def secure(ledger: TrialLedger) -> bool:
     from ledger.storage.refusal_seal import RefusalTopics  # PostgreSQL's: SQLite never loads psycopg
 
     topics = RefusalTopics(get_topic(Refusals), get_topic(Refusals.Opened), get_topic(Refusals.Recorded))
-    ledger.recorder.secure(list(ledger.protocol.sites), topics)  # type: ignore[attr-defined]
+    coding = [get_topic(EVENT_CLASS[AdverseEventCoded])]
+    ledger.recorder.secure(list(ledger.protocol.sites), topics, coding)  # type: ignore[attr-defined]
     return True
 
 

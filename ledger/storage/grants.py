@@ -10,8 +10,9 @@
   nobody but the owner has ``UPDATE``, ``DELETE`` or ``TRUNCATE`` on any table;
 - row-level security on the events and ``ledger_entries``: site staff and
   investigators insert rows only for the participants of the sites whose group
-  they are in (and :data:`SHARED_STREAMS`: refusals, their own keys); coders never
-  in :data:`MANAGED_STREAMS` (the protocol versions, the lock); data managers anywhere;
+  they are in (and :data:`SHARED_STREAMS`: refusals, their own keys); coders only
+  codings in a participant's stream (the coding's topic) and :data:`SHARED_STREAMS`,
+  never in :data:`MANAGED_STREAMS` (the protocol versions, the lock); data managers anywhere;
 - row-level security on the read model's tables (:data:`READ_MODEL_TABLES`), which
   the writes keep in their own transaction: a login inserts their rows only for
   what it has just sealed itself, at the ledger's head (:func:`read_model_statements`);
@@ -36,10 +37,10 @@ under row-level security; :func:`ledger.storage.postgres.append_rows`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, get_args
 
-from psycopg.sql import SQL, Composed, Identifier, Literal
+from psycopg.sql import SQL, Composable, Composed, Identifier, Literal
 
 from ledger.domain.errors import InvalidInput
 from ledger.domain.events import SITE_ROLES, Role
@@ -93,6 +94,7 @@ def secure_statements(
     existing: set[str],
     refusals: RefusalTopics | None,
     read_model: Iterable[str],
+    coding: Sequence[str],
 ) -> list[Composed]:
     """The statements that make ``schema``'s groups, grants, policies and functions (idempotent).
 
@@ -101,7 +103,8 @@ def secure_statements(
     when the stored states are enciphered or compressed, which SQL cannot read
     (then there is no such function, and a ``SELECT``-only login's refusal is not recorded).
     ``read_model``: those of :data:`READ_MODEL_TABLES` the schema has (a ledger
-    written by an earlier version may lack some until ``rebuild``).
+    written by an earlier version may lack some until ``rebuild``).  ``coding``:
+    the topics of the events a coder appends to a participant's stream.
     """
     s = Identifier(schema)
     table = SQL("{0}.{1}").format(s, Identifier(events))
@@ -143,9 +146,24 @@ def secure_statements(
             entries, Identifier(LOGIN_COLUMN)
         ),
     ]
-    for target, column, own in (
-        (table, "originator_id", SQL("true")),
-        (entries, "participant", SQL("{0} = session_user").format(Identifier(LOGIN_COLUMN))),
+    coded = Literal(list(coding))
+
+    def sealed_event(also: Composable) -> Composed:
+        """An entry seals a stored event: the one at its position, of its stream (``also``: and more)."""
+        return SQL(
+            "EXISTS (SELECT 1 FROM {0} ev WHERE ev.notification_id = position "
+            "AND ev.originator_id = participant{1})"
+        ).format(table, also)
+
+    # An entry names the login that appends it, and seals an event already stored: no entry stands
+    # alone where the next append's seal would have to follow it.  A coder's row of a participant's
+    # stream is a coding: the event's topic says so, and the event its entry seals is one.
+    own_entry = SQL("{0} = session_user AND {1}").format(Identifier(LOGIN_COLUMN), sealed_event(SQL("")))
+    coding_event = SQL("topic = ANY ({0})").format(coded)
+    coding_entry = sealed_event(SQL(" AND ev.topic = ANY ({0})").format(coded))
+    for target, column, own, coding_row in (
+        (table, "originator_id", SQL("true"), coding_event),
+        (entries, "participant", own_entry, coding_entry),
     ):
         stream = Identifier(column)
         statements += [
@@ -159,8 +177,15 @@ def secure_statements(
             *_policy(
                 target,
                 "ledger_append_coding",
-                SQL("FOR INSERT TO {0} WITH CHECK ({1} <> ALL ({2}) AND {3})").format(
-                    Identifier(groups["coder"]), stream, Literal(list(MANAGED_STREAMS)), own
+                SQL(
+                    "FOR INSERT TO {0} WITH CHECK ({1} <> ALL ({2}) AND ({1} = ANY ({3}) OR {4}) AND {5})"
+                ).format(
+                    Identifier(groups["coder"]),
+                    stream,
+                    Literal(list(MANAGED_STREAMS)),
+                    Literal(list(SHARED_STREAMS)),
+                    coding_row,
+                    own,
                 ),
             ),
             *_policy(

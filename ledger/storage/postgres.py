@@ -213,7 +213,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         assert row is not None
         return Login(row["name"], bool(row["rolsuper"]), bool(row["owns"]))
 
-    def secure(self, sites: Sequence[str], refusals: RefusalTopics) -> None:
+    def secure(self, sites: Sequence[str], refusals: RefusalTopics, coding: Sequence[str]) -> None:
         """Make the schema's group roles, grants, policies and functions (:mod:`ledger.storage.grants`).
 
         The function that seals a refusal (:mod:`ledger.storage.refusal_seal`) reads the
@@ -229,7 +229,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             plain = refusals if self.seal.codec.transparent else None
             tables = self.feed.tables(curs)
             for statement in grants.secure_statements(
-                schema, self.events_table_name, sites, existing, plain, tables
+                schema, self.events_table_name, sites, existing, plain, tables, coding
             ):
                 curs.execute(statement)
 
