@@ -132,6 +132,8 @@ def open_ledger(*, create: bool = False) -> TrialLedger:
     s = settings()
     if s.store is not None and not s.store.strip():
         raise InvalidInput("store: must not be empty")
+    if s.user is not None and not s.user.strip():  # not "anyone": the operating-system user would act
+        raise InvalidInput("user: must not be empty")
     text = protocol = None
     if s.protocol is not None:
         text, protocol = read_protocol_file(s.protocol, "protocol")
@@ -166,6 +168,10 @@ def json_text(data: Any) -> str:
         return json.dumps(data, indent=2, default=str)
 
 
+# The most characters of a problem said on the terminal: enough for any field's name and value.
+LONGEST = 1_000
+
+
 def _one_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return (lines[0] if lines else "")[:300]
@@ -191,6 +197,7 @@ def fail(ctx: click.Context, exc: Exception) -> NoReturn:
         detail = _one_line(str(exc))
         code, message = 2, f"{type(exc).__name__}" + (f": {detail}" if detail else "")
         problems = [message]
+    message, problems = _clipped(message), [_clipped(problem) for problem in problems]
     obj = ctx.find_object(Settings)
     if obj is not None and obj.json:
         click.echo(json.dumps({"error": message, "problems": problems}, indent=2))
@@ -199,14 +206,55 @@ def fail(ctx: click.Context, exc: Exception) -> NoReturn:
     ctx.exit(code)
 
 
+def _clipped(text: str) -> str:
+    """``text`` cut at :data:`LONGEST` characters, saying how many more there were (a value can be huge)."""
+    if len(text) <= LONGEST:
+        return text
+    return f"{text[:LONGEST]}... ({len(text) - LONGEST} more characters)"
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+class UsageLine(click.UsageError):
+    """A mistyped command line, said in one line (exit 2) instead of click's usage, hint and error."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {printable(_clipped(self.format_message()))}", err=True)
+
+
 class TrialLedgerGroup(click.Group):
     """The command group, with the one guard that maps every failure to its exit code (issue 11)."""
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        for number, arg in enumerate(args):  # bytes the terminal's encoding cannot read, kept as surrogates
+            if not arg.isascii() and not _is_utf8(arg):
+                named = number > 0 and args[number - 1].startswith("-")
+                where = args[number - 1] if named else f"argument {number + 1}"
+                raise UsageLine(f"{where}: not valid UTF-8 text")
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:  # the global options, before there is a context to fail in
+            raise UsageLine(exc.format_message()) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         from ledger.domain.errors import InvalidInput
 
         try:
             return super().invoke(ctx)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:  # a command's arguments and options: one line, JSON with --json
+            fail(ctx, InvalidInput(exc.format_message()))
         except (click.exceptions.ClickException, click.exceptions.Exit):
             raise
         except click.exceptions.Abort:

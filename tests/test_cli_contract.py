@@ -190,6 +190,48 @@ def test_an_empty_store_option_is_refused_not_replaced_by_the_environment(stores
     assert (result.exit_code, result.stderr) == (2, "error: store: must not be empty\n")
 
 
+def test_an_empty_user_option_is_refused_not_replaced_by_the_operating_system_user(
+    stores: tuple[str, str],
+) -> None:
+    option, _ = stores
+    result = invoke(["--store", option, "--user", " ", "lock", "--reason", "x"], {"TRIAL_LEDGER_USER": "dm"})
+    assert (result.exit_code, result.stderr) == (2, "error: user: must not be empty\n")
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["status", "--as-of", "2015-02-30"],
+            "Invalid value for '--as-of': '2015-02-30' is not a date YYYY-MM-DD",
+        ),
+        (["--store"], "Option '--store' requires an argument."),
+        (["nocommand"], "No such command 'nocommand'."),
+        (["export", "sdtm"], "Missing argument 'DIRECTORY'."),
+        (["ae", "NFH-001", "--term", "x\udcff"], "--term: not valid UTF-8 text"),
+    ],
+)
+def test_a_mistyped_command_line_is_one_line_naming_what_is_wrong(
+    stores: tuple[str, str], args: list[str], expected: str
+) -> None:
+    """Not click's usage, hint and error: one line, exit 2, nothing stored (issue 11)."""
+    option, _ = stores
+    before = seal(option)
+    result = invoke(["--store", option, "--user", "dm", *args], {})
+    assert (result.exit_code, result.stderr) == (2, f"error: {expected}\n")
+    assert seal(option) == before
+
+
+def test_a_huge_value_is_said_cut_short(stores: tuple[str, str], tmp_path: Path) -> None:
+    option, _ = stores
+    line = tmp_path / "huge.jsonl"
+    line.write_text(json.dumps({"type": "x" * 100_000, "participant": "NFH-001"}) + "\n")
+    result = invoke(["--store", option, "--user", "dm", "import", str(line)], {})
+    assert result.exit_code == 2
+    [said] = result.stderr.splitlines()
+    assert said.startswith("error: ") and said.endswith(" more characters)") and len(said) < 1_200
+
+
 # -- outputs never write over a ledger ---------------------------------------------------------
 
 OUTPUTS = {

@@ -57,9 +57,13 @@ def read_commands(out: Path, event_id: str) -> list[list[str]]:
     ]
 
 
-def run(store: str, *args: str) -> subprocess.CompletedProcess[str]:
+# Without the capabilities that let root write anywhere: file modes then bind this process too.
+CONFINED = ["setpriv", "--bounding-set", "-all", "--inh-caps", "-all"] if os.geteuid() == 0 else []
+
+
+def run(store: str, *args: str, confined: bool = False) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [CONSOLE, "--store", store, "--json", *args],
+        [*(CONFINED if confined else []), CONSOLE, "--store", store, "--json", *args],
         capture_output=True,
         text=True,
         timeout=300,
@@ -67,13 +71,13 @@ def run(store: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def outputs(store: str, out: Path, event_id: str) -> list[tuple[int, str, str]]:
+def outputs(store: str, out: Path, event_id: str, confined: bool = False) -> list[tuple[int, str, str]]:
     """Each read command's exit code, output and error, the files it wrote made anew each time."""
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir()
     found = []
     for command in read_commands(out, event_id):
-        done = run(store, *command)
+        done = run(store, *command, confined=confined)
         found.append((done.returncode, CREATED.sub('"created": "(now)"', done.stdout), done.stderr))
     return found
 
@@ -119,6 +123,32 @@ def test_sqlite_reads_run_read_only_with_the_same_output(tmp_path: Path, source:
         done = run(str(path), *command)
         assert done.returncode == 0, (command, done.stderr)
         assert sqlite_state(path) == before, f"{command} changed the database"
+
+
+def test_sqlite_reads_run_in_a_folder_nobody_may_write_with_the_same_output(tmp_path: Path) -> None:
+    """An archived copy on read-only media: SQLite could not make its log's files there."""
+    folder = tmp_path / "archive"
+    folder.mkdir()
+    path = folder / "store.db"
+    demo_store(str(path))
+    event_id = first_event_id(str(path))
+    plain = outputs(str(path), tmp_path / "out", event_id)
+    assert not path.with_name("store.db-wal").exists()  # the last writer checkpointed it
+    before = sqlite_state(path)
+    path.chmod(0o444)
+    folder.chmod(0o555)
+    try:
+        assert outputs(str(path), tmp_path / "out", event_id, confined=True) == plain
+        done = run(str(path), "--user", "dm", "lock", "--reason", "interim analysis", confined=True)
+        assert (done.returncode, done.stderr.splitlines()[-1]) == (
+            3,
+            "error: the store is read-only, nothing stored: attempt to write a readonly database",
+        )
+        assert sorted(p.name for p in folder.iterdir()) == ["store.db"]
+    finally:
+        folder.chmod(0o755)
+        path.chmod(0o644)
+    assert sqlite_state(path) == before
 
 
 @pytest.fixture

@@ -214,9 +214,30 @@ def store_env(url: str) -> dict[str, str]:
         **common,
         "PERSISTENCE_MODULE": "ledger.storage.stores:LedgerSQLiteFactory",
         # An SQLite URI goes to SQLite whole (the library opens with ``uri=True``), its mode kept.
-        "SQLITE_DBNAME": url if url.startswith("file:") else sqlite_path(url),
+        "SQLITE_DBNAME": _immutable(sqlite_path(url)) or _sqlite_name(url),
         "SQLITE_LOCK_TIMEOUT": busy,
     }
+
+
+def _sqlite_name(url: str) -> str:
+    return url if url.startswith("file:") else sqlite_path(url)
+
+
+def _immutable(path: str) -> str | None:
+    """The read-only, immutable URI of a ledger file in a folder this process may not write; else None.
+
+    A reader of a database in write-ahead-log mode needs the log's shared-memory
+    file beside it, which SQLite cannot make in such a folder (an archived copy, a
+    read-only mount): every read would fail.  When no log is there either, the file
+    holds every committed write and nobody is writing, so SQLite reads it as it
+    is, without the files of a writer's log.  With a log there (a writer at work,
+    or one killed) nothing changes: SQLite opens it as usual, or says why not.
+    """
+    file = Path(path)
+    folder = file.parent
+    if not file.is_file() or os.access(folder, os.W_OK) or Path(f"{path}-wal").exists():
+        return None
+    return f"{file.resolve().as_uri()}?mode=ro&immutable=1"
 
 
 def _libpq(variable: str, default: str) -> str:
@@ -238,7 +259,8 @@ def sqlite_tables(path: str) -> set[str] | None:
     if not file.exists():
         raise _no_ledger(path)
     try:
-        with closing(sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro", uri=True)) as conn:
+        reading = _immutable(path) or f"{file.resolve().as_uri()}?mode=ro"
+        with closing(sqlite3.connect(reading, uri=True)) as conn:
             rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
     except sqlite3.DatabaseError as exc:
         if "not a database" in str(exc) or "malformed" in str(exc):
