@@ -662,12 +662,16 @@ def report(out: str, as_of: dt.date, known_at: dt.datetime | None) -> None:
 
 
 def _safe_url(url: str) -> str:
-    """The store URL without a password."""
-    if "@" in url and "://" in url:
+    """The store as a person reads it: a PostgreSQL URL without its password, or the SQLite file's path."""
+    from ledger.storage.stores import is_postgres, sqlite_path
+
+    if is_postgres(url):
+        if "@" not in url:
+            return url
         scheme, rest = url.split("://", 1)
         credentials, host = rest.rsplit("@", 1)
         return f"{scheme}://{credentials.split(':')[0]}@{host}"
-    return os.path.abspath(url)
+    return os.path.abspath(sqlite_path(url))
 
 
 # -- audit and tamper evidence -------------------------------------------------------------

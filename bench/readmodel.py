@@ -137,7 +137,7 @@ def chunked(store: str, source: Path, admin: str | None, work: Path, chunks: int
 
 
 def reads(store: str, moments: list[str] | None = None) -> dict[str, Any]:
-    """``status`` and ``endpoints`` at each pair of :data:`READS` (median of :data:`RUNS`), as ratios to a ``rebuild``.
+    """``status`` and ``endpoints`` at each of :data:`READS` (median of :data:`RUNS`), against a ``rebuild``.
 
     ``moments``: when each batch of the store ended (:func:`chunked`); pairs whose
     known-at names a batch the store does not have are left out.

@@ -18,8 +18,10 @@ import getpass
 import json
 import os
 import shutil
+import sqlite3
 import stat
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import click
@@ -413,6 +415,9 @@ def test_known_crashes_are_one_line_with_the_right_code(stores: tuple[str, str],
     bad_protocol.write_text("garbage")
     not_sqlite = tmp_path / "notes.txt"
     not_sqlite.write_text("not a database at all")
+    other = tmp_path / "other.db"
+    with closing(sqlite3.connect(other)) as conn:
+        conn.execute("CREATE TABLE visits (id INTEGER)")
     cases: list[tuple[list[str], int, str]] = [
         (
             ["--protocol", str(tmp_path / "none.toml"), "--store", option, "status"],
@@ -430,6 +435,8 @@ def test_known_crashes_are_one_line_with_the_right_code(stores: tuple[str, str],
         (["--store", str(tmp_path), "init"], 2, f"store: {tmp_path} is a directory, not a ledger file"),
         (["--store", str(not_sqlite), "verify"], 2, f"store: {not_sqlite} is not a SQLite ledger"),
         (["--store", str(not_sqlite), "init"], 2, f"store: {not_sqlite} is not a SQLite ledger"),
+        (["--store", str(other), "init"], 2, f"store: {other} is another program's database (tables visits)"),
+        (["--store", str(other), "--user", USER, "import", str(not_sqlite)], 2, f"store: {other} is another"),
         (
             ["--store", str(tmp_path / "no" / "x.db"), "init"],
             2,

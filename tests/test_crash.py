@@ -62,7 +62,8 @@ def trial(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return base, rest
 
 
-def _import(store: str, source: Path) -> subprocess.Popen[bytes]:
+def _import(store: str, source: Path, scratch: Path | None = None) -> subprocess.Popen[bytes]:
+    """An import process; ``scratch``: its temporary folder (where its staging file goes)."""
     return subprocess.Popen(
         [
             sys.executable,
@@ -78,6 +79,7 @@ def _import(store: str, source: Path) -> subprocess.Popen[bytes]:
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        env={**os.environ, "TMPDIR": str(scratch)} if scratch else None,
     )
 
 
@@ -98,7 +100,7 @@ def _fresh(store_url: str, base: Path) -> None:
 
 
 def test_a_killed_import_leaves_all_or_nothing_and_a_rerun_completes_it(
-    store_url: str, trial: tuple[Path, Path], record_property: pytest.RecordProperty
+    store_url: str, trial: tuple[Path, Path], record_property: pytest.RecordProperty, tmp_path: Path
 ) -> None:
     base, source = trial
     rng = random.Random(2014)
@@ -113,12 +115,15 @@ def test_a_killed_import_leaves_all_or_nothing_and_a_rerun_completes_it(
     outcomes = {"nothing": 0, "all": 0}
     for attempt in range(KILLS):
         _fresh(store_url, base)
-        importing = _import(store_url, source)
+        scratch = tmp_path / f"scratch-{attempt}"
+        scratch.mkdir()
+        importing = _import(store_url, source, scratch)
         # Half the kills late, where the batch is being written and committed.
         late = attempt % 2
         time.sleep(duration * rng.uniform(0.6 if late else 0.1, 1.0))
         importing.send_signal(signal.SIGKILL)
         importing.wait(timeout=60)
+        assert list(scratch.iterdir()) == [], "the killed import left its staging file behind"
         count = sound_count(store_url)
         assert count in (before, before + IMPORT_LINES), (
             f"attempt {attempt}: {count - before} events of the import"

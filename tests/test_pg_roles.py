@@ -426,3 +426,21 @@ def test_a_login_that_may_not_make_temporary_tables_appends_row_by_row(pg_ready:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {0} WITH (FORCE)").format(sql.Identifier(database)))
             drop_roles(conn, tag)
+
+
+def test_the_demo_run_by_a_data_managers_login_codes_as_that_login(site: Site) -> None:
+    """The demo's coder is a name the login may not claim: the login codes itself (issue 12, item 1)."""
+    dm = site.logins["dm"]
+    result = CliRunner().invoke(
+        main, ["--store", as_login(site.url, dm), "--json", "demo", "--participants", "6"]
+    )
+    assert result.exit_code == 0, result.output
+    coded = json.loads(result.stdout)["coded"]
+    assert coded > 0
+    with site.connect("auditor") as conn:
+        rows = conn.execute(
+            "SELECT e.login FROM ledger_entries e "
+            "JOIN trialledger_events s ON s.notification_id = e.position WHERE s.topic = %s",
+            (get_topic(EVENT_CLASS[AdverseEventCoded]),),
+        ).fetchall()
+    assert len(rows) == coded and {login for (login,) in rows} == {dm}

@@ -4,7 +4,8 @@ MedDRA is licensed and the ledger ships no dictionary.  So that the demo trial
 exports complete SDTM datasets, its adverse events are coded with
 ``fictitious-dictionary.toml``: every name and code in it is invented (codes
 start with 99, names with "Fictional") and it must never code real data.  The
-codings go through ``code-ae``'s use case like a coder's, as ``central.coder``.
+codings go through ``code-ae``'s use case like a coder's, as ``central.coder`` (on
+PostgreSQL, as the login that runs the demo, unless it is a superuser).
 """
 
 from __future__ import annotations

@@ -81,7 +81,9 @@ def run_demo(
     step(f"importing {len(lines)} events")
     receipt = import_lines(ledger, io.BytesIO(text.getvalue().encode()), user=user)
     step("coding the adverse events (fictitious dictionary)")
-    coded = len(code_demo(ledger))
+    # The demo's coder, where the actor may be named; on PostgreSQL the login itself (issue 12, item 1).
+    login = ledger.login
+    coded = len(code_demo(ledger) if login is None or login.superuser else code_demo(ledger, user))
     step("projecting status and endpoints")
     monitor = Monitor(ledger)
     today = dt.date.today()

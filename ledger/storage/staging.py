@@ -10,18 +10,20 @@ line has passed are the staged rows moved into the ledger, in one transaction
 of the ledger's own recorder (its seal, lock and conflict checks), read from
 here as they are written.
 
-The staging file is a private SQLite database in a temporary folder, removed
-when the import ends: it is not part of the ledger, works the same for a
-SQLite and a PostgreSQL store, and is written without the ledger's write lock,
-which is taken only for the final move.
+The staging file is a private SQLite database in the temporary folder, its
+name removed as soon as it is open: it is not part of the ledger, leaves
+nothing behind however the import ends (``kill -9`` included: the system frees
+an unnamed file with its last handle), works the same for a SQLite and a
+PostgreSQL store, and is written without the ledger's write lock, which is
+taken only for the final move.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
 from typing import Any, overload
 
 from eventsourcing.persistence import StoredEvent
@@ -36,11 +38,14 @@ class Staging:
     """A temporary database holding an import's lines, then its checked events."""
 
     def __init__(self) -> None:
-        self._folder = tempfile.TemporaryDirectory(prefix="trial-ledger-import-")
-        self.path = Path(self._folder.name) / "staging.db"
-        self.db = sqlite3.connect(self.path, isolation_level=None)
-        # A scratch file: nothing here must survive a crash, so no journal and no fsync.
-        self.db.execute("PRAGMA journal_mode = OFF")
+        handle, name = tempfile.mkstemp(prefix="trial-ledger-import-", suffix=".db")
+        os.close(handle)
+        try:
+            self.db = sqlite3.connect(name, isolation_level=None)
+            # A scratch file: nothing here must survive a crash, so no journal and no fsync.
+            self.db.execute("PRAGMA journal_mode = OFF")
+        finally:
+            os.unlink(name)  # SQLite keeps its open handle; the folder keeps nothing
         self.db.execute("PRAGMA synchronous = OFF")
         self.db.execute("PRAGMA cache_size = -16000")  # 16 MB
         self.db.executescript(
@@ -58,7 +63,6 @@ class Staging:
 
     def close(self) -> None:
         self.db.close()
-        self._folder.cleanup()
 
     # -- lines ------------------------------------------------------------------------------
 

@@ -308,9 +308,9 @@ def require_ledger(url: str, *, create: bool) -> None:
     """Check the store before the library opens it (issue 11: reading never creates a store).
 
     Without ``create`` the ledger must exist already; with it (``init``,
-    ``demo``) the place must be able to hold one: a SQLite file that is a
-    SQLite database or does not exist yet in an existing folder, or an
-    existing PostgreSQL schema.  Raises :class:`InvalidInput` (exit 2) naming
+    ``demo``) the place must be able to hold one: a SQLite file that is an
+    empty SQLite database or a ledger, or does not exist yet in an existing
+    folder, or an existing PostgreSQL schema.  Raises :class:`InvalidInput` (exit 2) naming
     the store, or :class:`Refused` (exit 3) when PostgreSQL does not answer.
     """
     if is_postgres(url):
@@ -330,3 +330,6 @@ def require_ledger(url: str, *, create: bool) -> None:
         raise InvalidInput(f"store: {path} is not a SQLite ledger")
     if not (create or set(LEDGER_TABLES) <= tables):
         raise _no_ledger(path)
+    if tables and not tables & set(LEDGER_TABLES):  # another program's database: never made a ledger
+        named = ", ".join(sorted(tables)[:3]) + (", ..." if len(tables) > 3 else "")
+        raise InvalidInput(f"store: {path} is another program's database (tables {named}), not a ledger")
