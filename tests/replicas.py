@@ -25,6 +25,8 @@ import pytest
 
 # Seconds the standby may take to replay what the primary committed.
 REPLAY_TIMEOUT_SECONDS = 60
+# Starts of a cluster tried, each on a fresh port, before giving up.
+START_ATTEMPTS = 3
 
 
 def _bindir() -> Path:
@@ -62,30 +64,37 @@ class Replicas:
         if done.returncode != 0:
             raise RuntimeError(f"{program} failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
 
-    def _pg_ctl_start(self, data: Path, port: int) -> None:
-        options = f"-p {port} -k {self.place} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run(
-            "pg_ctl",
-            "-D",
-            str(data),
-            "-o",
-            options,
-            "-l",
-            str(self.place / f"{data.name}.log"),
-            "-w",
-            "start",
-        )
-        self.started.append(data)
+    def _pg_ctl_start(self, data: Path, port: int) -> int:
+        """Start the cluster in ``data`` on ``port``, else on another free port; the port it listens on.
+
+        A free port found by probing may be taken before the server binds it:
+        a failed start is tried again on a fresh port, and the last failure
+        raised with the server's log.
+        """
+        log = self.place / f"{data.name}.log"
+        for attempt in range(START_ATTEMPTS):
+            options = f"-p {port} -k {self.place} -c listen_addresses=127.0.0.1 -c fsync=off"
+            try:
+                self._run("pg_ctl", "-D", str(data), "-o", options, "-l", str(log), "-w", "start")
+            except RuntimeError as exc:
+                if attempt == START_ATTEMPTS - 1:
+                    said = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+                    raise RuntimeError(f"{exc}\n{data.name}.log: {said}") from None
+                port = _free_port()
+                continue
+            self.started.append(data)
+            return port
+        raise AssertionError("unreachable")
 
     def _start(self) -> None:
         primary, standby = self.place / "primary", self.place / "standby"
         self._run("initdb", "-A", "trust", "-U", "postgres", "--no-sync", "-D", str(primary))
-        self._pg_ctl_start(primary, self.primary_port)
+        self.primary_port = self._pg_ctl_start(primary, self.primary_port)
         self._run(
             "pg_basebackup", "-h", "127.0.0.1", "-p", str(self.primary_port), "-U", "postgres",
             "-D", str(standby), "-R", "-X", "stream",
         )  # fmt: skip
-        self._pg_ctl_start(standby, self.standby_port)
+        self.standby_port = self._pg_ctl_start(standby, self.standby_port)
 
     def url(self, port: int, user: str = "postgres", schema: str | None = None) -> str:
         query = f"?schema={schema}" if schema else ""

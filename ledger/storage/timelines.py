@@ -118,10 +118,10 @@ class TimelineSQL:
         )
         # Appends wait while rebuilt summaries are closed (SQLite: the first write takes its lock).
         self.lock = f"LOCK TABLE {events} IN EXCLUSIVE MODE" if placeholder == "%s" else None
-        if placeholder == "%s":  # PostgreSQL: the latest row of each participant
+        if placeholder == "%s":  # PostgreSQL: the latest row of each participant, the key read backwards
             self.latest_summaries = (
                 f"SELECT DISTINCT ON (participant) participant, steps FROM {summary} "
-                f"WHERE position <= {p} ORDER BY participant, position DESC"
+                f"WHERE position <= {p} ORDER BY participant DESC, position DESC"
             )
         else:  # SQLite: a bare column takes the row of the MAX() beside it, in one pass of the key
             self.latest_summaries = (
@@ -214,7 +214,10 @@ class Timelines:
         return _clock_row(row) if row is not None else None
 
     def summaries(self, upto: int, participant: str | None = None) -> Iterator[tuple[str, bytes]]:
-        """Each participant's latest summary row at or before position ``upto`` (or one participant's)."""
+        """Each participant's latest summary row at or before position ``upto`` (or one participant's).
+
+        In no particular order: PostgreSQL reads its key backwards, which needs no sort.
+        """
         if participant is not None:
             with self._reading() as cursor:
                 cursor.execute(self.feed.summaries.select_latest, (participant, upto))
@@ -352,8 +355,8 @@ class Timelines:
     def _streamed(self, statement: str, parameters: tuple[Any, ...]) -> Iterator[tuple[Any, ...]]:
         """The rows of one statement as plain tuples, :data:`PAGE` at a time (the hot path of a lookup).
 
-        One statement, not pages of a keyed query: PostgreSQL then sorts the
-        summaries once, and a server-side cursor hands them over page by page.
+        One statement, not pages of a keyed query: PostgreSQL then reads the
+        summaries' key once, and a server-side cursor hands them over page by page.
         """
         with self._reading() as cursor:
             if hasattr(cursor, "sqlite_cursor"):
@@ -363,7 +366,6 @@ class Timelines:
             else:
                 from psycopg.rows import tuple_row
 
-                cursor.execute("SET LOCAL work_mem = '64MB'")  # the summaries sorted in memory, not on disk
                 raw = cursor.connection.cursor(name="trial_ledger_lookup", row_factory=tuple_row)
                 raw.execute(statement, parameters, binary=True)  # bytea as is, not as hex text
             while page := raw.fetchmany(PAGE):
