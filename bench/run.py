@@ -343,10 +343,16 @@ def pg_reachable(admin: str) -> bool:
 
 
 def pg_drop(admin: str, schema: str) -> None:
+    """Drop a bench schema and the group roles ``init`` made for it (``<schema>_<role>``)."""
     import psycopg
 
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        groups = conn.execute(
+            "SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s) AND NOT rolcanlogin", (f"{schema}_",)
+        ).fetchall()
+        for (name,) in groups:
+            conn.execute(f'DROP ROLE "{name}"')
 
 
 def bench_postgres(
