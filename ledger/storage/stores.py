@@ -233,11 +233,10 @@ def _immutable(path: str) -> str | None:
     is, without the files of a writer's log.  With a log there (a writer at work,
     or one killed) nothing changes: SQLite opens it as usual, or says why not.
     """
-    file = Path(path)
-    folder = file.parent
-    if not file.is_file() or os.access(folder, os.W_OK) or Path(f"{path}-wal").exists():
+    file = Path(path).resolve()  # SQLite keeps its log beside the file a link points to
+    if not file.is_file() or os.access(file.parent, os.W_OK) or Path(f"{file}-wal").exists():
         return None
-    return f"{file.resolve().as_uri()}?mode=ro&immutable=1"
+    return f"{file.as_uri()}?mode=ro&immutable=1"
 
 
 def _libpq(variable: str, default: str) -> str:
